@@ -1,0 +1,428 @@
+//! Loading and validating `config.json`.
+//!
+//! Every file written for the old daemon (PROTOCOL §4) loads unchanged. Each key is
+//! taken out of the JSON object by a typed getter that knows its range, so a bad value
+//! is reported with the key, the value and what is allowed; what is left over at the
+//! end is unknown and only warned about. Past this module nothing is stringly typed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// The files tried, in order, when `--config` is not given.
+pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config.json"];
+
+/// A validated configuration. Holding one means every value is in range.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Redis URL; may hold a password, so log [`Config::redis_url_redacted`] instead.
+    pub redis_url: String,
+    pub keys: Keys,
+    /// Worker threads, each with one HTTP call in flight.
+    pub concurrency: usize,
+    /// Retries after the first attempt: a job gets `1 + max_retries` attempts.
+    pub max_retries: u32,
+    pub retry: RetryPolicy,
+    /// The longest the loop sleeps before looking for newly added due jobs.
+    pub poll_interval: Duration,
+    pub http: HttpSettings,
+    /// How long a claimed job may stay in flight before any daemon may take it back.
+    pub lease: Duration,
+    /// Read and write timeout of the Redis connection.
+    pub redis_timeout: Duration,
+    pub log_level: log::LevelFilter,
+}
+
+/// The Redis keys delayqs reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Sorted set of pending jobs, written by producers (`key`).
+    pub queue: String,
+    /// Sorted set of claimed jobs, scored by lease deadline (`inflightKey`).
+    pub inflight: String,
+    /// Hash of attempt counts per member (`attemptsKey`).
+    pub attempts: String,
+    /// List of jobs that failed for good (`failKey`).
+    pub failed: String,
+    /// The old daemon's retry list (`retryIdKey`); only inspected at start-up.
+    pub old_retry_ids: String,
+    /// The old daemon's job hash (`bodyKey`); only inspected at start-up.
+    pub old_bodies: String,
+}
+
+/// Exponential backoff between attempts: `base * 2^(n-1)`, capped, minus jitter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Fraction (0..=1) of the delay that may be randomly taken off.
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    /// Bound on the whole call: connect, send, headers and the body read.
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+    pub success: SuccessRule,
+}
+
+/// When an attempt counts as delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuccessRule {
+    /// The old daemon's rule: the body contains the text, any case; status ignored.
+    BodyContains(String),
+    /// Any 2xx status, whatever the body.
+    Status2xx,
+    /// A 2xx status and the body contains the text, any case.
+    Status2xxAndBodyContains(String),
+}
+
+/// Why a configuration was refused. Displays as one line naming the file and key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Finds the config file: the explicit path, or the first of [`DEFAULT_PATHS`] that exists.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    DEFAULT_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| ConfigError {
+            path: PathBuf::from(DEFAULT_PATHS[0]),
+            message: format!(
+                "no config file found (tried {}); pass --config PATH",
+                DEFAULT_PATHS.join(", ")
+            ),
+        })
+}
+
+/// Reads and validates a config file. Unknown keys come back as warnings.
+pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    let err = |message: String| ConfigError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    parse(&text).map_err(err)
+}
+
+/// Validates the text of a config file.
+pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("expected a JSON object at the top level".into());
+    };
+    let mut f = Fields { map };
+
+    let redis_url = f.string("redis", "redis://localhost:6379/")?;
+    if let Err(e) = redis::Client::open(redis_url.as_str()) {
+        return Err(format!(
+            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… or unix:///path",
+            redact_url(&redis_url)
+        ));
+    }
+    let _ = f.integer("connections", 4, 1, 1024)?; // one connection now: see README
+    let concurrency = f.integer("concurrency", 2, 1, 1024)? as usize;
+    let _ = f.number("startTime", 0.0, 0.0, f64::MAX)?; // no cursor any more: see README
+
+    let keys = Keys {
+        queue: f.key_name("key", "DelayQs:job_zqueue")?,
+        inflight: f.key_name("inflightKey", "DelayQs:inflight")?,
+        attempts: f.key_name("attemptsKey", "DelayQs:attempts")?,
+        failed: f.key_name("failKey", "DelayQs:fail_job")?,
+        old_retry_ids: f.key_name("retryIdKey", "DelayQs:retry_id")?,
+        old_bodies: f.key_name("bodyKey", "DelayQs:body")?,
+    };
+    let names = [
+        ("key", &keys.queue),
+        ("inflightKey", &keys.inflight),
+        ("attemptsKey", &keys.attempts),
+        ("failKey", &keys.failed),
+        ("retryIdKey", &keys.old_retry_ids),
+        ("bodyKey", &keys.old_bodies),
+    ];
+    for (i, (a, va)) in names.iter().enumerate() {
+        if let Some((b, _)) = names[i + 1..].iter().find(|(_, vb)| vb == va) {
+            return Err(format!(
+                "keys `{a}` and `{b}` are both {va:?}; each must name its own Redis key"
+            ));
+        }
+    }
+
+    let max_retries = f.integer("maxRetryNum", 3, 0, 1000)? as u32;
+    // The old daemon polled its retry list every `retryInterval` seconds; that is
+    // the closest thing it had to a first retry delay, so it seeds the backoff base.
+    let retry_interval_s = f.integer("retryInterval", 5, 0, 86_400)?;
+    let retry = RetryPolicy {
+        base: f.millis("retryBaseMs", retry_interval_s * 1000, 0, 86_400_000)?,
+        cap: f.millis("retryMaxMs", 3_600_000, 0, 7 * 86_400_000)?,
+        jitter: f.number("retryJitter", 0.2, 0.0, 1.0)?,
+    };
+    if retry.cap < retry.base {
+        return Err(format!(
+            "key `retryMaxMs`: {} is below `retryBaseMs` {}; the cap must be at least the base",
+            retry.cap.as_millis(),
+            retry.base.as_millis()
+        ));
+    }
+
+    let poll_interval = f.millis("pollIntervalMs", 50, 1, 10_000)?;
+    let connect_timeout = f.millis("connectTimeoutMs", 5_000, 1, 600_000)?;
+    let timeout = f.millis("timeoutMs", 30_000, 1, 3_600_000)?;
+    if connect_timeout > timeout {
+        return Err(format!(
+            "key `connectTimeoutMs`: {} exceeds `timeoutMs` {}; the connect timeout is part of the total",
+            connect_timeout.as_millis(),
+            timeout.as_millis()
+        ));
+    }
+    let success_text = f.string("successText", "success")?;
+    if success_text.is_empty() {
+        return Err("key `successText`: must not be empty".into());
+    }
+    let rule = f.string("successRule", "body")?;
+    let success = match rule.as_str() {
+        "body" => SuccessRule::BodyContains(success_text),
+        "2xx" => SuccessRule::Status2xx,
+        "2xx+body" => SuccessRule::Status2xxAndBodyContains(success_text),
+        other => {
+            return Err(format!(
+                "key `successRule`: {other:?} is not a rule; expected \"body\" (the old daemon's: body contains `successText`), \"2xx\" or \"2xx+body\""
+            ));
+        }
+    };
+    let http = HttpSettings {
+        connect_timeout,
+        timeout,
+        max_response_bytes: f.integer("maxResponseBytes", 65_536, 0, 16 << 20)?,
+        success,
+    };
+
+    let lease_default = timeout.as_millis() as u64 + 30_000;
+    let lease = f.millis("leaseMs", lease_default, 100, 86_400_000)?;
+    if lease <= timeout {
+        return Err(format!(
+            "key `leaseMs`: {} must exceed `timeoutMs` {}, or a slow callback would be taken back and sent twice",
+            lease.as_millis(),
+            timeout.as_millis()
+        ));
+    }
+    let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
+
+    let level = f.string("logLevel", "info")?;
+    let log_level = match level.to_ascii_lowercase().as_str() {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => {
+            return Err(format!(
+                "key `logLevel`: {level:?} is not a level; expected one of off, error, warn, info, debug, trace"
+            ));
+        }
+    };
+    // The old daemon's pid file: `run` stays in the foreground under a supervisor and
+    // needs none, so the value is only checked to be a string.
+    f.string("pid", "/var/log/delayQs/delayqs.pid")?;
+
+    let warnings = f
+        .map
+        .keys()
+        .map(|k| format!("unknown key `{k}` ignored (a typo? see README for the keys)"))
+        .collect();
+    let config = Config {
+        redis_url,
+        keys,
+        concurrency,
+        max_retries,
+        retry,
+        poll_interval,
+        http,
+        lease,
+        redis_timeout,
+        log_level,
+    };
+    Ok((config, warnings))
+}
+
+impl Config {
+    /// Total attempts a job gets: the first one plus `maxRetryNum` retries.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_retries + 1
+    }
+
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url(&self.redis_url)
+    }
+}
+
+/// Hides the password (and user) of a URL, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The config object, consumed key by key.
+struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn string(&mut self, key: &str, default: &str) -> Result<String, String> {
+        match self.map.remove(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(format!("key `{key}`: expected a string, got {other}")),
+        }
+    }
+
+    fn key_name(&mut self, key: &str, default: &str) -> Result<String, String> {
+        let name = self.string(key, default)?;
+        if name.is_empty() {
+            return Err(format!("key `{key}`: the Redis key name must not be empty"));
+        }
+        Ok(name)
+    }
+
+    fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
+        let Some(value) = self.map.remove(key) else {
+            return Ok(default);
+        };
+        match value.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "key `{key}`: expected a whole number from {min} to {max}, got {value}"
+            )),
+        }
+    }
+
+    fn millis(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<Duration, String> {
+        self.integer(key, default, min, max)
+            .map(Duration::from_millis)
+    }
+
+    fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
+        let Some(value) = self.map.remove(key) else {
+            return Ok(default);
+        };
+        match value.as_f64() {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "key `{key}`: expected a number from {min} to {max}, got {value}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD_DAEMON_CONFIG: &str = r#"{
+      "redis": "redis://localhost:6379/",
+      "connections": 4,
+      "concurrency": 2,
+      "startTime": 0,
+      "key": "DelayQs:job_zqueue",
+      "retryIdKey": "DelayQs:retry_id",
+      "bodyKey": "DelayQs:body",
+      "failKey": "DelayQs:fail_job",
+      "maxRetryNum": 3,
+      "retryInterval" : 5,
+      "pid" : "/var/log/delayQs/delayqs.pid"
+    }"#;
+
+    #[test]
+    fn old_daemon_config_loads_without_warnings() {
+        let (c, warnings) = parse(OLD_DAEMON_CONFIG).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(c.concurrency, 2);
+        assert_eq!(c.max_attempts(), 4);
+        assert_eq!(c.keys.queue, "DelayQs:job_zqueue");
+        assert_eq!(c.retry.base, Duration::from_secs(5));
+        assert_eq!(c.http.success, SuccessRule::BodyContains("success".into()));
+    }
+
+    #[test]
+    fn empty_object_takes_defaults() {
+        let (c, _) = parse("{}").unwrap();
+        assert_eq!(c.poll_interval, Duration::from_millis(50));
+        assert_eq!(c.keys.inflight, "DelayQs:inflight");
+        assert_eq!(c.lease, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_range() {
+        let e = parse(r#"{"concurrency": -3}"#).unwrap_err();
+        assert_eq!(
+            e,
+            "key `concurrency`: expected a whole number from 1 to 1024, got -3"
+        );
+        let e = parse(r#"{"successRule": "always"}"#).unwrap_err();
+        assert!(
+            e.contains("`successRule`") && e.contains("\"always\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let (_, warnings) = parse(r#"{"concurency": 3}"#).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("`concurency`"));
+    }
+
+    #[test]
+    fn shared_key_names_are_refused() {
+        let e = parse(r#"{"failKey": "DelayQs:job_zqueue"}"#).unwrap_err();
+        assert!(e.contains("`key` and `failKey`"), "{e}");
+    }
+
+    #[test]
+    fn lease_must_outlast_timeout() {
+        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 5000}"#).unwrap_err();
+        assert!(e.contains("`leaseMs`"), "{e}");
+    }
+
+    #[test]
+    fn bad_redis_url_is_refused_without_its_password() {
+        let e = parse(r#"{"redis": "http://:hunter2@host/"}"#).unwrap_err();
+        assert!(e.contains("`redis`"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_userinfo_only() {
+        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact_url("redis://u:p@h/"), "redis://***@h/");
+        assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(redact_url("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+    }
+}

@@ -1,0 +1,398 @@
+//! The main loop: record outcomes, claim due jobs, hand them to the workers, sleep
+//! until the next due job or the poll interval, and shut down cleanly.
+//!
+//! This thread is the only one that talks to Redis. It never blocks on HTTP, and while
+//! Redis is away it keeps taking outcomes from the workers and holds them until they
+//! can be written.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
+use log::{debug, error, info, warn};
+
+use crate::backoff::retry_delay;
+use crate::config::Config;
+use crate::job::{Job, failure_record};
+use crate::store::{Claimed, Settle, SettleOp, Store};
+use crate::worker::{self, Delivery, Outcome};
+
+/// Longest wait between two tries while Redis is unreachable.
+const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How often one page of attempt counts is checked for jobs that no longer exist.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a shutdown keeps trying to write outcomes to an unreachable Redis.
+const SHUTDOWN_REDIS_GRACE: Duration = Duration::from_secs(10);
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Every claimed job was delivered, retried, failed or put back.
+    Clean,
+    /// Some outcomes could not be written; their leases expire and the jobs run again.
+    Unrecorded(usize),
+}
+
+/// Runs until a message arrives on `stop`.
+pub fn run(config: Config, stop: Receiver<()>) -> std::io::Result<Exit> {
+    let store = Store::new(&config).map_err(std::io::Error::other)?;
+    let (jobs_tx, jobs_rx) = bounded(config.concurrency);
+    let (outcomes_tx, outcomes_rx) = bounded(config.concurrency);
+    let workers = worker::start(
+        config.concurrency,
+        &config.http,
+        jobs_rx.clone(),
+        outcomes_tx,
+    )?;
+    info!(
+        "delayqs {} running: redis {}, queue {:?}, {} workers, {} attempts per job",
+        env!("CARGO_PKG_VERSION"),
+        config.redis_url_redacted(),
+        config.keys.queue,
+        config.concurrency,
+        config.max_attempts()
+    );
+    let mut d = Dispatcher {
+        token_prefix: token_prefix(),
+        claims: 0,
+        store,
+        jobs_tx: Some(jobs_tx),
+        jobs_rx,
+        outcomes: outcomes_rx,
+        stop,
+        held: 0,
+        pending: Vec::new(),
+        redis_down: None,
+        redis_backoff: Duration::ZERO,
+        leftovers_checked: false,
+        last_sweep: Instant::now(),
+        clock: (unix_now(), Instant::now()),
+        config,
+    };
+    d.main_loop();
+    Ok(d.shut_down(workers))
+}
+
+struct Dispatcher {
+    config: Config,
+    store: Store,
+    /// `None` once shutting down: dropping it ends the workers.
+    jobs_tx: Option<Sender<Delivery>>,
+    /// Kept so that jobs no worker has started can be taken back at shutdown.
+    jobs_rx: Receiver<Delivery>,
+    outcomes: Receiver<Outcome>,
+    stop: Receiver<()>,
+    /// Jobs claimed and not yet come back from a worker.
+    held: usize,
+    /// Outcomes not yet written to Redis.
+    pending: Vec<Settle>,
+    /// When Redis stopped answering, while it does not.
+    redis_down: Option<Instant>,
+    redis_backoff: Duration,
+    leftovers_checked: bool,
+    last_sweep: Instant,
+    /// Redis's clock at the last claim, and when that was here.
+    clock: (f64, Instant),
+    token_prefix: String,
+    claims: u64,
+}
+
+impl Dispatcher {
+    fn main_loop(&mut self) {
+        loop {
+            self.take_outcomes();
+            let wait = match self.step() {
+                Ok(wait) => {
+                    self.redis_is_back();
+                    wait
+                }
+                Err(e) => self.redis_trouble(&e),
+            };
+            if !self.wait(wait) {
+                return;
+            }
+        }
+    }
+
+    /// One round: write outcomes, claim what is due, hand it out. Returns how long to
+    /// wait before the next round.
+    fn step(&mut self) -> redis::RedisResult<Duration> {
+        self.flush()?;
+        if !self.leftovers_checked {
+            self.warn_about_old_daemon_keys()?;
+        }
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = Instant::now();
+            let dropped = self.store.sweep_step()?;
+            if dropped > 0 {
+                info!(
+                    "dropped {dropped} attempt counts of jobs that were cancelled while waiting for a retry"
+                );
+            }
+        }
+        let room = self.config.concurrency - self.held;
+        if room == 0 {
+            return Ok(self.config.poll_interval); // an outcome will wake us first
+        }
+        self.claims += 1;
+        let token = format!("{}-{}", self.token_prefix, self.claims);
+        let batch = self.store.claim(room, self.config.lease, &token)?;
+        self.clock = (batch.now, Instant::now());
+        if batch.recovered > 0 {
+            warn!(
+                "took back {} jobs whose lease expired (a daemon died or lost Redis mid-delivery); they run again now",
+                batch.recovered
+            );
+        }
+        for claimed in batch.jobs {
+            self.dispatch(claimed);
+        }
+        // Still due (the batch was cut at the room left): go again at once; a full pool
+        // makes the next round wait for an outcome instead.
+        let until_next = batch
+            .next_due
+            .map_or(Duration::MAX, |due| secs(due - batch.now));
+        Ok(until_next.min(self.config.poll_interval))
+    }
+
+    fn dispatch(&mut self, claimed: Claimed) {
+        let job = match Job::parse(&claimed.member) {
+            Ok(job) => job,
+            Err(malformed) => {
+                error!(
+                    "job {}: {malformed}; moved to {:?} without a request",
+                    claimed.id, self.config.keys.failed
+                );
+                let record = failure_record(
+                    &claimed.member,
+                    &claimed.id,
+                    claimed.attempt - 1,
+                    &malformed.to_string(),
+                    self.now(),
+                );
+                self.settle_later(claimed, SettleOp::Fail(record));
+                return;
+            }
+        };
+        let max = self.config.max_attempts();
+        if claimed.attempt > max {
+            let reason = format!(
+                "no attempts left: this would be attempt {} of {max} (the last one was cut short by a daemon dying or losing Redis, or maxRetryNum was lowered)",
+                claimed.attempt
+            );
+            warn!(
+                "job {} to {}: {reason}; moved to {:?}",
+                claimed.id, job.callback, self.config.keys.failed
+            );
+            let record = failure_record(&claimed.member, &claimed.id, max, &reason, self.now());
+            self.settle_later(claimed, SettleOp::Fail(record));
+            return;
+        }
+        let Some(tx) = &self.jobs_tx else {
+            return; // not reached: nothing is claimed while shutting down
+        };
+        // Never blocks: the batch was sized by the room left in the pool.
+        if tx.send(Delivery { claimed, job }).is_ok() {
+            self.held += 1;
+        }
+    }
+
+    fn settle_later(&mut self, claimed: Claimed, op: SettleOp) {
+        self.pending.push(Settle {
+            member: claimed.member,
+            lease: claimed.lease,
+            id: claimed.id,
+            op,
+        });
+    }
+
+    fn take_outcomes(&mut self) {
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            self.record(outcome);
+        }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.held -= 1;
+        let Delivery { claimed, job } = outcome.delivery;
+        let took = outcome.took.as_millis();
+        let max = self.config.max_attempts();
+        let op = match outcome.result {
+            Ok(()) => {
+                debug!(
+                    "job {} delivered to {} (attempt {}, {took} ms)",
+                    claimed.id, job.callback, claimed.attempt
+                );
+                SettleOp::Done
+            }
+            Err(reason) if claimed.attempt >= max => {
+                warn!(
+                    "job {} attempt {}/{max} to {} failed: {reason}; no attempts left, moved to {:?}",
+                    claimed.id, claimed.attempt, job.callback, self.config.keys.failed
+                );
+                let record = failure_record(
+                    &claimed.member,
+                    &claimed.id,
+                    claimed.attempt,
+                    &reason,
+                    self.now(),
+                );
+                SettleOp::Fail(record)
+            }
+            Err(reason) => {
+                let delay = retry_delay(&self.config.retry, claimed.attempt);
+                warn!(
+                    "job {} attempt {}/{max} to {} failed after {took} ms: {reason}; next attempt in {:.1} s",
+                    claimed.id,
+                    claimed.attempt,
+                    job.callback,
+                    delay.as_secs_f64()
+                );
+                SettleOp::Retry(delay)
+            }
+        };
+        self.settle_later(claimed, op);
+    }
+
+    /// Writes the pending outcomes. On error they stay pending, to be written later.
+    fn flush(&mut self) -> redis::RedisResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let stale = self.store.settle(&self.pending)?;
+        for i in stale {
+            warn!(
+                "job {}: its lease ran out before this outcome was written, so another attempt follows (at-least-once)",
+                self.pending[i].id
+            );
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn warn_about_old_daemon_keys(&mut self) -> redis::RedisResult<()> {
+        let found = self.store.old_daemon_leftovers()?;
+        self.leftovers_checked = true;
+        if !found.is_empty() {
+            warn!(
+                "keys of the old daemon exist: {}. delayqs never reads them: every job the old daemon had not finished is still in {:?} and runs from there. Delete them when the old daemon is gone: redis-cli DEL {}",
+                found.join(", "),
+                self.config.keys.queue,
+                found.join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for an outcome or a stop. Returns false on stop.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        select_biased! {
+            recv(self.stop) -> _ => false,
+            recv(self.outcomes) -> outcome => {
+                if let Ok(outcome) = outcome {
+                    self.record(outcome);
+                }
+                true
+            }
+            default(timeout) => true,
+        }
+    }
+
+    /// Logs the first failure of a run of them, and says how long to back off.
+    fn redis_trouble(&mut self, e: &redis::RedisError) -> Duration {
+        if self.redis_down.is_none() {
+            self.redis_down = Some(Instant::now());
+            error!(
+                "Redis at {} failed: {e}; retrying every few seconds, {} outcomes held until it answers",
+                self.config.redis_url_redacted(),
+                self.pending.len()
+            );
+        }
+        self.redis_backoff =
+            (self.redis_backoff * 2).clamp(Duration::from_millis(100), REDIS_BACKOFF_CAP);
+        self.redis_backoff
+    }
+
+    fn redis_is_back(&mut self) {
+        self.redis_backoff = Duration::ZERO;
+        if let Some(since) = self.redis_down.take() {
+            info!(
+                "Redis answers again after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Stop claiming, put back what no worker started, let the attempts in hand
+    /// finish, and write every outcome.
+    fn shut_down(mut self, workers: Vec<JoinHandle<()>>) -> Exit {
+        info!(
+            "stopping: no more claims; waiting for {} callbacks in flight",
+            self.held
+        );
+        self.jobs_tx = None; // the workers end once the channel is empty
+        while let Ok(unstarted) = self.jobs_rx.try_recv() {
+            self.held -= 1;
+            let due = unstarted.claimed.due.clone();
+            self.settle_later(unstarted.claimed, SettleOp::Release { due });
+        }
+        let deadline = Instant::now() + self.config.http.timeout + Duration::from_secs(1);
+        while self.held > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.outcomes.recv_timeout(left) {
+                Ok(outcome) => self.record(outcome),
+                Err(_) => break,
+            }
+        }
+        let give_up = Instant::now() + SHUTDOWN_REDIS_GRACE;
+        while let Err(e) = self.flush() {
+            if Instant::now() >= give_up {
+                error!(
+                    "could not write {} outcomes to Redis ({e}); their leases will expire and those jobs run again",
+                    self.pending.len()
+                );
+                return Exit::Unrecorded(self.pending.len() + self.held);
+            }
+            std::thread::sleep(self.redis_trouble(&e));
+        }
+        if self.held > 0 {
+            // A worker outlived the HTTP timeout: leave it; the lease covers its job.
+            warn!(
+                "{} callbacks did not finish in time; their leases cover them",
+                self.held
+            );
+            return Exit::Unrecorded(self.held);
+        }
+        for w in workers {
+            if w.join().is_err() {
+                error!("a worker thread panicked outside an attempt");
+            }
+        }
+        info!("stopped cleanly");
+        Exit::Clean
+    }
+
+    /// Redis's clock, advanced by the local one since the last claim.
+    fn now(&self) -> f64 {
+        self.clock.0 + self.clock.1.elapsed().as_secs_f64()
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Unique to this process among all daemons on one Redis: the claim tokens built on it
+/// tell one lease from the next.
+fn token_prefix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}.{:x}", std::process::id(), nanos)
+}

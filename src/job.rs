@@ -1,0 +1,257 @@
+//! The job format (PROTOCOL §1–2): parsing a member string, the form body a callback
+//! receives, and the record kept for a job that failed for good.
+//!
+//! Parsing is the one place that can fail: a [`Job`] that exists is deliverable.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// A parsed, deliverable job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Absolute http(s) URL with a host and no credentials.
+    pub callback: String,
+    /// The job's `body`, re-serialized as compact JSON with object keys sorted at every
+    /// level and numbers exactly as written (PROTOCOL §2).
+    pub body: String,
+    /// The producer's signature, passed through; empty when absent.
+    pub sign: String,
+}
+
+/// Why a member cannot be delivered. Such a job is poison: it goes to the failed list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed job: {}", self.0)
+    }
+}
+
+impl Job {
+    pub fn parse(member: &[u8]) -> Result<Job, Malformed> {
+        let value: Value = serde_json::from_slice(member)
+            .map_err(|e| Malformed(format!("the member is not valid JSON ({e})")))?;
+        let Value::Object(fields) = value else {
+            return Err(Malformed("the member is not a JSON object".into()));
+        };
+        let callback = match fields.get("callback") {
+            None | Some(Value::Null) => {
+                return Err(Malformed("the member has no `callback` field".into()));
+            }
+            Some(Value::String(url)) => check_callback(url)?,
+            Some(other) => {
+                return Err(Malformed(format!(
+                    "`callback` must be a string, got {}",
+                    kind(other)
+                )));
+            }
+        };
+        let sign = match fields.get("sign") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(Malformed(format!(
+                    "`sign` must be a string, got {}",
+                    kind(other)
+                )));
+            }
+        };
+        let body = serde_json::to_string(fields.get("body").unwrap_or(&Value::Null))
+            .map_err(|e| Malformed(format!("`body` cannot be re-encoded ({e})")))?;
+        Ok(Job {
+            callback,
+            body,
+            sign,
+        })
+    }
+
+    /// The request body: `application/x-www-form-urlencoded` fields `body` and `sign`.
+    pub fn form(&self) -> String {
+        format!(
+            "body={}&sign={}",
+            form_encode(&self.body),
+            form_encode(&self.sign)
+        )
+    }
+}
+
+/// Accepts absolute `http://` and `https://` URLs with a host, and nothing else:
+/// credentials in a callback URL would end up in logs and failure records.
+fn check_callback(url: &str) -> Result<String, Malformed> {
+    let bad = |why: &str| Malformed(format!("`callback` {:?} {why}", shorten(url, 200)));
+    let uri: ureq::http::Uri = url.parse().map_err(|_| bad("is not a valid URL"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        Some(_) => return Err(bad("must use http or https")),
+        None => return Err(bad("is not an absolute http(s) URL")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(Malformed(
+            "`callback` carries credentials (user:password@); put them elsewhere, they would be logged"
+                .into(),
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(bad("has no host"));
+    }
+    Ok(url.to_string())
+}
+
+/// The JSON appended to the failed list: the member's own fields (when it is an
+/// object) plus `Id`, as the old daemon wrote, and what delayqs knows of the failure.
+/// `member` keeps the exact original string, so the job can be put back unchanged.
+pub fn failure_record(member: &[u8], id: &str, attempts: u32, error: &str, at: f64) -> String {
+    let mut record = match serde_json::from_slice::<Value>(member) {
+        Ok(Value::Object(fields)) => fields,
+        _ => Map::new(),
+    };
+    record.insert("Id".into(), Value::String(id.into()));
+    record.insert("attempts".into(), Value::from(attempts));
+    record.insert("error".into(), Value::String(error.into()));
+    record.insert(
+        "failedAt".into(),
+        serde_json::Number::from_f64((at * 1000.0).round() / 1000.0)
+            .map_or(Value::Null, Value::Number),
+    );
+    record.insert(
+        "member".into(),
+        Value::String(String::from_utf8_lossy(member).into_owned()),
+    );
+    serde_json::to_string(&record).unwrap_or_else(|_| {
+        // Only a non-string map key can fail to serialize, and a Map has none.
+        format!("{{\"Id\":{id:?},\"error\":\"record could not be encoded\"}}")
+    })
+}
+
+/// `application/x-www-form-urlencoded` encoding, as browsers and PHP's `$_POST` expect.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, with an ellipsis when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Job, Malformed> {
+        Job::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn body_keys_sorted_at_every_level_and_numbers_exact() {
+        let job = parse(
+            r#"{"callback":"http://h/x","body":{"z":1,"a":{"y":[3,{"b":2,"a":1}],"x":12345678901234567890123},"m":1.50}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.body,
+            r#"{"a":{"x":12345678901234567890123,"y":[3,{"a":1,"b":2}]},"m":1.50,"z":1}"#
+        );
+    }
+
+    #[test]
+    fn html_characters_are_not_escaped() {
+        let job = parse(r#"{"callback":"http://h/","body":{"s":"<a>&\u00e9"}}"#).unwrap();
+        assert_eq!(job.body, "{\"s\":\"<a>&é\"}");
+    }
+
+    #[test]
+    fn sign_and_body_may_be_absent() {
+        let job = parse(r#"{"callback":"https://h:8443/p?q=1"}"#).unwrap();
+        assert_eq!(job.body, "null");
+        assert_eq!(job.sign, "");
+        assert_eq!(job.form(), "body=null&sign=");
+    }
+
+    #[test]
+    fn form_encoding_matches_php() {
+        assert_eq!(form_encode("a b&c=d/é~"), "a+b%26c%3Dd%2F%C3%A9%7E");
+    }
+
+    #[test]
+    fn malformed_members_say_why() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            ("[1,2]", "not a JSON object"),
+            (r#"{"body":{}}"#, "no `callback`"),
+            (r#"{"callback":7}"#, "must be a string"),
+            (r#"{"callback":"/relative"}"#, "not an absolute"),
+            (r#"{"callback":"ftp://h/x"}"#, "http or https"),
+            (r#"{"callback":"http://u:pw@h/x"}"#, "credentials"),
+            (r#"{"callback":"http:///x"}"#, "not a valid URL"),
+            (
+                r#"{"callback":"http://h/","sign":5}"#,
+                "`sign` must be a string",
+            ),
+        ];
+        for (member, why) in cases {
+            let e = parse(member).unwrap_err();
+            assert!(e.0.contains(why), "{member}: {e}");
+        }
+        let e = Job::parse(b"{\"callback\":\"http://h/\",\"body\":\"\xff\"}").unwrap_err();
+        assert!(e.0.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn credentials_never_reach_the_message() {
+        let e = parse(r#"{"callback":"http://u:hunter2@h/x"}"#).unwrap_err();
+        assert!(!e.0.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn failure_record_keeps_fields_and_member() {
+        let member = br#"{"callback":"http://h/","body":{"id":1},"extra":true}"#;
+        let r: Value =
+            serde_json::from_str(&failure_record(member, "abc", 4, "HTTP 500", 1.5)).unwrap();
+        assert_eq!(r["Id"], "abc");
+        assert_eq!(r["extra"], true);
+        assert_eq!(r["attempts"], 4);
+        assert_eq!(r["error"], "HTTP 500");
+        assert_eq!(r["member"], std::str::from_utf8(member).unwrap());
+        let r: Value =
+            serde_json::from_str(&failure_record(b"\xffoops", "x", 0, "bad", 1.0)).unwrap();
+        assert_eq!(r["member"], "\u{fffd}oops");
+    }
+}

@@ -1,0 +1,15 @@
+//! delayqs: delivers delayed HTTP callbacks out of a Redis sorted set.
+
+mod backoff;
+mod cli;
+mod config;
+mod dispatcher;
+mod job;
+mod logging;
+mod signals;
+mod store;
+mod worker;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,162 @@
+//! The worker pool: `concurrency` threads, each with its own keep-alive HTTP agent,
+//! turning a claimed job into one HTTP attempt and the attempt into an [`Outcome`].
+//!
+//! Workers never touch Redis; the main loop never waits on HTTP. Dropping the job
+//! sender ends the workers once they finish the attempt in hand.
+
+use std::io::Read;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ureq::Agent;
+
+use crate::config::{HttpSettings, SuccessRule};
+use crate::job::{Job, shorten};
+use crate::store::Claimed;
+
+pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
+
+/// A job handed to a worker.
+#[derive(Debug)]
+pub struct Delivery {
+    pub claimed: Claimed,
+    pub job: Job,
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub struct Outcome {
+    pub delivery: Delivery,
+    /// `Err` holds a one-line reason: the status and a response excerpt, or the
+    /// transport error.
+    pub result: Result<(), String>,
+    pub took: Duration,
+}
+
+/// Starts `n` named worker threads reading from `jobs` and reporting to `outcomes`.
+pub fn start(
+    n: usize,
+    http: &HttpSettings,
+    jobs: Receiver<Delivery>,
+    outcomes: Sender<Outcome>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..n)
+        .map(|i| {
+            let jobs = jobs.clone();
+            let outcomes = outcomes.clone();
+            let http = http.clone();
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || work(&http, jobs, outcomes))
+        })
+        .collect()
+}
+
+fn work(http: &HttpSettings, jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
+    let agent = agent(http);
+    for delivery in jobs {
+        let started = Instant::now();
+        // A panic must not lose the outcome: the main loop counts on one per job.
+        let result = catch_unwind(AssertUnwindSafe(|| attempt(&agent, http, &delivery)))
+            .unwrap_or_else(|_| Err("internal error: the attempt panicked".into()));
+        let outcome = Outcome {
+            delivery,
+            result,
+            took: started.elapsed(),
+        };
+        if outcomes.send(outcome).is_err() {
+            return; // the main loop is gone; its leases cover what we hold
+        }
+    }
+}
+
+fn agent(http: &HttpSettings) -> Agent {
+    Agent::config_builder()
+        .timeout_connect(Some(http.connect_timeout))
+        .timeout_global(Some(http.timeout))
+        .http_status_as_error(false)
+        // A redirect would turn the POST into a GET somewhere else; an endpoint that
+        // moved should get its jobs' callback changed instead.
+        .max_redirects(0)
+        .user_agent(USER_AGENT)
+        .build()
+        .new_agent()
+}
+
+fn attempt(agent: &Agent, http: &HttpSettings, d: &Delivery) -> Result<(), String> {
+    let response = agent
+        .post(&d.job.callback)
+        .header("X-Delayqs-Job-Id", &d.claimed.id)
+        .header("X-Delayqs-Attempt", d.claimed.attempt.to_string())
+        .content_type("application/x-www-form-urlencoded")
+        .send(d.job.form());
+    let mut response = response.map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .take(http.max_response_bytes)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("HTTP {status}, reading the response failed: {e}"))?;
+    judge(&http.success, status, &body)
+}
+
+/// Applies the success rule to a response.
+pub fn judge(rule: &SuccessRule, status: u16, body: &[u8]) -> Result<(), String> {
+    let ok_status = (200..300).contains(&status);
+    let (ok, text) = match rule {
+        SuccessRule::BodyContains(text) => (contains_ignore_case(body, text), Some(text)),
+        SuccessRule::Status2xx => (ok_status, None),
+        SuccessRule::Status2xxAndBodyContains(text) => {
+            (ok_status && contains_ignore_case(body, text), Some(text))
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    let excerpt = shorten(String::from_utf8_lossy(body).trim(), 200);
+    match text {
+        Some(text) if ok_status || matches!(rule, SuccessRule::BodyContains(_)) => Err(format!(
+            "HTTP {status}, response does not contain {text:?}: {excerpt:?}"
+        )),
+        _ => Err(format!("HTTP {status}: {excerpt:?}")),
+    }
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_rule_ignores_status_and_case() {
+        let rule = SuccessRule::BodyContains("success".into());
+        assert!(judge(&rule, 500, b"{\"r\":\"SUCCESS\"}").is_ok());
+        let e = judge(&rule, 200, b"ok").unwrap_err();
+        assert!(e.contains("HTTP 200") && e.contains("\"success\""), "{e}");
+    }
+
+    #[test]
+    fn status_rules() {
+        assert!(judge(&SuccessRule::Status2xx, 204, b"").is_ok());
+        assert!(judge(&SuccessRule::Status2xx, 302, b"success").is_err());
+        let rule = SuccessRule::Status2xxAndBodyContains("done".into());
+        assert!(judge(&rule, 201, b"all Done").is_ok());
+        assert!(
+            judge(&rule, 500, b"done")
+                .unwrap_err()
+                .starts_with("HTTP 500:")
+        );
+        assert!(judge(&rule, 200, b"nope").is_err());
+    }
+}
