@@ -1,0 +1,510 @@
+//! Test scaffolding: a private redis-server on a free port, a recording HTTP endpoint
+//! on loopback, and the real `delayqs` binary. No mocks: everything here is the real
+//! thing on 127.0.0.1.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use redis::Commands;
+
+/// Generous: these bound a hang, they do not measure speed.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "delayqs-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------- redis-server
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    persistent: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A throwaway server that keeps nothing on disk.
+    pub fn start() -> RedisServer {
+        Self::launch(false)
+    }
+
+    /// A server with an fsync-always append-only file, so a restart keeps every job.
+    pub fn start_persistent() -> RedisServer {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: scratch_dir(),
+            persistent,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server not found: run `make test`, which installs it");
+        self.child = Some(child);
+        wait_until(PATIENCE, "redis-server to answer PING", || {
+            self.try_con()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn try_con(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        self.try_con().expect("connect to the test redis-server")
+    }
+
+    /// Stops the server (it writes its append-only file) and starts it again on the
+    /// same port and directory.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        thread::sleep(down_for);
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+// ---------------------------------------------------------------- HTTP endpoint
+
+/// One request the endpoint received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub form: HashMap<String, String>,
+    /// Unix seconds when the request was fully read.
+    pub at: f64,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    pub fn job_id(&self) -> &str {
+        self.header("x-delayqs-job-id")
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.header("x-delayqs-attempt").parse().unwrap_or(0)
+    }
+}
+
+/// What the endpoint answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    /// Waits this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn success() -> Reply {
+        Reply::new(200, "success")
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Behaviour = dyn Fn(&Request) -> Reply + Send + Sync;
+
+/// An HTTP/1.1 server on loopback with keep-alive, a thread per connection, that
+/// records every request and answers as its behaviour says.
+pub struct Endpoint {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Endpoint {
+    pub fn start(behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let behaviour: Arc<Behaviour> = Arc::new(behaviour);
+        let recorded = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let recorded = recorded.clone();
+                let behaviour = behaviour.clone();
+                thread::spawn(move || serve(stream, &recorded, &*behaviour));
+            }
+        });
+        Endpoint { port, requests }
+    }
+
+    /// Answers `success` to everything.
+    pub fn succeeding() -> Endpoint {
+        Endpoint::start(|_| Reply::success())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Requests per job id.
+    pub fn per_job(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for r in self.requests.lock().unwrap().iter() {
+            *counts.entry(r.job_id().to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub fn wait_for(&self, n: usize) -> Vec<Request> {
+        wait_until(PATIENCE, &format!("{n} requests at the endpoint"), || {
+            self.count() >= n
+        });
+        self.requests()
+    }
+}
+
+fn serve(stream: TcpStream, recorded: &Mutex<Vec<Request>>, behaviour: &Behaviour) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request = Request {
+            form: parse_form(&String::from_utf8_lossy(&body)),
+            method,
+            path,
+            headers,
+            body,
+            at: unix_now(),
+        };
+        recorded.lock().unwrap().push(request.clone());
+        let reply = behaviour(&request);
+        thread::sleep(reply.delay);
+        let response = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{}",
+            reply.status,
+            reply.body.len(),
+            reply.body
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+pub fn parse_form(s: &str) -> HashMap<String, String> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ---------------------------------------------------------------- the daemon
+
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `delayqs run` with a config made of `fields` merged over test defaults.
+    pub fn start(redis: &RedisServer, fields: serde_json::Value) -> Daemon {
+        let mut config = serde_json::json!({
+            "redis": redis.url(),
+            "concurrency": 4,
+            "pollIntervalMs": 20,
+            "retryBaseMs": 200,
+            "retryJitter": 0,
+            "timeoutMs": 5000,
+            "logLevel": "debug",
+        });
+        for (k, v) in fields.as_object().expect("fields must be an object") {
+            config[k] = v.clone();
+        }
+        let dir = scratch_dir();
+        let path = dir.join("config.json");
+        fs::write(&path, config.to_string()).unwrap();
+        Daemon::start_with_file(&path)
+    }
+
+    pub fn start_with_file(config: &Path) -> Daemon {
+        let log = config.with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_delayqs"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            log,
+            config: config.to_path_buf(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, text: &str) {
+        wait_until(PATIENCE, &format!("{text:?} in the daemon log"), || {
+            self.log().contains(text)
+        });
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.as_ref().expect("running").id(), name);
+    }
+
+    /// SIGKILL: no clean-up of any kind.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit; log:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!("---- daemon log ({})\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// Runs the binary to completion with these arguments.
+pub fn run_delayqs(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_delayqs"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- Redis helpers
+
+pub const QUEUE: &str = "DelayQs:job_zqueue";
+pub const INFLIGHT: &str = "DelayQs:inflight";
+pub const ATTEMPTS: &str = "DelayQs:attempts";
+pub const FAILED: &str = "DelayQs:fail_job";
+
+/// A producer's member string, as PHP's `json_encode` would write it.
+pub fn member(callback: &str, body: serde_json::Value) -> String {
+    serde_json::json!({"body": body, "callback": callback}).to_string()
+}
+
+pub fn add(con: &mut redis::Connection, member: &str, due: f64) {
+    let _: () = redis::cmd("ZADD")
+        .arg(QUEUE)
+        .arg(format!("{due:.6}"))
+        .arg(member)
+        .query(con)
+        .unwrap();
+}
+
+/// The id delayqs sends in `X-Delayqs-Job-Id`: SHA-1 hex of the member string.
+pub fn job_id(con: &mut redis::Connection, member: &str) -> String {
+    redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(member)
+        .query(con)
+        .unwrap()
+}
+
+pub fn failed_records(con: &mut redis::Connection) -> Vec<serde_json::Value> {
+    let raw: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
+    raw.iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+/// Asserts delayqs left nothing behind: no job in flight, no attempt count.
+pub fn assert_no_bookkeeping(con: &mut redis::Connection) {
+    let inflight: usize = con.zcard(INFLIGHT).unwrap();
+    let attempts: usize = con.hlen(ATTEMPTS).unwrap();
+    assert_eq!((inflight, attempts), (0, 0), "in flight, attempt counts");
+}
