@@ -185,8 +185,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     }
 
     let poll_interval = f.millis("pollIntervalMs", 50, 1, 10_000)?;
-    let connect_timeout = f.millis("connectTimeoutMs", 5_000, 1, 600_000)?;
     let timeout = f.millis("timeoutMs", 30_000, 1, 3_600_000)?;
+    let connect_default = (timeout.as_millis() as u64).min(5_000);
+    let connect_timeout = f.millis("connectTimeoutMs", connect_default, 1, 600_000)?;
     if connect_timeout > timeout {
         return Err(format!(
             "key `connectTimeoutMs`: {} exceeds `timeoutMs` {}; the connect timeout is part of the total",
@@ -403,6 +404,14 @@ mod tests {
     fn shared_key_names_are_refused() {
         let e = parse(r#"{"failKey": "DelayQs:job_zqueue"}"#).unwrap_err();
         assert!(e.contains("`key` and `failKey`"), "{e}");
+    }
+
+    #[test]
+    fn short_timeout_shortens_the_default_connect_timeout() {
+        let (c, _) = parse(r#"{"timeoutMs": 2000}"#).unwrap();
+        assert_eq!(c.http.connect_timeout, Duration::from_millis(2000));
+        let e = parse(r#"{"timeoutMs": 2000, "connectTimeoutMs": 3000}"#).unwrap_err();
+        assert!(e.contains("`connectTimeoutMs`"), "{e}");
     }
 
     #[test]

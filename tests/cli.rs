@@ -1,0 +1,183 @@
+//! The command line and the config file: old files load, bad ones stop start-up with
+//! one line and exit code 78 (core issue: Project, Config, Migration).
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn check(config: &str) -> std::process::Output {
+    let path = scratch_dir().join("config.json");
+    fs::write(&path, config).unwrap();
+    run_delayqs(&["run", "--check", "--config", path.to_str().unwrap()])
+}
+
+#[test]
+fn version_and_help() {
+    let out = run_delayqs(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        concat!("delayqs ", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run_delayqs(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--config") && help.contains("foreground"),
+        "{help}"
+    );
+    let out = run_delayqs(&[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("delayqs run"), "{}", stderr(&out));
+}
+
+#[test]
+fn old_daemon_config_file_loads_unchanged() {
+    let old = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/old-daemon.json"
+    ))
+    .unwrap();
+    let out = check(&old);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no warnings for an old file");
+    let shipped = run_delayqs(&[
+        "run",
+        "--check",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.json"),
+    ]);
+    assert!(shipped.status.success(), "{}", stderr(&shipped));
+    assert_eq!(
+        stderr(&shipped),
+        "",
+        "the shipped example has only known keys"
+    );
+}
+
+#[test]
+fn bad_values_stop_start_up_with_exit_78_and_one_line() {
+    let cases = [
+        (
+            r#"{"concurrency": -3}"#,
+            "key `concurrency`: expected a whole number from 1 to 1024, got -3",
+        ),
+        (r#"{"maxRetryNum": "3"}"#, "key `maxRetryNum`"),
+        (r#"{"pollIntervalMs": 0}"#, "key `pollIntervalMs`"),
+        (
+            r#"{"successRule": "maybe"}"#,
+            "key `successRule`: \"maybe\"",
+        ),
+        (r#"{"retryJitter": 2}"#, "key `retryJitter`"),
+        (r#"{"logLevel": "loud"}"#, "key `logLevel`"),
+        (r#"{"key": ""}"#, "key `key`"),
+        ("{\"concurrency\": 2,", "not valid JSON"),
+        ("[]", "JSON object"),
+    ];
+    for (config, message) in cases {
+        let out = check(config);
+        assert_eq!(out.status.code(), Some(78), "{config}");
+        let err = stderr(&out);
+        assert!(err.starts_with("delayqs: config "), "{err}");
+        assert!(err.contains(message), "{config}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = run_delayqs(&["run", "--config", "/nonexistent/delayqs.json"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("/nonexistent/delayqs.json"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unknown_keys_warn_but_start() {
+    let out = check(r#"{"concurency": 8}"#);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("unknown key `concurency`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn old_daemon_config_runs_against_redis_and_delivers() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let old = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/old-daemon.json"
+    ))
+    .unwrap();
+    let old = old.replace("redis://localhost:6379/", &redis.url());
+    let path = scratch_dir().join("config.json");
+    fs::write(&path, old).unwrap();
+    let _daemon = Daemon::start_with_file(&path);
+    let mut con = redis.con();
+    add(
+        &mut con,
+        &member(&endpoint.url("/old"), json!({"orderId": 1})),
+        0.0,
+    );
+    assert_eq!(endpoint.wait_for(1)[0].form["body"], r#"{"orderId":1}"#);
+}
+
+#[test]
+fn old_daemon_leftovers_cause_no_loss_and_no_second_delivery() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    // What the old daemon leaves behind: a job still in the sorted set, its record in
+    // the body hash and its id in the retry list.
+    let m = member(&endpoint.url("/migrated"), json!({"orderId": 9}));
+    add(&mut con, &m, 0.0);
+    let _: () = con.hset("DelayQs:body", "old-id-1", &m).unwrap();
+    let _: () = con.rpush("DelayQs:retry_id", "old-id-1").unwrap();
+
+    let daemon = Daemon::start(&redis, json!({}));
+    endpoint.wait_for(1);
+    daemon.wait_for_log("keys of the old daemon exist");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(endpoint.count(), 1, "delivered twice");
+    // Left for the operator, as the README says.
+    assert_eq!(con.hlen::<_, usize>("DelayQs:body").unwrap(), 1);
+    assert_eq!(con.llen::<_, usize>("DelayQs:retry_id").unwrap(), 1);
+}
+
+#[test]
+fn redis_password_never_reaches_the_log() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret-pw")
+        .query(&mut con)
+        .unwrap();
+    let endpoint = Endpoint::succeeding();
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/", redis.port);
+    let daemon = Daemon::start(&redis, json!({"redis": url}));
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    add(&mut con, &member(&endpoint.url("/pw"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    daemon.wait_for_log("running");
+    let log = daemon.log();
+    assert!(log.contains("redis://***@127.0.0.1"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "{log}");
+}

@@ -1,0 +1,182 @@
+//! The promises under trouble: several daemons, kill -9, a clean stop with callbacks in
+//! flight, Redis restarting (core issue: Claim, Recovery, Stop, Redis trouble).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn two_daemons_on_one_redis_deliver_each_job_once() {
+    const JOBS: usize = 3000;
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let a = Daemon::start(&redis, json!({"concurrency": 8}));
+    let b = Daemon::start(&redis, json!({"concurrency": 8}));
+    a.wait_for_log("running");
+    b.wait_for_log("running");
+
+    // Half due at once, half spread over the next second and a half.
+    let now = unix_now();
+    let mut pipe = redis::pipe();
+    for i in 0..JOBS {
+        let due = if i % 2 == 0 {
+            now - 1.0
+        } else {
+            now + (i as f64) / (JOBS as f64) * 1.5
+        };
+        pipe.cmd("ZADD")
+            .arg(QUEUE)
+            .arg(format!("{due:.6}"))
+            .arg(member(&endpoint.url("/once"), json!({ "n": i })));
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+
+    endpoint.wait_for(JOBS);
+    wait_until(PATIENCE, "every outcome written", || {
+        con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    std::thread::sleep(Duration::from_millis(200)); // a duplicate would show up by now
+    let per_job = endpoint.per_job();
+    let twice: Vec<_> = per_job.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(per_job.len(), JOBS);
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    assert_no_bookkeeping(&mut con);
+    for daemon in [&a, &b] {
+        assert!(daemon.log().contains("delivered"), "one daemon did no work");
+    }
+}
+
+#[test]
+fn kill_9_mid_delivery_then_restart_delivers_everything() {
+    const JOBS: usize = 12;
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(400)));
+    let mut con = redis.con();
+    let config = json!({"concurrency": 3, "timeoutMs": 2000, "leaseMs": 2500});
+    for i in 0..JOBS {
+        add(
+            &mut con,
+            &member(&endpoint.url("/k"), json!({ "n": i })),
+            0.0,
+        );
+    }
+    let mut daemon = Daemon::start(&redis, config.clone());
+    endpoint.wait_for(2); // attempts under way
+    daemon.kill9();
+    let inflight: usize = con.zcard(INFLIGHT).unwrap();
+    assert!(inflight > 0, "nothing was in flight at the kill");
+
+    let restarted = Daemon::start(&redis, config);
+    wait_until(PATIENCE, "every job settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0
+            && con.zcard::<_, usize>(INFLIGHT).unwrap() == 0
+            && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    assert_eq!(endpoint.per_job().len(), JOBS, "a job was lost");
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    // The cut attempts came back through their expired leases, counted.
+    assert!(
+        restarted.log().contains("lease expired"),
+        "{}",
+        restarted.log()
+    );
+    assert!(endpoint.requests().iter().any(|r| r.attempt() == 2));
+}
+
+#[test]
+fn sigterm_lets_callbacks_in_flight_finish_and_puts_the_rest_back() {
+    const JOBS: usize = 10;
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(700)));
+    let mut con = redis.con();
+    let members: Vec<String> = (0..JOBS)
+        .map(|i| member(&endpoint.url("/t"), json!({ "n": i })))
+        .collect();
+    for m in &members {
+        add(&mut con, m, 0.0);
+    }
+    let mut daemon = Daemon::start(&redis, json!({"concurrency": 2}));
+    endpoint.wait_for(2);
+    daemon.signal("TERM");
+    let status = daemon.wait_exit();
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log());
+
+    // The two attempts under way finished and were recorded; nothing stays leased.
+    let delivered = endpoint.count();
+    assert!(delivered >= 2);
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 0);
+    let queued: usize = con.zcard(QUEUE).unwrap();
+    assert_eq!(queued + delivered, JOBS, "a job was lost or kept");
+    // Jobs put back unstarted kept their attempt count at zero.
+    let attempts: usize = con.hlen(ATTEMPTS).unwrap();
+    assert_eq!(attempts, 0);
+
+    // The next run delivers the rest, and nothing twice: this was a clean stop.
+    let _daemon = Daemon::start(&redis, json!({"concurrency": 2}));
+    endpoint.wait_for(JOBS);
+    wait_until(PATIENCE, "queue drained", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let per_job = endpoint.per_job();
+    assert_eq!(per_job.len(), JOBS);
+    assert!(per_job.values().all(|n| *n == 1), "{per_job:?}");
+}
+
+#[test]
+fn second_stop_signal_exits_at_once() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_secs(20)));
+    let mut con = redis.con();
+    add(&mut con, &member(&endpoint.url("/slow"), json!(1)), 0.0);
+    let mut daemon = Daemon::start(&redis, json!({"timeoutMs": 30000}));
+    endpoint.wait_for(1);
+    daemon.signal("INT");
+    daemon.wait_for_log("stopping");
+    daemon.signal("INT");
+    let status = daemon.wait_exit();
+    assert!(!status.success());
+    // The lease still covers the job: it is in flight, not lost.
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 1);
+}
+
+#[test]
+fn redis_restart_mid_run_loses_nothing() {
+    const JOBS: usize = 300;
+    let mut redis = RedisServer::start_persistent();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(5)));
+    let mut con = redis.con();
+    let now = unix_now();
+    let members: Vec<String> = (0..JOBS)
+        .map(|i| member(&endpoint.url("/r"), json!({ "n": i })))
+        .collect();
+    for (i, m) in members.iter().enumerate() {
+        add(&mut con, m, now + 0.5 + (i as f64) / (JOBS as f64) * 3.0);
+    }
+    let daemon = Daemon::start(&redis, json!({"concurrency": 4, "redisTimeoutMs": 1000}));
+    endpoint.wait_for(20);
+    redis.restart(Duration::from_millis(500));
+    daemon.wait_for_log("Redis answers again");
+    endpoint.wait_for(40);
+    redis.restart(Duration::from_millis(200));
+
+    let mut con = redis.con();
+    wait_until(PATIENCE, "every job settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0
+            && con.zcard::<_, usize>(INFLIGHT).unwrap() == 0
+            && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    let ids: HashSet<String> = endpoint.per_job().into_keys().collect();
+    let expected: HashSet<String> = members.iter().map(|m| job_id(&mut con, m)).collect();
+    assert_eq!(ids, expected, "every job was delivered");
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    let log = daemon.log();
+    assert!(log.contains("Redis at") && log.contains("failed"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
