@@ -64,6 +64,7 @@ pub fn run(config: Config, stop: Receiver<()>) -> std::io::Result<Exit> {
         pending: Vec::new(),
         redis_down: None,
         redis_backoff: Duration::ZERO,
+        redis_retry_at: None,
         leftovers_checked: false,
         last_sweep: Instant::now(),
         clock: (unix_now(), Instant::now()),
@@ -89,6 +90,8 @@ struct Dispatcher {
     /// When Redis stopped answering, while it does not.
     redis_down: Option<Instant>,
     redis_backoff: Duration,
+    /// No Redis call before this, while backing off.
+    redis_retry_at: Option<Instant>,
     leftovers_checked: bool,
     last_sweep: Instant,
     /// Redis's clock at the last claim, and when that was here.
@@ -101,12 +104,25 @@ impl Dispatcher {
     fn main_loop(&mut self) {
         loop {
             self.take_outcomes();
-            let wait = match self.step() {
-                Ok(wait) => {
-                    self.redis_is_back();
-                    wait
+            // While Redis is away, an outcome arriving must not bring the next try
+            // forward: the backoff holds.
+            let backing_off = self.redis_retry_at.map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            let wait = if !backing_off.is_zero() {
+                backing_off
+            } else {
+                match self.step() {
+                    Ok(wait) => {
+                        self.redis_is_back();
+                        wait
+                    }
+                    Err(e) => {
+                        let backoff = self.redis_trouble(&e);
+                        self.redis_retry_at = Some(Instant::now() + backoff);
+                        backoff
+                    }
                 }
-                Err(e) => self.redis_trouble(&e),
             };
             if !self.wait(wait) {
                 return;
@@ -315,6 +331,7 @@ impl Dispatcher {
 
     fn redis_is_back(&mut self) {
         self.redis_backoff = Duration::ZERO;
+        self.redis_retry_at = None;
         if let Some(since) = self.redis_down.take() {
             info!(
                 "Redis answers again after {:.1} s",

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::config::redact_url;
+
 /// A parsed, deliverable job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -80,7 +82,10 @@ impl Job {
 /// Accepts absolute `http://` and `https://` URLs with a host, and nothing else:
 /// credentials in a callback URL would end up in logs and failure records.
 fn check_callback(url: &str) -> Result<String, Malformed> {
-    let bad = |why: &str| Malformed(format!("`callback` {:?} {why}", shorten(url, 200)));
+    let bad = |why: &str| {
+        let shown = shorten(&redact_url(url), 200);
+        Malformed(format!("`callback` {shown:?} {why}"))
+    };
     let uri: ureq::http::Uri = url.parse().map_err(|_| bad("is not a valid URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
@@ -236,8 +241,14 @@ mod tests {
 
     #[test]
     fn credentials_never_reach_the_message() {
-        let e = parse(r#"{"callback":"http://u:hunter2@h/x"}"#).unwrap_err();
-        assert!(!e.0.contains("hunter2"), "{e}");
+        for url in [
+            "http://u:hunter2@h/x",
+            "http://u:hunter2@/x",
+            "gopher://u:hunter2@h/",
+        ] {
+            let e = parse(&format!(r#"{{"callback":"{url}"}}"#)).unwrap_err();
+            assert!(!e.0.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
