@@ -93,6 +93,7 @@ fn serve(path: &Path, config: config::Config) -> ExitCode {
     match result {
         Ok(Exit::Clean) => ExitCode::SUCCESS,
         Ok(Exit::Unrecorded(_)) => ExitCode::from(EX_TEMPFAIL),
+        Ok(Exit::Misconfigured) => ExitCode::from(EX_CONFIG),
         Err(e) => {
             log::error!("cannot run with config {}: {e}", path.display());
             ExitCode::from(EX_OSERR)

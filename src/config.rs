@@ -135,13 +135,15 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let redis_url = f.string("redis", "redis://localhost:6379/")?;
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
         return Err(format!(
-            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… or unix:///path",
+            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db or unix:///path",
             redact_url(&redis_url)
         ));
     }
-    let _ = f.integer("connections", 4, 1, 1024)?; // one connection now: see README
+    // Old settings the new design does not use (see README): any value the old daemon
+    // took still loads.
+    f.any_number("connections")?;
+    f.any_number("startTime")?;
     let concurrency = f.integer("concurrency", 2, 1, 1024)? as usize;
-    let _ = f.number("startTime", 0.0, 0.0, f64::MAX)?; // no cursor any more: see README
 
     let keys = Keys {
         queue: f.key_name("key", "DelayQs:job_zqueue")?,
@@ -170,10 +172,18 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let max_retries = f.integer("maxRetryNum", 3, 0, 1000)? as u32;
     // The old daemon polled its retry list every `retryInterval` seconds; that is
     // the closest thing it had to a first retry delay, so it seeds the backoff base.
-    let retry_interval_s = f.integer("retryInterval", 5, 0, 86_400)?;
+    const WEEK_MS: u64 = 7 * 86_400_000;
+    let retry_interval_s = f.integer("retryInterval", 5, 0, u64::from(u32::MAX))?;
+    let base = f.millis(
+        "retryBaseMs",
+        (retry_interval_s * 1000).min(WEEK_MS),
+        0,
+        WEEK_MS,
+    )?;
+    let cap_default = (base.as_millis() as u64).max(3_600_000);
     let retry = RetryPolicy {
-        base: f.millis("retryBaseMs", retry_interval_s * 1000, 0, 86_400_000)?,
-        cap: f.millis("retryMaxMs", 3_600_000, 0, 7 * 86_400_000)?,
+        base,
+        cap: f.millis("retryMaxMs", cap_default, 0, WEEK_MS)?,
         jitter: f.number("retryJitter", 0.2, 0.0, 1.0)?,
     };
     if retry.cap < retry.base {
@@ -210,23 +220,32 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
             ));
         }
     };
+    let max_response_bytes = f.integer("maxResponseBytes", 65_536, 0, 16 << 20)?;
+    if max_response_bytes == 0 && success != SuccessRule::Status2xx {
+        return Err(format!(
+            "key `maxResponseBytes`: 0 reads no body, so `successRule` {rule:?} could never succeed; use at least the length of `successText`"
+        ));
+    }
     let http = HttpSettings {
         connect_timeout,
         timeout,
-        max_response_bytes: f.integer("maxResponseBytes", 65_536, 0, 16 << 20)?,
+        max_response_bytes,
         success,
     };
 
-    let lease_default = timeout.as_millis() as u64 + 30_000;
-    let lease = f.millis("leaseMs", lease_default, 100, 86_400_000)?;
-    if lease <= timeout {
+    let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
+    // After a callback returns, its outcome may wait for one Redis call in progress and
+    // then needs one of its own: the lease must cover that, or a slow success is sent again.
+    let floor = timeout + 2 * redis_timeout;
+    let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
+    let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
+    if lease <= floor {
         return Err(format!(
-            "key `leaseMs`: {} must exceed `timeoutMs` {}, or a slow callback would be taken back and sent twice",
+            "key `leaseMs`: {} must exceed `timeoutMs` + 2 × `redisTimeoutMs` = {} ms, or a slow callback would be taken back and sent twice",
             lease.as_millis(),
-            timeout.as_millis()
+            floor.as_millis()
         ));
     }
-    let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
 
     let level = f.string("logLevel", "info")?;
     let log_level = match level.to_ascii_lowercase().as_str() {
@@ -329,6 +348,14 @@ impl Fields {
             .map(Duration::from_millis)
     }
 
+    /// A key that is only accepted: any JSON number will do.
+    fn any_number(&mut self, key: &str) -> Result<(), String> {
+        match self.map.remove(key) {
+            None | Some(Value::Number(_)) => Ok(()),
+            Some(other) => Err(format!("key `{key}`: expected a number, got {other}")),
+        }
+    }
+
     fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
         let Some(value) = self.map.remove(key) else {
             return Ok(default);
@@ -376,7 +403,7 @@ mod tests {
         let (c, _) = parse("{}").unwrap();
         assert_eq!(c.poll_interval, Duration::from_millis(50));
         assert_eq!(c.keys.inflight, "DelayQs:inflight");
-        assert_eq!(c.lease, Duration::from_secs(60));
+        assert_eq!(c.lease, Duration::from_secs(65));
     }
 
     #[test]
@@ -391,6 +418,24 @@ mod tests {
             e.contains("`successRule`") && e.contains("\"always\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn any_old_daemon_value_loads() {
+        let (c, _) = parse(
+            r#"{"retryInterval": 7200, "connections": 0, "startTime": -5, "concurrency": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.retry.base, Duration::from_secs(7200));
+        assert_eq!(c.retry.cap, Duration::from_secs(7200));
+        let (c, _) = parse(r#"{"retryInterval": 100000000}"#).unwrap();
+        assert_eq!(c.retry.base, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn reading_no_body_needs_the_status_rule() {
+        assert!(parse(r#"{"maxResponseBytes": 0}"#).is_err());
+        assert!(parse(r#"{"maxResponseBytes": 0, "successRule": "2xx"}"#).is_ok());
     }
 
     #[test]
@@ -416,8 +461,11 @@ mod tests {
 
     #[test]
     fn lease_must_outlast_timeout() {
-        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 5000}"#).unwrap_err();
-        assert!(e.contains("`leaseMs`"), "{e}");
+        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#).unwrap_err();
+        assert!(e.contains("`leaseMs`") && e.contains("15000 ms"), "{e}");
+        let (c, _) =
+            parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}"#).unwrap();
+        assert_eq!(c.lease, Duration::from_millis(5300));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum Exit {
     Clean,
     /// Some outcomes could not be written; their leases expire and the jobs run again.
     Unrecorded(usize),
+    /// Redis does not hold what the config says (a key of the wrong type).
+    Misconfigured,
 }
 
 /// Runs until a message arrives on `stop`.
@@ -65,12 +67,17 @@ pub fn run(config: Config, stop: Receiver<()>) -> std::io::Result<Exit> {
         redis_down: None,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
-        leftovers_checked: false,
+        first_contact: true,
+        misconfigured: false,
+        lost_claims: Vec::new(),
         last_sweep: Instant::now(),
         clock: (unix_now(), Instant::now()),
         config,
     };
     d.main_loop();
+    if d.misconfigured {
+        return Ok(Exit::Misconfigured);
+    }
     Ok(d.shut_down(workers))
 }
 
@@ -92,7 +99,12 @@ struct Dispatcher {
     redis_backoff: Duration,
     /// No Redis call before this, while backing off.
     redis_retry_at: Option<Instant>,
-    leftovers_checked: bool,
+    /// Nothing has been read from Redis yet: check the keys first.
+    first_contact: bool,
+    /// The keys in Redis do not fit the config; the loop ends.
+    misconfigured: bool,
+    /// Tokens of claims whose reply was lost; their jobs are put back on reconnect.
+    lost_claims: Vec<String>,
     last_sweep: Instant,
     /// Redis's clock at the last claim, and when that was here.
     clock: (f64, Instant),
@@ -124,7 +136,7 @@ impl Dispatcher {
                     }
                 }
             };
-            if !self.wait(wait) {
+            if self.misconfigured || !self.wait(wait) {
                 return;
             }
         }
@@ -134,8 +146,23 @@ impl Dispatcher {
     /// wait before the next round.
     fn step(&mut self) -> redis::RedisResult<Duration> {
         self.flush()?;
-        if !self.leftovers_checked {
+        if self.first_contact {
+            if let Err(problem) = self.store.check_key_types()? {
+                error!("{problem}");
+                self.misconfigured = true;
+                return Ok(Duration::ZERO);
+            }
             self.warn_about_old_daemon_keys()?;
+            self.first_contact = false;
+        }
+        while let Some(token) = self.lost_claims.last() {
+            let put_back = self.store.unclaim(token)?;
+            if put_back > 0 {
+                info!(
+                    "put back {put_back} jobs claimed by a call whose reply was lost; they run now"
+                );
+            }
+            self.lost_claims.pop();
         }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
@@ -152,12 +179,25 @@ impl Dispatcher {
         }
         self.claims += 1;
         let token = format!("{}-{}", self.token_prefix, self.claims);
-        let batch = self.store.claim(room, self.config.lease, &token)?;
+        let batch = match self.store.claim(room, self.config.lease, &token) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Redis may have run the claim and only the reply got lost.
+                self.lost_claims.push(token);
+                return Err(e);
+            }
+        };
         self.clock = (batch.now, Instant::now());
         if batch.recovered > 0 {
             warn!(
                 "took back {} jobs whose lease expired (a daemon died or lost Redis mid-delivery); they run again now",
                 batch.recovered
+            );
+        }
+        if batch.merged > 0 {
+            info!(
+                "{} jobs were added again while in flight; merged into the attempt under way",
+                batch.merged
             );
         }
         for claimed in batch.jobs {
@@ -184,6 +224,7 @@ impl Dispatcher {
                     &claimed.id,
                     claimed.attempt - 1,
                     &malformed.to_string(),
+                    due(&claimed),
                     self.now(),
                 );
                 self.settle_later(claimed, SettleOp::Fail(record));
@@ -200,7 +241,14 @@ impl Dispatcher {
                 "job {} to {}: {reason}; moved to {:?}",
                 claimed.id, job.callback, self.config.keys.failed
             );
-            let record = failure_record(&claimed.member, &claimed.id, max, &reason, self.now());
+            let record = failure_record(
+                &claimed.member,
+                &claimed.id,
+                max,
+                &reason,
+                due(&claimed),
+                self.now(),
+            );
             self.settle_later(claimed, SettleOp::Fail(record));
             return;
         }
@@ -251,6 +299,7 @@ impl Dispatcher {
                     &claimed.id,
                     claimed.attempt,
                     &reason,
+                    due(&claimed),
                     self.now(),
                 );
                 SettleOp::Fail(record)
@@ -288,7 +337,6 @@ impl Dispatcher {
 
     fn warn_about_old_daemon_keys(&mut self) -> redis::RedisResult<()> {
         let found = self.store.old_daemon_leftovers()?;
-        self.leftovers_checked = true;
         if !found.is_empty() {
             warn!(
                 "keys of the old daemon exist: {}. delayqs never reads them: every job the old daemon had not finished is still in {:?} and runs from there. Delete them when the old daemon is gone: redis-cli DEL {}",
@@ -304,18 +352,28 @@ impl Dispatcher {
     fn wait(&mut self, timeout: Duration) -> bool {
         select_biased! {
             recv(self.stop) -> _ => false,
-            recv(self.outcomes) -> outcome => {
-                if let Ok(outcome) = outcome {
+            recv(self.outcomes) -> outcome => match outcome {
+                Ok(outcome) => {
                     self.record(outcome);
+                    true
                 }
-                true
-            }
+                Err(_) => {
+                    // Every worker holds a sender, so all of them are gone.
+                    error!("all worker threads ended; stopping");
+                    false
+                }
+            },
             default(timeout) => true,
         }
     }
 
     /// Logs the first failure of a run of them, and says how long to back off.
     fn redis_trouble(&mut self, e: &redis::RedisError) -> Duration {
+        let unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+        if self.redis_down.is_some() && !unreachable {
+            // Not an outage but a failing command: say it each time, it will not pass.
+            error!("Redis call failed again: {e}");
+        }
         if self.redis_down.is_none() {
             self.redis_down = Some(Instant::now());
             error!(
@@ -393,6 +451,11 @@ impl Dispatcher {
     fn now(&self) -> f64 {
         self.clock.0 + self.clock.1.elapsed().as_secs_f64()
     }
+}
+
+/// The score a job was claimed at, as a number.
+fn due(claimed: &Claimed) -> f64 {
+    claimed.due.parse().unwrap_or(0.0)
 }
 
 fn secs(s: f64) -> Duration {

@@ -38,7 +38,7 @@ impl Job {
         let Value::Object(fields) = value else {
             return Err(Malformed("the member is not a JSON object".into()));
         };
-        let callback = match fields.get("callback") {
+        let callback = match field(&fields, "callback") {
             None | Some(Value::Null) => {
                 return Err(Malformed("the member has no `callback` field".into()));
             }
@@ -50,7 +50,7 @@ impl Job {
                 )));
             }
         };
-        let sign = match fields.get("sign") {
+        let sign = match field(&fields, "sign") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
@@ -60,7 +60,7 @@ impl Job {
                 )));
             }
         };
-        let body = serde_json::to_string(fields.get("body").unwrap_or(&Value::Null))
+        let body = serde_json::to_string(field(&fields, "body").unwrap_or(&Value::Null))
             .map_err(|e| Malformed(format!("`body` cannot be re-encoded ({e})")))?;
         Ok(Job {
             callback,
@@ -77,6 +77,17 @@ impl Job {
             form_encode(&self.sign)
         )
     }
+}
+
+/// A field by name. The old daemon decoded with Go's `encoding/json`, which takes
+/// `Callback` or `CALLBACK` for `callback` when there is no exact match; so do we.
+fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).or_else(|| {
+        fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 /// Accepts absolute `http://` and `https://` URLs with a host, and nothing else:
@@ -110,7 +121,15 @@ fn check_callback(url: &str) -> Result<String, Malformed> {
 /// The JSON appended to the failed list: the member's own fields (when it is an
 /// object) plus `Id`, as the old daemon wrote, and what delayqs knows of the failure.
 /// `member` keeps the exact original string, so the job can be put back unchanged.
-pub fn failure_record(member: &[u8], id: &str, attempts: u32, error: &str, at: f64) -> String {
+/// `due` is the score the job was last claimed at, `at` when it failed (Unix seconds).
+pub fn failure_record(
+    member: &[u8],
+    id: &str,
+    attempts: u32,
+    error: &str,
+    due: f64,
+    at: f64,
+) -> String {
     let mut record = match serde_json::from_slice::<Value>(member) {
         Ok(Value::Object(fields)) => fields,
         _ => Map::new(),
@@ -118,11 +137,8 @@ pub fn failure_record(member: &[u8], id: &str, attempts: u32, error: &str, at: f
     record.insert("Id".into(), Value::String(id.into()));
     record.insert("attempts".into(), Value::from(attempts));
     record.insert("error".into(), Value::String(error.into()));
-    record.insert(
-        "failedAt".into(),
-        serde_json::Number::from_f64((at * 1000.0).round() / 1000.0)
-            .map_or(Value::Null, Value::Number),
-    );
+    record.insert("dueAt".into(), millis(due));
+    record.insert("failedAt".into(), millis(at));
     record.insert(
         "member".into(),
         Value::String(String::from_utf8_lossy(member).into_owned()),
@@ -131,6 +147,12 @@ pub fn failure_record(member: &[u8], id: &str, attempts: u32, error: &str, at: f
         // Only a non-string map key can fail to serialize, and a Map has none.
         format!("{{\"Id\":{id:?},\"error\":\"record could not be encoded\"}}")
     })
+}
+
+/// Unix seconds as a JSON number with millisecond precision.
+fn millis(secs: f64) -> Value {
+    serde_json::Number::from_f64((secs * 1000.0).round() / 1000.0)
+        .map_or(Value::Null, Value::Number)
 }
 
 /// `application/x-www-form-urlencoded` encoding, as browsers and PHP's `$_POST` expect.
@@ -211,6 +233,14 @@ mod tests {
     }
 
     #[test]
+    fn field_names_match_in_any_case_like_go() {
+        let job = parse(r#"{"Callback":"http://h/","Body":{"b":1},"SIGN":"s"}"#).unwrap();
+        assert_eq!((job.body.as_str(), job.sign.as_str()), (r#"{"b":1}"#, "s"));
+        let job = parse(r#"{"Body":1,"body":2,"callback":"http://h/"}"#).unwrap();
+        assert_eq!(job.body, "2", "an exact match wins");
+    }
+
+    #[test]
     fn form_encoding_matches_php() {
         assert_eq!(form_encode("a b&c=d/é~"), "a+b%26c%3Dd%2F%C3%A9%7E");
     }
@@ -255,14 +285,16 @@ mod tests {
     fn failure_record_keeps_fields_and_member() {
         let member = br#"{"callback":"http://h/","body":{"id":1},"extra":true}"#;
         let r: Value =
-            serde_json::from_str(&failure_record(member, "abc", 4, "HTTP 500", 1.5)).unwrap();
+            serde_json::from_str(&failure_record(member, "abc", 4, "HTTP 500", 1.25, 1.5)).unwrap();
         assert_eq!(r["Id"], "abc");
         assert_eq!(r["extra"], true);
         assert_eq!(r["attempts"], 4);
         assert_eq!(r["error"], "HTTP 500");
         assert_eq!(r["member"], std::str::from_utf8(member).unwrap());
+        assert_eq!(r["dueAt"].as_f64(), Some(1.25));
+        assert_eq!(r["failedAt"].as_f64(), Some(1.5));
         let r: Value =
-            serde_json::from_str(&failure_record(b"\xffoops", "x", 0, "bad", 1.0)).unwrap();
+            serde_json::from_str(&failure_record(b"\xffoops", "x", 0, "bad", 1.0, 1.0)).unwrap();
         assert_eq!(r["member"], "\u{fffd}oops");
     }
 }

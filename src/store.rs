@@ -34,6 +34,8 @@ pub struct ClaimBatch {
     pub next_due: Option<f64>,
     /// Expired leases put back into the queue.
     pub recovered: u64,
+    /// Due copies of members already in flight, merged into the attempt under way.
+    pub merged: u64,
     pub jobs: Vec<Claimed>,
 }
 
@@ -71,6 +73,7 @@ pub struct Store {
     timeout: Duration,
     claim: Script,
     settle: Script,
+    unclaim: Script,
     sweep: Script,
     sweep_cursor: String,
 }
@@ -84,6 +87,7 @@ impl Store {
             timeout: config.redis_timeout,
             claim: Script::new(include_str!("scripts/claim.lua")),
             settle: Script::new(include_str!("scripts/settle.lua")),
+            unclaim: Script::new(include_str!("scripts/unclaim.lua")),
             sweep: Script::new(include_str!("scripts/sweep.lua")),
             sweep_cursor: "0".into(),
         })
@@ -129,6 +133,39 @@ impl Store {
             inv.invoke(con)
         })?;
         Ok(stale.into_iter().map(|i| i - 1).collect())
+    }
+
+    /// Puts back the jobs of a claim whose reply was lost, called with `token`.
+    /// Returns how many there were.
+    pub fn unclaim(&mut self, token: &str) -> RedisResult<u64> {
+        self.call(|con, s| {
+            s.unclaim
+                .key(&s.keys.queue)
+                .key(&s.keys.inflight)
+                .key(&s.keys.attempts)
+                .arg(token)
+                .invoke(con)
+        })
+    }
+
+    /// Checks that each key delayqs writes is absent or of the type it expects, so a
+    /// wrong key name in the config is caught before a script fails halfway.
+    pub fn check_key_types(&mut self) -> RedisResult<Result<(), String>> {
+        let expected = [
+            ("key", self.keys.queue.clone(), "zset"),
+            ("inflightKey", self.keys.inflight.clone(), "zset"),
+            ("attemptsKey", self.keys.attempts.clone(), "hash"),
+            ("failKey", self.keys.failed.clone(), "list"),
+        ];
+        for (setting, key, want) in expected {
+            let found: String = self.call(|con, _| redis::cmd("TYPE").arg(&key).query(con))?;
+            if found != "none" && found != want {
+                return Ok(Err(format!(
+                    "Redis key {key:?} (config `{setting}`) holds a {found}, not a {want}; point `{setting}` at another key or remove that one"
+                )));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Looks at one page of attempt counts and drops those of jobs that no longer
@@ -197,7 +234,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
             what.to_string(),
         ))
     };
-    if reply.len() < 3 || !(reply.len() - 3).is_multiple_of(5) {
+    if reply.len() < 4 || !(reply.len() - 4).is_multiple_of(5) {
         return Err(bad("wrong length"));
     }
     let mut it = reply.into_iter();
@@ -205,6 +242,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
     let now: String = redis::from_redis_value(next()?)?;
     let next_due: String = redis::from_redis_value(next()?)?;
     let recovered: u64 = redis::from_redis_value(next()?)?;
+    let merged: u64 = redis::from_redis_value(next()?)?;
     let mut jobs = Vec::new();
     while let Ok(member) = next() {
         let member = redis::from_redis_value(member)?;
@@ -224,6 +262,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
         now: now.parse().map_err(|_| bad("now is not a number"))?,
         next_due: next_due.parse().ok(),
         recovered,
+        merged,
         jobs,
     })
 }

@@ -181,3 +181,23 @@ fn redis_password_never_reaches_the_log() {
     assert!(log.contains("redis://***@127.0.0.1"), "{log}");
     assert!(!log.contains("s3cret-pw"), "{log}");
 }
+
+#[test]
+fn key_of_the_wrong_type_stops_start_up_with_exit_78() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let _: () = con.set(FAILED, "not a list").unwrap();
+    let endpoint = Endpoint::succeeding();
+    add(&mut con, &member(&endpoint.url("/x"), json!(1)), 0.0);
+    let mut daemon = Daemon::start(&redis, json!({}));
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(78), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains("\"DelayQs:fail_job\" (config `failKey`) holds a string, not a list"),
+        "{log}"
+    );
+    // Nothing was claimed: the job waits untouched.
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 1);
+    assert_eq!(endpoint.count(), 0);
+}

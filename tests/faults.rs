@@ -58,7 +58,8 @@ fn kill_9_mid_delivery_then_restart_delivers_everything() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(400)));
     let mut con = redis.con();
-    let config = json!({"concurrency": 3, "timeoutMs": 2000, "leaseMs": 2500});
+    let config =
+        json!({"concurrency": 3, "timeoutMs": 2000, "leaseMs": 2500, "redisTimeoutMs": 200});
     for i in 0..JOBS {
         add(
             &mut con,
@@ -179,4 +180,58 @@ fn redis_restart_mid_run_loses_nothing() {
     let log = daemon.log();
     assert!(log.contains("Redis at") && log.contains("failed"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn job_added_again_while_in_flight_is_delivered_once() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
+    let mut con = redis.con();
+    let daemon = Daemon::start(&redis, json!({}));
+    let m = member(&endpoint.url("/dup"), json!({"orderId": 5}));
+    add(&mut con, &m, 0.0);
+    endpoint.wait_for(1);
+    // A second producer writes the same member while the first attempt runs.
+    add(&mut con, &m, unix_now() - 1.0);
+    daemon.wait_for_log("merged into the attempt under way");
+    wait_until(PATIENCE, "the job settled", || {
+        con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(endpoint.count(), 1, "one member is one job");
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    assert_no_bookkeeping(&mut con);
+}
+
+#[test]
+fn claim_whose_reply_is_lost_is_put_back_at_once() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    // A long lease: the job must come back through the lost-claim path, not by expiry.
+    let daemon = Daemon::start(
+        &redis,
+        json!({"redisTimeoutMs": 150, "leaseMs": 600000, "pollIntervalMs": 10}),
+    );
+    daemon.wait_for_log("running");
+    let m = member(&endpoint.url("/lost-reply"), json!(1));
+    add(&mut con, &m, unix_now() + 0.2);
+    // Block Redis for a second with a busy script: the daemon's claim, sent meanwhile,
+    // runs once the script ends, after the daemon gave up waiting for the reply.
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "local function now() local t = redis.call('TIME') return t[1] + t[2] / 1e6 end \
+             local stop = now() + 1 while now() < stop do end",
+        )
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    let r = &endpoint.wait_for(1)[0];
+    assert_eq!(r.attempt(), 1, "the lost claim did not use up an attempt");
+    assert!(daemon.log().contains("put back 1 jobs"), "{}", daemon.log());
+    wait_until(PATIENCE, "the job settled", || {
+        con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    assert_no_bookkeeping(&mut con);
 }

@@ -6,11 +6,14 @@
 -- KEYS[3] attempts  hash: member -> "<attempts>" or, while leased, "<attempts> <token>"
 -- ARGV[1] most jobs to claim
 -- ARGV[2] lease length in milliseconds
--- ARGV[3] token prefix, unique to this daemon process
+-- ARGV[3] token prefix, unique to this call of this daemon
 -- ARGV[4] most expired leases to take back
 --
--- Returns {now, next_due, recovered, member1, score1, attempt1, id1, token1, member2, ...}
+-- Returns {now, next_due, recovered, merged, member1, score1, attempt1, id1, token1, ...}
 -- where next_due is the earliest score left in the queue ("" when it is empty).
+--
+-- Writes that add come before writes that remove: Redis does not roll a script back
+-- when a command fails halfway, and a job must never end up in no key at all.
 
 -- Redis before 5.0 refuses writes after TIME unless effects replication is on; later
 -- versions always replicate effects, and pcall keeps this harmless where it is gone.
@@ -22,39 +25,44 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local nows = string.format('%.6f', now)
 local lease = tonumber(ARGV[2]) / 1000
 
+-- The attempt count in an attempts-hash value; anything unreadable counts as none.
+local function attempts_of(value)
+  return value and tonumber(string.match(value, '^%d+')) or 0
+end
+
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
 -- They are due again at once; the cut attempt stays counted.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, m in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], m)
   if not redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], nows, m)
   end
-  local a = redis.call('HGET', KEYS[3], m)
-  if a then
-    redis.call('HSET', KEYS[3], m, string.match(a, '^%d+'))
-  end
+  redis.call('HSET', KEYS[3], m, attempts_of(redis.call('HGET', KEYS[3], m)))
+  redis.call('ZREM', KEYS[2], m)
 end
 
-local out = {nows, '', #expired}
+local out = {nows, '', #expired, 0}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local deadline = string.format('%.6f', now + lease)
 for i = 1, #due, 2 do
   local m = due[i]
-  local token = ARGV[3] .. '.' .. ((i + 1) / 2)
-  redis.call('ZREM', KEYS[1], m)
-  redis.call('ZADD', KEYS[2], deadline, m)
-  local prev = redis.call('HGET', KEYS[3], m)
-  local n = 1
-  if prev then
-    n = tonumber(string.match(prev, '^%d+')) + 1
+  if redis.call('ZSCORE', KEYS[2], m) then
+    -- The same member was added again while its job is in flight: one member is one
+    -- job (PROTOCOL §1), so this copy merges into the attempt under way.
+    redis.call('ZREM', KEYS[1], m)
+    out[4] = out[4] + 1
+  else
+    local token = ARGV[3] .. '.' .. ((i + 1) / 2)
+    local n = attempts_of(redis.call('HGET', KEYS[3], m)) + 1
+    redis.call('HSET', KEYS[3], m, n .. ' ' .. token)
+    redis.call('ZADD', KEYS[2], deadline, m)
+    redis.call('ZREM', KEYS[1], m)
+    out[#out + 1] = m
+    out[#out + 1] = due[i + 1]
+    out[#out + 1] = n
+    out[#out + 1] = redis.sha1hex(m)
+    out[#out + 1] = token
   end
-  redis.call('HSET', KEYS[3], m, n .. ' ' .. token)
-  out[#out + 1] = m
-  out[#out + 1] = due[i + 1]
-  out[#out + 1] = n
-  out[#out + 1] = redis.sha1hex(m)
-  out[#out + 1] = token
 end
 
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

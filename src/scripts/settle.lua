@@ -10,7 +10,10 @@
 --   release  arg = the job's due score: it never started, so undo the claim
 --
 -- Returns the 1-based group numbers whose lease was no longer held (a late outcome:
--- another daemon already took the job back, so this one changes nothing).
+-- the job was already taken back, so this one changes nothing). Writing a batch twice
+-- (its reply was lost) is harmless for the same reason.
+--
+-- As in claim.lua, writes that add come before writes that remove.
 
 pcall(redis.replicate_commands)
 local t = redis.call('TIME')
@@ -22,31 +25,31 @@ for i = 1, #ARGV, 4 do
   if redis.call('HGET', KEYS[3], m) ~= lease then
     stale[#stale + 1] = (i + 3) / 4
   else
-    redis.call('ZREM', KEYS[2], m)
     local n = tonumber(string.match(lease, '^%d+'))
     if op == 'done' then
       redis.call('HDEL', KEYS[3], m)
     elseif op == 'fail' then
-      redis.call('HDEL', KEYS[3], m)
       redis.call('RPUSH', KEYS[4], arg)
+      redis.call('HDEL', KEYS[3], m)
     elseif op == 'retry' then
-      redis.call('HSET', KEYS[3], m, n)
-      -- A producer may have added the same member again meanwhile: keep its score.
+      -- A producer may have added the same member again for later: keep its score.
       if not redis.call('ZSCORE', KEYS[1], m) then
         redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(arg) / 1000), m)
       end
+      redis.call('HSET', KEYS[3], m, n)
     elseif op == 'release' then
+      if not redis.call('ZSCORE', KEYS[1], m) then
+        redis.call('ZADD', KEYS[1], arg, m)
+      end
       if n > 1 then
         redis.call('HSET', KEYS[3], m, n - 1)
       else
         redis.call('HDEL', KEYS[3], m)
       end
-      if not redis.call('ZSCORE', KEYS[1], m) then
-        redis.call('ZADD', KEYS[1], arg, m)
-      end
     else
       return redis.error_reply('settle.lua: unknown op ' .. tostring(op))
     end
+    redis.call('ZREM', KEYS[2], m)
   end
 end
 return stale

@@ -450,7 +450,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if thread::panicking() {
+        if thread::panicking() || std::env::var_os("DELAYQS_TEST_LOG").is_some() {
             eprintln!("---- daemon log ({})\n{}", self.log.display(), self.log());
         }
     }
