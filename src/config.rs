@@ -33,6 +33,10 @@ pub struct Config {
     /// Read and write timeout of the Redis connection.
     pub redis_timeout: Duration,
     pub log_level: log::LevelFilter,
+    /// Log files instead of stderr, when `logDir` is set.
+    pub log_files: Option<crate::logging::FileLog>,
+    /// The pid file `start` writes and `stop` and `status` read (`pid`).
+    pub pid_file: PathBuf,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -261,9 +265,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
             ));
         }
     };
-    // The old daemon's pid file: `run` stays in the foreground under a supervisor and
-    // needs none, so the value is only checked to be a string.
-    f.string("pid", "/var/log/delayQs/delayqs.pid")?;
+    let pid_file = PathBuf::from(f.string("pid", "/var/log/delayQs/delayqs.pid")?);
+    let log_dir = f.string("logDir", "")?;
+    let keep_days = f.integer("logKeepDays", 30, 1, 36_500)? as usize;
+    let log_files = (!log_dir.is_empty()).then(|| crate::logging::FileLog {
+        dir: PathBuf::from(log_dir),
+        keep_days,
+    });
 
     let warnings = f
         .map
@@ -281,6 +289,8 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         lease,
         redis_timeout,
         log_level,
+        log_files,
+        pid_file,
     };
     Ok((config, warnings))
 }

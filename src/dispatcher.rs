@@ -5,6 +5,7 @@
 //! Redis is away it keeps taking outcomes from the workers and holds them until they
 //! can be written.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,8 +13,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{debug, error, info, warn};
 
 use crate::backoff::retry_delay;
-use crate::config::Config;
+use crate::config::{Config, HttpSettings};
 use crate::job::{Job, failure_record};
+use crate::logging;
+use crate::signals::Signal;
 use crate::store::{Claimed, Settle, SettleOp, Store};
 use crate::worker::{self, Delivery, Outcome};
 
@@ -35,17 +38,28 @@ pub enum Exit {
     Misconfigured,
 }
 
-/// Runs until a message arrives on `stop`.
-pub fn run(config: Config, stop: Receiver<()>) -> std::io::Result<Exit> {
+/// How the outside world steers a run.
+pub struct Control {
+    pub signals: Receiver<Signal>,
+    /// Re-reads the config file, for SIGHUP.
+    pub reload: Box<dyn Fn() -> Result<Config, String>>,
+    /// Told once Redis has answered and its keys check out, and of Redis trouble
+    /// before that (`start -d` waits on it).
+    pub readiness: Option<Box<dyn FnMut(Readiness)>>,
+}
+
+#[derive(Debug)]
+pub enum Readiness {
+    Ready,
+    Waiting(String),
+}
+
+/// Runs until a stop signal.
+pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
     let store = Store::new(&config).map_err(std::io::Error::other)?;
     let (jobs_tx, jobs_rx) = bounded(config.concurrency);
     let (outcomes_tx, outcomes_rx) = bounded(config.concurrency);
-    let workers = worker::start(
-        config.concurrency,
-        &config.http,
-        jobs_rx.clone(),
-        outcomes_tx,
-    )?;
+    let workers = worker::start(config.concurrency, jobs_rx.clone(), outcomes_tx)?;
     info!(
         "delayqs {} running: redis {}, queue {:?}, {} workers, {} attempts per job",
         env!("CARGO_PKG_VERSION"),
@@ -61,7 +75,8 @@ pub fn run(config: Config, stop: Receiver<()>) -> std::io::Result<Exit> {
         jobs_tx: Some(jobs_tx),
         jobs_rx,
         outcomes: outcomes_rx,
-        stop,
+        http: Arc::new(config.http.clone()),
+        control,
         held: 0,
         pending: Vec::new(),
         redis_down: None,
@@ -89,7 +104,9 @@ struct Dispatcher {
     /// Kept so that jobs no worker has started can be taken back at shutdown.
     jobs_rx: Receiver<Delivery>,
     outcomes: Receiver<Outcome>,
-    stop: Receiver<()>,
+    /// The HTTP settings handed to the workers with each job.
+    http: Arc<HttpSettings>,
+    control: Control,
     /// Jobs claimed and not yet come back from a worker.
     held: usize,
     /// Outcomes not yet written to Redis.
@@ -154,6 +171,10 @@ impl Dispatcher {
             }
             self.warn_about_old_daemon_keys()?;
             self.first_contact = false;
+            if let Some(tell) = self.control.readiness.as_mut() {
+                tell(Readiness::Ready);
+            }
+            self.control.readiness = None;
         }
         while let Some(token) = self.lost_claims.last() {
             let put_back = self.store.unclaim(token)?;
@@ -256,7 +277,8 @@ impl Dispatcher {
             return; // not reached: nothing is claimed while shutting down
         };
         // Never blocks: the batch was sized by the room left in the pool.
-        if tx.send(Delivery { claimed, job }).is_ok() {
+        let http = self.http.clone();
+        if tx.send(Delivery { claimed, job, http }).is_ok() {
             self.held += 1;
         }
     }
@@ -278,7 +300,7 @@ impl Dispatcher {
 
     fn record(&mut self, outcome: Outcome) {
         self.held -= 1;
-        let Delivery { claimed, job } = outcome.delivery;
+        let Delivery { claimed, job, .. } = outcome.delivery;
         let took = outcome.took.as_millis();
         let max = self.config.max_attempts();
         let op = match outcome.result {
@@ -348,10 +370,21 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Waits up to `timeout` for an outcome or a stop. Returns false on stop.
+    /// Waits up to `timeout` for an outcome or a signal. Returns false on stop.
     fn wait(&mut self, timeout: Duration) -> bool {
         select_biased! {
-            recv(self.stop) -> _ => false,
+            recv(self.control.signals) -> signal => match signal {
+                Ok(Signal::Reload) => {
+                    self.reopen_logs();
+                    self.reload();
+                    true
+                }
+                Ok(Signal::ReopenLogs) => {
+                    self.reopen_logs();
+                    true
+                }
+                Ok(Signal::Stop) | Err(_) => false,
+            },
             recv(self.outcomes) -> outcome => match outcome {
                 Ok(outcome) => {
                     self.record(outcome);
@@ -367,8 +400,77 @@ impl Dispatcher {
         }
     }
 
+    fn reopen_logs(&self) {
+        if let Err(e) = logging::reopen() {
+            error!("cannot reopen the log files: {e}");
+        }
+    }
+
+    /// Applies a re-read config: what can change while running does, the rest is
+    /// named as needing a restart. A config that does not load changes nothing.
+    fn reload(&mut self) {
+        let new = match (self.control.reload)() {
+            Ok(new) => new,
+            Err(e) => {
+                error!("config not reloaded, the running one stays: {e}");
+                return;
+            }
+        };
+        let old = &self.config;
+        let applied = changed(&[
+            ("logLevel", old.log_level != new.log_level),
+            ("pollIntervalMs", old.poll_interval != new.poll_interval),
+            (
+                "timeouts, successRule, successText or maxResponseBytes",
+                old.http != new.http,
+            ),
+            ("retry backoff", old.retry != new.retry),
+            ("maxRetryNum", old.max_retries != new.max_retries),
+            ("leaseMs", old.lease != new.lease),
+        ]);
+        let restart = changed(&[
+            ("redis", old.redis_url != new.redis_url),
+            ("key names", old.keys != new.keys),
+            ("concurrency", old.concurrency != new.concurrency),
+            ("redisTimeoutMs", old.redis_timeout != new.redis_timeout),
+            ("logDir or logKeepDays", old.log_files != new.log_files),
+            ("pid", old.pid_file != new.pid_file),
+        ]);
+        if applied.is_empty() {
+            info!("config reloaded: nothing that applies while running changed");
+        } else {
+            info!("config reloaded: {} now in effect", applied.join(", "));
+        }
+        if !restart.is_empty() {
+            warn!(
+                "config changes that need a restart were not applied: {}",
+                restart.join(", ")
+            );
+        }
+        let merged = Config {
+            redis_url: old.redis_url.clone(),
+            keys: old.keys.clone(),
+            concurrency: old.concurrency,
+            redis_timeout: old.redis_timeout,
+            log_files: old.log_files.clone(),
+            pid_file: old.pid_file.clone(),
+            ..new
+        };
+        logging::set_level(merged.log_level);
+        if old.http != merged.http {
+            self.http = Arc::new(merged.http.clone());
+        }
+        self.config = merged;
+    }
+
     /// Logs the first failure of a run of them, and says how long to back off.
     fn redis_trouble(&mut self, e: &redis::RedisError) -> Duration {
+        if let Some(tell) = self.control.readiness.as_mut() {
+            tell(Readiness::Waiting(format!(
+                "Redis at {} failed: {e}",
+                self.config.redis_url_redacted()
+            )));
+        }
         let unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
         if self.redis_down.is_some() && !unreachable {
             // Not an outage but a failing command: say it each time, it will not pass.
@@ -451,6 +553,15 @@ impl Dispatcher {
     fn now(&self) -> f64 {
         self.clock.0 + self.clock.1.elapsed().as_secs_f64()
     }
+}
+
+/// The names whose flag is set.
+fn changed(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
+    pairs
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// The score a job was claimed at, as a number.

@@ -3,9 +3,11 @@
 mod backoff;
 mod cli;
 mod config;
+mod daemon;
 mod dispatcher;
 mod job;
 mod logging;
+mod pidfile;
 mod signals;
 mod store;
 mod worker;

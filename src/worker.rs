@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,13 @@ use crate::store::Claimed;
 
 pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
 
-/// A job handed to a worker.
+/// A job handed to a worker, with the HTTP settings in force when it was claimed (a
+/// config reload hands out new ones; no lock is shared with the workers).
 #[derive(Debug)]
 pub struct Delivery {
     pub claimed: Claimed,
     pub job: Job,
+    pub http: Arc<HttpSettings>,
 }
 
 /// What one attempt came to.
@@ -38,7 +41,6 @@ pub struct Outcome {
 /// Starts `n` named worker threads reading from `jobs` and reporting to `outcomes`.
 pub fn start(
     n: usize,
-    http: &HttpSettings,
     jobs: Receiver<Delivery>,
     outcomes: Sender<Outcome>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
@@ -46,20 +48,28 @@ pub fn start(
         .map(|i| {
             let jobs = jobs.clone();
             let outcomes = outcomes.clone();
-            let http = http.clone();
             thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&http, jobs, outcomes))
+                .spawn(move || work(jobs, outcomes))
         })
         .collect()
 }
 
-fn work(http: &HttpSettings, jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
-    let agent = agent(http);
+fn work(jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
+    // The agent keeps connections alive between calls; it is rebuilt only when a
+    // reload changed the settings it was built with.
+    let mut current: Option<(Arc<HttpSettings>, Agent)> = None;
     for delivery in jobs {
+        let agent = match &current {
+            Some((http, agent)) if Arc::ptr_eq(http, &delivery.http) => agent,
+            _ => {
+                let agent = agent(&delivery.http);
+                &current.insert((delivery.http.clone(), agent)).1
+            }
+        };
         let started = Instant::now();
         // A panic must not lose the outcome: the main loop counts on one per job.
-        let result = catch_unwind(AssertUnwindSafe(|| attempt(&agent, http, &delivery)))
+        let result = catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery)))
             .unwrap_or_else(|_| Err("internal error: the attempt panicked".into()));
         let outcome = Outcome {
             delivery,
@@ -85,7 +95,8 @@ fn agent(http: &HttpSettings) -> Agent {
         .new_agent()
 }
 
-fn attempt(agent: &Agent, http: &HttpSettings, d: &Delivery) -> Result<(), String> {
+fn attempt(agent: &Agent, d: &Delivery) -> Result<(), String> {
+    let http = &d.http;
     let response = agent
         .post(&d.job.callback)
         .header("X-Delayqs-Job-Id", &d.claimed.id)

@@ -1,0 +1,219 @@
+//! The old daemon's way of running (PROTOCOL §5): `start -d`, `stop`, `status`, all
+//! through the pid file named by the config.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{RecvTimeoutError, unbounded};
+
+use crate::cli::{EX_OSERR, EX_UNAVAILABLE, Notify};
+use crate::config::Config;
+use crate::pidfile::{self, Status};
+
+/// LSB init-script exit codes for `status`.
+const LSB_DEAD_WITH_PID_FILE: u8 = 1;
+const LSB_STOPPED: u8 = 3;
+
+/// Starts `delayqs start` again as a detached child (new session, no terminal, stdin
+/// and stderr on /dev/null) and returns once it has its pid file and has reached
+/// Redis, or with its reason for failing.
+pub fn start_detached(config_path: &Path, config: &Config) -> ExitCode {
+    if let Status::Running { pid, .. } = pidfile::status(&config.pid_file) {
+        eprintln!("delayqs: delayqs is already running (pid {pid})");
+        return ExitCode::from(1);
+    }
+    match spawn_and_wait(config_path, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("delayqs: cannot start the daemon: {e}");
+            ExitCode::from(EX_OSERR)
+        }
+    }
+}
+
+fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<ExitCode> {
+    let (reader, writer) = std::io::pipe()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("start")
+        .arg("--config")
+        .arg(std::path::absolute(config_path)?)
+        .env(Notify::VAR, "1")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        command.pre_exec(|| match libc::setsid() {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let mut child = command.spawn()?;
+    // Our copy of the pipe's write end must go, or reading never sees the child exit.
+    drop(command);
+
+    let (lines_tx, lines) = unbounded();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let patience = (2 * config.redis_timeout).max(Duration::from_secs(10));
+    let deadline = Instant::now() + patience;
+    let mut last_trouble = String::from("no word from it");
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line == "ready" => {
+                println!("delayqs started (pid {})", child.id());
+                if config.log_files.is_none() {
+                    println!(
+                        "note: no `logDir` in the config, so its log is discarded; set one to keep it"
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(line) => {
+                if let Some(why) = line.strip_prefix("failed: ") {
+                    eprintln!("delayqs: the daemon did not start: {why}");
+                    let status = child.wait()?;
+                    return Ok(ExitCode::from(
+                        status.code().unwrap_or(1).clamp(1, 255) as u8
+                    ));
+                }
+                if let Some(why) = line.strip_prefix("waiting: ") {
+                    last_trouble = why.to_string();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                eprintln!("delayqs: the daemon exited during start-up ({status})");
+                return Ok(ExitCode::from(1));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                signal(child.id(), libc::SIGTERM);
+                let _ = child.wait();
+                eprintln!(
+                    "delayqs: the daemon was not ready after {} s, so it was stopped: {last_trouble}",
+                    patience.as_secs()
+                );
+                return Ok(ExitCode::from(EX_UNAVAILABLE));
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM and waits until the process has exited and removed its pid file;
+/// with `force`, sends SIGKILL when that takes too long.
+pub fn stop(config: &Config, force: bool) -> ExitCode {
+    let path = &config.pid_file;
+    let pid = match pidfile::status(path) {
+        Status::Stopped => {
+            println!("delayqs is not running");
+            return ExitCode::SUCCESS;
+        }
+        Status::Dead { .. } => {
+            return match pidfile::remove_stale(path) {
+                Ok(()) => {
+                    println!("delayqs is not running (removed its stale pid file)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "delayqs: cannot remove the stale pid file {}: {e}",
+                        path.display()
+                    );
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Status::Running { pid, .. } => pid,
+    };
+    // Its own stop waits up to `timeoutMs` for callbacks, then up to 10 s for Redis.
+    let patience = config.http.timeout + Duration::from_secs(15);
+    println!(
+        "stopping delayqs (pid {pid}); waiting up to {} s",
+        patience.as_secs()
+    );
+    signal(pid, libc::SIGTERM);
+    if wait_until_stopped(path, patience) {
+        println!("delayqs stopped");
+        return ExitCode::SUCCESS;
+    }
+    if !force {
+        eprintln!(
+            "delayqs: pid {pid} has not stopped after {} s; `delayqs stop --force` kills it (its jobs in flight come back when their leases expire)",
+            patience.as_secs()
+        );
+        return ExitCode::from(1);
+    }
+    signal(pid, libc::SIGKILL);
+    if wait_until_stopped(path, Duration::from_secs(10)) || pidfile::remove_stale(path).is_ok() {
+        println!(
+            "delayqs killed (pid {pid}); its jobs in flight come back when their leases expire"
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("delayqs: pid {pid} survived SIGKILL");
+    ExitCode::from(1)
+}
+
+/// Prints whether the daemon runs, with LSB exit codes.
+pub fn status(config: &Config) -> ExitCode {
+    match pidfile::status(&config.pid_file) {
+        Status::Running { pid, since } => {
+            let up = SystemTime::now().duration_since(since).unwrap_or_default();
+            println!("delayqs is running (pid {pid}, up {})", human(up));
+            ExitCode::SUCCESS
+        }
+        Status::Stopped => {
+            println!("delayqs is stopped");
+            ExitCode::from(LSB_STOPPED)
+        }
+        Status::Dead { pid } => {
+            let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+            println!(
+                "delayqs is dead, but its pid file {}{pid} remains",
+                config.pid_file.display()
+            );
+            ExitCode::from(LSB_DEAD_WITH_PID_FILE)
+        }
+    }
+}
+
+/// Polls until the pid file's lock is free and the file gone (or stale).
+fn wait_until_stopped(path: &Path, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if !matches!(pidfile::status(path), Status::Running { .. }) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // The pid comes from the file of a process that holds its lock, so it is ours.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
