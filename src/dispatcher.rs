@@ -436,6 +436,8 @@ impl Dispatcher {
             ("logDir or logKeepDays", old.log_files != new.log_files),
             ("pid", old.pid_file != new.pid_file),
         ]);
+        // The new level first, so that a reload to a chattier level says so.
+        logging::set_level(new.log_level);
         if applied.is_empty() {
             info!("config reloaded: nothing that applies while running changed");
         } else {
@@ -456,7 +458,6 @@ impl Dispatcher {
             pid_file: old.pid_file.clone(),
             ..new
         };
-        logging::set_level(merged.log_level);
         if old.http != merged.http {
             self.http = Arc::new(merged.http.clone());
         }

@@ -372,22 +372,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `delayqs run` with a config made of `fields` merged over test defaults.
     pub fn start(redis: &RedisServer, fields: serde_json::Value) -> Daemon {
-        let mut config = serde_json::json!({
-            "redis": redis.url(),
-            "concurrency": 4,
-            "pollIntervalMs": 20,
-            "retryBaseMs": 200,
-            "retryJitter": 0,
-            "timeoutMs": 5000,
-            "logLevel": "debug",
-        });
-        for (k, v) in fields.as_object().expect("fields must be an object") {
-            config[k] = v.clone();
-        }
-        let dir = scratch_dir();
-        let path = dir.join("config.json");
-        fs::write(&path, config.to_string()).unwrap();
-        Daemon::start_with_file(&path)
+        Daemon::start_with_file(&config_file(redis, fields))
     }
 
     pub fn start_with_file(config: &Path) -> Daemon {
@@ -454,6 +439,31 @@ impl Drop for Daemon {
             eprintln!("---- daemon log ({})\n{}", self.log.display(), self.log());
         }
     }
+}
+
+/// Writes a config file of `fields` merged over test defaults, in a fresh directory.
+pub fn config_file(redis: &RedisServer, fields: serde_json::Value) -> PathBuf {
+    let path = scratch_dir().join("config.json");
+    write_config(&path, redis, fields);
+    path
+}
+
+/// Writes `fields` merged over test defaults to `path`.
+pub fn write_config(path: &Path, redis: &RedisServer, fields: serde_json::Value) {
+    let mut config = serde_json::json!({
+        "redis": redis.url(),
+        "concurrency": 4,
+        "pollIntervalMs": 20,
+        "retryBaseMs": 200,
+        "retryJitter": 0,
+        "timeoutMs": 5000,
+        "logLevel": "debug",
+        "pid": path.with_file_name("delayqs.pid"),
+    });
+    for (k, v) in fields.as_object().expect("fields must be an object") {
+        config[k] = v.clone();
+    }
+    fs::write(path, config.to_string()).unwrap();
 }
 
 /// Runs the binary to completion with these arguments.
