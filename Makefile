@@ -8,34 +8,30 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build test lint unit redis-server run install uninstall static clean
+.PHONY: build test lint check-install check-static redis-server run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
 
-# The README's test command, and what .ci/run runs: formatting, lints, every test.
-test: redis-server lint
+# The README's test command, and what .ci/run runs: formatting, lints, the install and
+# static-binary checks, then every test.
+test: redis-server lint check-install check-static
 	$(CARGO) test --locked
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+check-install:
+	scripts/check-install.sh
+
+check-static:
+	scripts/check-static.sh
+
 # The tests start their own redis-server on a free loopback port; they need the
 # program, not a running service.
 redis-server:
-	@command -v redis-server >/dev/null && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "redis-server is missing: installing Debian's redis-server package"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-	  echo "redis-server is missing: installing Debian's redis-server package with sudo"; \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	else \
-	  echo "redis-server is missing and cannot be installed here: install your system's redis-server package (Debian: apt-get install redis-server)" >&2; \
-	  exit 1; \
-	fi; \
-	command -v redis-server >/dev/null
+	@scripts/need.sh redis-server redis-server
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server
@@ -51,12 +47,15 @@ install: build
 	  install -m 640 config/config.json $(CONFDIR)/config.json; \
 	fi
 
+# Removes the binary; the config stays, as package managers leave edited configs.
 uninstall:
 	rm -f $(BINDIR)/delayqs
 
-# A fully static binary for hosts with no Rust and any libc.
+# A fully static, stripped binary for hosts with no Rust and any libc (ring's C code
+# needs musl-gcc, from Debian's musl-tools).
 static:
-	rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@scripts/need.sh musl-gcc musl-tools
 	$(CARGO) build --release --locked --target $(MUSL)
 	@ls -l target/$(MUSL)/release/delayqs
 
