@@ -104,14 +104,9 @@ impl Files {
         // A file left by an earlier run on an earlier day is rolled under that day.
         for name in ["info.log", "error.log"] {
             let path = config.dir.join(name);
-            if let Some(day) = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .map(days)
-            {
-                if day < today {
-                    roll(&config.dir, name, day, config.keep_days)?;
-                }
+            let written = fs::metadata(&path).and_then(|m| m.modified()).ok();
+            if let Some(day) = written.map(days).filter(|day| *day < today) {
+                roll(&config.dir, name, day, config.keep_days)?;
             }
         }
         Ok(Files {
