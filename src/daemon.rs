@@ -136,8 +136,9 @@ pub fn stop(config: &Config, force: bool) -> ExitCode {
         }
         Status::Running { pid, .. } => pid,
     };
-    // Its own stop waits up to `timeoutMs` for callbacks, then up to 10 s for Redis.
-    let patience = config.http.timeout + Duration::from_secs(15);
+    // Its own stop waits up to `timeoutMs` + 1 s for callbacks, then up to 10 s for
+    // Redis (dispatcher::SHUTDOWN_REDIS_GRACE).
+    let patience = config.http.timeout + Duration::from_secs(13);
     println!(
         "stopping delayqs (pid {pid}); waiting up to {} s",
         patience.as_secs()
@@ -155,7 +156,8 @@ pub fn stop(config: &Config, force: bool) -> ExitCode {
         return ExitCode::from(1);
     }
     signal(pid, libc::SIGKILL);
-    if wait_until_stopped(path, Duration::from_secs(10)) || pidfile::remove_stale(path).is_ok() {
+    // A killed process leaves its pid file behind.
+    if wait_until_stopped(path, Duration::from_secs(10)) && pidfile::remove_stale(path).is_ok() {
         println!(
             "delayqs killed (pid {pid}); its jobs in flight come back when their leases expire"
         );

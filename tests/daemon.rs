@@ -282,3 +282,29 @@ fn log_files_split_errors_and_reopen_on_sigusr1() {
         read("info.log").contains("malformed")
     });
 }
+
+#[test]
+fn stop_force_kills_a_daemon_that_does_not_stop() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({"timeoutMs": 1000}));
+    let _guard = Detached(config.clone());
+    assert!(delayqs("start", &config, &["-d"]).status.success());
+    let pid = pid_of(&config);
+    // A stopped process cannot act on SIGTERM; only SIGKILL ends it.
+    let froze = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(froze.success());
+
+    let out = delayqs("stop", &config, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    assert_eq!(delayqs("status", &config, &[]).status.code(), Some(0));
+
+    let out = delayqs("stop", &config, &["--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("killed"), "{}", text(&out));
+    assert!(!alive(pid));
+    assert_eq!(delayqs("status", &config, &[]).status.code(), Some(3));
+}
