@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use log::warn;
 
+use crate::admin::{Admin, AdminError, AdminResult, Selection};
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::dispatcher::{self, Control, Exit, Readiness};
@@ -42,6 +43,11 @@ enum Command {
     Stop(StopArgs),
     Restart(RestartArgs),
     Status(StatusArgs),
+    Add(AddArgs),
+    Pending(PendingArgs),
+    Stats(StatsArgs),
+    Failed(FailedArgs),
+    Cancel(CancelArgs),
 }
 
 #[derive(FromArgs)]
@@ -106,6 +112,169 @@ struct StatusArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(FromArgs)]
+/// Enqueue a job exactly as a producer would; prints its id and due time.
+#[argh(subcommand, name = "add")]
+struct AddArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// absolute http(s) URL the job is POSTed to
+    #[argh(option)]
+    callback: String,
+    /// the job's body, as JSON (default: null)
+    #[argh(option)]
+    body: Option<String>,
+    /// the producer's signature, passed through to the endpoint
+    #[argh(option)]
+    sign: Option<String>,
+    /// due time: Unix seconds (fractions allowed) or RFC 3339
+    #[argh(option)]
+    at: Option<String>,
+    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m
+    #[argh(option, long = "in")]
+    after: Option<String>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// List pending jobs in due order: id, due time, lateness, attempts, callback.
+#[argh(subcommand, name = "pending")]
+struct PendingArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// how many jobs to show (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+    /// only jobs already due
+    #[argh(switch)]
+    due: bool,
+    /// print one JSON document instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Count jobs pending, due, in flight, waiting for a retry and failed.
+#[argh(subcommand, name = "stats")]
+struct StatsArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Inspect, retry or purge the jobs that failed for good (`failKey`).
+#[argh(subcommand, name = "failed")]
+struct FailedArgs {
+    #[argh(subcommand)]
+    command: FailedCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum FailedCommand {
+    List(FailedListArgs),
+    Retry(FailedRetryArgs),
+    Purge(FailedPurgeArgs),
+}
+
+#[derive(FromArgs)]
+/// Show failed jobs, oldest first: id, when, attempts, callback, last error.
+#[argh(subcommand, name = "list")]
+struct FailedListArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// how many records to show (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+    /// print one JSON document instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Put failed jobs back in the queue, due now, attempt count reset, same member.
+#[argh(subcommand, name = "retry")]
+struct FailedRetryArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// every failed job
+    #[argh(switch)]
+    all: bool,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+    /// job ids (the `Id` of the records)
+    #[argh(positional)]
+    ids: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Drop failed records for good.
+#[argh(subcommand, name = "purge")]
+struct FailedPurgeArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// every failed job
+    #[argh(switch)]
+    all: bool,
+    /// records that failed longer ago than this: 90s, 15m, 3d, 1h30m
+    #[argh(option)]
+    older_than: Option<String>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+    /// job ids (the `Id` of the records)
+    #[argh(positional)]
+    ids: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Cancel pending jobs by id (the X-Delayqs-Job-Id header), as ZREM by a producer does.
+#[argh(subcommand, name = "cancel")]
+struct CancelArgs {
+    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+    /// job ids
+    #[argh(positional)]
+    ids: Vec<String>,
+}
+
+impl Command {
+    fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Run(a) => a.config.as_deref(),
+            Command::Start(a) => a.config.as_deref(),
+            Command::Stop(a) => a.config.as_deref(),
+            Command::Restart(a) => a.config.as_deref(),
+            Command::Status(a) => a.config.as_deref(),
+            Command::Add(a) => a.config.as_deref(),
+            Command::Pending(a) => a.config.as_deref(),
+            Command::Stats(a) => a.config.as_deref(),
+            Command::Failed(f) => match &f.command {
+                FailedCommand::List(a) => a.config.as_deref(),
+                FailedCommand::Retry(a) => a.config.as_deref(),
+                FailedCommand::Purge(a) => a.config.as_deref(),
+            },
+            Command::Cancel(a) => a.config.as_deref(),
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     if cli.version {
@@ -117,14 +286,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(EX_USAGE);
     };
     let notify = Notify::from_env();
-    let path = match &command {
-        Command::Run(a) => &a.config,
-        Command::Start(a) => &a.config,
-        Command::Stop(a) => &a.config,
-        Command::Restart(a) => &a.config,
-        Command::Status(a) => &a.config,
-    };
-    let (path, config, warnings) = match load(path.as_deref()) {
+    let (path, config, warnings) = match load(command.config()) {
         Ok(loaded) => loaded,
         Err(e) => {
             notify.failed(&e);
@@ -150,6 +312,83 @@ pub fn main() -> ExitCode {
             _ => serve(&path, config, &warnings, true, notify),
         },
         Command::Status(_) => daemon::status(&config),
+        Command::Add(a) => admin(&config, a.json, |admin| {
+            let (at, after) = (a.at.as_deref(), a.after.as_deref());
+            admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
+        }),
+        Command::Pending(a) => admin(&config, a.json, |admin| admin.pending(a.limit, a.due)),
+        Command::Stats(a) => admin(&config, a.json, |admin| admin.stats()),
+        Command::Failed(f) => match f.command {
+            FailedCommand::List(a) => admin(&config, a.json, |admin| admin.failed_list(a.limit)),
+            FailedCommand::Retry(a) => {
+                let which = select(a.all, None, a.ids, false);
+                admin(&config, a.json, |admin| {
+                    admin.failed_change("retry", which?)
+                })
+            }
+            FailedCommand::Purge(a) => {
+                let which = select(a.all, a.older_than.as_deref(), a.ids, true);
+                admin(&config, a.json, |admin| {
+                    admin.failed_change("purge", which?)
+                })
+            }
+        },
+        Command::Cancel(a) => admin(&config, a.json, |admin| {
+            if a.ids.is_empty() {
+                return Err(AdminError::Usage(
+                    "name at least one job id to cancel".into(),
+                ));
+            }
+            admin.cancel(&a.ids)
+        }),
+    }
+}
+
+/// Exactly one of `--all`, `--older-than` (where allowed) or ids.
+fn select(
+    all: bool,
+    older_than: Option<&str>,
+    ids: Vec<String>,
+    older_allowed: bool,
+) -> Result<Selection, AdminError> {
+    let given = usize::from(all) + usize::from(older_than.is_some()) + usize::from(!ids.is_empty());
+    if given != 1 {
+        let choices = if older_allowed {
+            "--all, --older-than DURATION or job ids"
+        } else {
+            "--all or job ids"
+        };
+        return Err(AdminError::Usage(format!("give exactly one of {choices}")));
+    }
+    Ok(match (all, older_than) {
+        (true, _) => Selection::All,
+        (_, Some(d)) => {
+            Selection::OlderThan(crate::timefmt::parse_duration(d).map_err(AdminError::Usage)?)
+        }
+        _ => Selection::Ids(ids),
+    })
+}
+
+/// Runs an operator command and prints what it says.
+fn admin(config: &Config, json: bool, f: impl FnOnce(&mut Admin) -> AdminResult) -> ExitCode {
+    let result = Admin::connect(config).and_then(|mut admin| f(&mut admin));
+    match result {
+        Ok(output) => {
+            let text = output.render(json);
+            print!("{text}");
+            if json {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(AdminError::Usage(message)) => {
+            eprintln!("delayqs: {message}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(AdminError::Redis(message)) => {
+            eprintln!("delayqs: {message}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
     }
 }
 

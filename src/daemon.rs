@@ -13,6 +13,7 @@ use crossbeam_channel::{RecvTimeoutError, unbounded};
 use crate::cli::{EX_OSERR, EX_UNAVAILABLE, Notify};
 use crate::config::Config;
 use crate::pidfile::{self, Status};
+use crate::timefmt::human;
 
 /// LSB init-script exit codes for `status`.
 const LSB_DEAD_WITH_PID_FILE: u8 = 1;
@@ -207,15 +208,5 @@ fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
-    }
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
     }
 }

@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+use crate::timefmt::{date, rfc3339};
+
 static LOGGER: Logger = Logger {
     sink: Mutex::new(None),
 };
@@ -70,7 +72,7 @@ impl Log for Logger {
             .unwrap_or_default();
         let line = format!(
             "{} [{}] {}\n",
-            timestamp(now),
+            rfc3339(now.as_secs_f64()),
             record.level(),
             record.args()
         );
@@ -144,7 +146,7 @@ impl Files {
 fn roll(dir: &Path, name: &str, day: u64, keep: usize) -> io::Result<()> {
     let from = dir.join(name);
     if from.exists() {
-        fs::rename(&from, dir.join(format!("{name}.{}", date(day))))?;
+        fs::rename(&from, dir.join(format!("{name}.{}", date(day as i64))))?;
     }
     let prefix = format!("{name}.");
     let mut rolled: Vec<String> = fs::read_dir(dir)?
@@ -171,46 +173,9 @@ fn days(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400
 }
 
-/// `2026-11-25T12:47:26.620Z`
-fn timestamp(since_epoch: std::time::Duration) -> String {
-    let secs = since_epoch.as_secs();
-    let rem = secs % 86_400;
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:03}Z",
-        date(secs / 86_400),
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn date(days: u64) -> String {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_and_timestamps() {
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(20_513), "2026-03-01");
-        assert_eq!(date(11_016), "2000-02-29");
-        let t = std::time::Duration::from_millis(1_795_609_435_837);
-        assert_eq!(timestamp(t), "2026-11-25T12:23:55.837Z");
-    }
 
     #[test]
     fn files_roll_daily_and_keep_the_newest() {
@@ -238,7 +203,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        let d = |o| date(day0 + o);
+        let d = |o| date((day0 + o) as i64);
         assert_eq!(
             names,
             [

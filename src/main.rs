@@ -1,5 +1,6 @@
 //! delayqs: delivers delayed HTTP callbacks out of a Redis sorted set.
 
+mod admin;
 mod backoff;
 mod cli;
 mod config;
@@ -10,6 +11,7 @@ mod logging;
 mod pidfile;
 mod signals;
 mod store;
+mod timefmt;
 mod worker;
 
 fn main() -> std::process::ExitCode {

@@ -1,0 +1,483 @@
+//! Operator commands: add, pending, stats, failed list/retry/purge, cancel. Each reads
+//! the same config as the daemon, talks to Redis directly, and changes data only in
+//! one script call, so a running daemon never sees a job half moved.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::{Commands, Connection, Script};
+use serde_json::{Value, json};
+
+use crate::config::{Config, Keys};
+use crate::job::{Job, shorten};
+use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
+
+/// Why a command could not do its work; `Usage` is the caller's fault.
+#[derive(Debug)]
+pub enum AdminError {
+    Usage(String),
+    Redis(String),
+}
+
+pub type AdminResult = Result<Output, AdminError>;
+
+/// What a command prints: a table for people, or one JSON document.
+pub struct Output {
+    pub json: Value,
+    pub text: String,
+}
+
+impl Output {
+    pub fn render(&self, as_json: bool) -> String {
+        if as_json {
+            self.json.to_string()
+        } else {
+            self.text.clone()
+        }
+    }
+}
+
+/// The job id: SHA-1 hex of the member string, as the daemon sends it.
+pub fn job_id(member: &[u8]) -> String {
+    sha1_smol::Sha1::from(member).hexdigest()
+}
+
+pub struct Admin {
+    con: Connection,
+    keys: Keys,
+    url: String,
+}
+
+impl Admin {
+    pub fn connect(config: &Config) -> Result<Admin, AdminError> {
+        let url = config.redis_url_redacted();
+        let unreachable =
+            |e: redis::RedisError| AdminError::Redis(format!("cannot reach Redis at {url}: {e}"));
+        let con = redis::Client::open(config.redis_url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(config.redis_timeout))
+            .map_err(unreachable)?;
+        con.set_read_timeout(Some(config.redis_timeout))
+            .and_then(|()| con.set_write_timeout(Some(config.redis_timeout)))
+            .map_err(unreachable)?;
+        Ok(Admin {
+            con,
+            keys: config.keys.clone(),
+            url,
+        })
+    }
+
+    /// Redis's clock, which the daemons judge due times by.
+    fn now(&mut self) -> Result<f64, AdminError> {
+        let (secs, micros): (u64, u64) = on(&self.url, redis::cmd("TIME").query(&mut self.con))?;
+        Ok(secs as f64 + micros as f64 / 1e6)
+    }
+
+    /// `add`: writes a member exactly as a producer would.
+    pub fn add(
+        &mut self,
+        callback: &str,
+        body: Option<&str>,
+        sign: Option<&str>,
+        at: Option<&str>,
+        after: Option<&str>,
+    ) -> AdminResult {
+        let (mode, secs) = match (at, after) {
+            (Some(at), None) => ("at", parse_time(at).map_err(AdminError::Usage)?),
+            (None, Some(after)) => (
+                "in",
+                parse_duration(after)
+                    .map_err(AdminError::Usage)?
+                    .as_secs_f64(),
+            ),
+            _ => {
+                return Err(AdminError::Usage(
+                    "give exactly one of --at TIME and --in DURATION".into(),
+                ));
+            }
+        };
+        let body: Value = match body {
+            None => Value::Null,
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| AdminError::Usage(format!("--body is not valid JSON: {e}")))?,
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("body".into(), body);
+        fields.insert("callback".into(), Value::String(callback.into()));
+        if let Some(sign) = sign {
+            fields.insert("sign".into(), Value::String(sign.into()));
+        }
+        let member = Value::Object(fields).to_string();
+        Job::parse(member.as_bytes())
+            .map_err(|e| AdminError::Usage(format!("--callback: {}", e.0)))?;
+
+        let (score, added): (String, u8) = on(
+            &self.url,
+            Script::new(include_str!("scripts/add.lua"))
+                .key(&self.keys.queue)
+                .arg(&member)
+                .arg(mode)
+                .arg(secs)
+                .invoke(&mut self.con),
+        )?;
+        let due: f64 = score.parse().unwrap_or(0.0);
+        let id = job_id(member.as_bytes());
+        let verb = if added == 1 {
+            "added"
+        } else {
+            "rescheduled (the same member was already pending)"
+        };
+        Ok(Output {
+            text: format!("{verb} job {id}, due {} ({score})\n", rfc3339(due)),
+            json: json!({"id": id, "due": due, "dueTime": rfc3339(due), "added": added == 1, "member": member}),
+        })
+    }
+
+    /// `pending`: jobs in due order, with their attempts so far.
+    pub fn pending(&mut self, limit: usize, due_only: bool) -> AdminResult {
+        let now = self.now()?;
+        let limit = limit.max(1);
+        let rows: Vec<(Vec<u8>, f64)> = if due_only {
+            on(
+                &self.url,
+                self.con.zrangebyscore_limit_withscores(
+                    &self.keys.queue,
+                    "-inf",
+                    now,
+                    0,
+                    limit as isize,
+                ),
+            )?
+        } else {
+            on(
+                &self.url,
+                self.con
+                    .zrange_withscores(&self.keys.queue, 0, limit as isize - 1),
+            )?
+        };
+        let attempts = self.attempts_of(rows.iter().map(|(m, _)| m))?;
+        let mut jobs = Vec::new();
+        let mut table = vec![row(["ID", "DUE", "LATE", "ATTEMPTS", "CALLBACK"])];
+        for ((member, due), attempts) in rows.iter().zip(attempts) {
+            let id = job_id(member);
+            let late = (now - due).max(0.0);
+            let callback = callback_of(member);
+            table.push(row([
+                id[..12].to_string(),
+                rfc3339(*due),
+                if late > 0.0 {
+                    human(Duration::from_secs_f64(late))
+                } else {
+                    String::new()
+                },
+                attempts.to_string(),
+                callback.clone(),
+            ]));
+            jobs.push(json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback}));
+        }
+        Ok(Output {
+            text: format_table(&table),
+            json: json!({"now": now, "jobs": jobs}),
+        })
+    }
+
+    /// Attempts made so far for each member (0 when there is no count).
+    fn attempts_of<'a>(
+        &mut self,
+        members: impl Iterator<Item = &'a Vec<u8>>,
+    ) -> Result<Vec<u32>, AdminError> {
+        let members: Vec<&Vec<u8>> = members.collect();
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = on(
+            &self.url,
+            redis::cmd("HMGET")
+                .arg(&self.keys.attempts)
+                .arg(&members)
+                .query(&mut self.con),
+        )?;
+        Ok(values
+            .into_iter()
+            .map(|v| {
+                v.and_then(|v| v.split(' ').next().and_then(|n| n.parse().ok()))
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
+    /// `stats`: counts of every state a job can be in, and where failures went.
+    pub fn stats(&mut self) -> AdminResult {
+        let now = self.now()?;
+        let k = self.keys.clone();
+        let pending: u64 = on(&self.url, self.con.zcard(&k.queue))?;
+        let due: u64 = on(&self.url, self.con.zcount(&k.queue, "-inf", now))?;
+        let inflight: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
+        let failed: u64 = on(&self.url, self.con.llen(&k.failed))?;
+        // A count without a lease token belongs to a job waiting for its next attempt.
+        let counts: Vec<String> = on(&self.url, self.con.hvals(&k.attempts))?;
+        let retrying = counts.iter().filter(|v| !v.contains(' ')).count();
+        let oldest: Vec<(Vec<u8>, f64)> =
+            on(&self.url, self.con.zrange_withscores(&k.queue, 0, 0))?;
+        let oldest_late = oldest
+            .first()
+            .map(|(_, s)| (now - s).max(0.0))
+            .unwrap_or(0.0);
+
+        let mut by_host: BTreeMap<String, u64> = BTreeMap::new();
+        for start in (0..failed).step_by(1000) {
+            let page: Vec<Vec<u8>> = on(
+                &self.url,
+                self.con
+                    .lrange(&k.failed, start as isize, start as isize + 999),
+            )?;
+            for record in page {
+                *by_host.entry(host_of(&callback_of(&record))).or_default() += 1;
+            }
+        }
+        let mut text = format_table(&[
+            row(["pending", &pending.to_string()]),
+            row(["due now", &due.to_string()]),
+            row(["in flight", &inflight.to_string()]),
+            row(["waiting for a retry", &retrying.to_string()]),
+            row(["failed", &failed.to_string()]),
+            row([
+                "oldest due job late by",
+                &human(Duration::from_secs_f64(oldest_late)),
+            ]),
+        ]);
+        if !by_host.is_empty() {
+            let mut hosts = vec![row(["FAILED BY HOST", "JOBS"])];
+            hosts.extend(by_host.iter().map(|(h, n)| row([h.clone(), n.to_string()])));
+            text.push('\n');
+            text.push_str(&format_table(&hosts));
+        }
+        Ok(Output {
+            text,
+            json: json!({
+                "pending": pending, "due": due, "inflight": inflight, "retrying": retrying,
+                "failed": failed, "oldestDueLateSeconds": oldest_late, "failedByHost": by_host,
+            }),
+        })
+    }
+
+    /// `failed list`: the oldest `limit` records of the failed list.
+    pub fn failed_list(&mut self, limit: usize) -> AdminResult {
+        let raw: Vec<Vec<u8>> = on(
+            &self.url,
+            self.con
+                .lrange(&self.keys.failed, 0, limit.max(1) as isize - 1),
+        )?;
+        let mut table = vec![row(["ID", "FAILED", "ATTEMPTS", "CALLBACK", "ERROR"])];
+        let mut records = Vec::new();
+        for r in &raw {
+            let v: Value = serde_json::from_slice(r).unwrap_or(Value::Null);
+            let id = v["Id"].as_str().unwrap_or("?").to_string();
+            let when = v["failedAt"].as_f64().map(rfc3339).unwrap_or_default();
+            table.push(row([
+                shorten(&id, 12).trim_end_matches('…').to_string(),
+                when,
+                v["attempts"].to_string(),
+                callback_of(r),
+                shorten(v["error"].as_str().unwrap_or(""), 100),
+            ]));
+            records.push(v);
+        }
+        Ok(Output {
+            text: format_table(&table),
+            json: json!({ "records": records }),
+        })
+    }
+
+    /// `failed retry` and `failed purge`: `op` is "retry" or "purge"; `which` selects.
+    pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
+        let failed = Script::new(include_str!("scripts/failed.lua"));
+        let mut script = failed.prepare_invoke();
+        script
+            .key(&self.keys.queue)
+            .key(&self.keys.attempts)
+            .key(&self.keys.failed)
+            .arg(op);
+        let mut asked = Vec::new();
+        match &which {
+            Selection::All => {
+                script.arg("all");
+            }
+            Selection::OlderThan(d) => {
+                let cutoff = self.now()? - d.as_secs_f64();
+                script.arg("older").arg(cutoff);
+            }
+            Selection::Ids(ids) => {
+                script.arg("ids").arg(ids);
+                asked.clone_from(ids);
+            }
+        }
+        let reply: Vec<String> = on(&self.url, script.invoke(&mut self.con))?;
+        let mut done: Vec<Value> = Vec::new();
+        let mut lines = String::new();
+        for pair in reply.chunks(2) {
+            let (id, what) = (&pair[0], &pair[1]);
+            lines.push_str(&format!("{id}: {what}\n"));
+            done.push(json!({"id": id, "result": what}));
+        }
+        let missing: Vec<&String> = asked
+            .iter()
+            .filter(|id| !reply.chunks(2).any(|p| &p[0] == *id))
+            .collect();
+        for id in &missing {
+            lines.push_str(&format!("{id}: not found in the failed list\n"));
+        }
+        if lines.is_empty() {
+            lines.push_str("nothing matched\n");
+        }
+        let json = json!({"results": done, "notFound": missing});
+        if !missing.is_empty() {
+            return Err(AdminError::Usage(lines.trim_end().to_string()));
+        }
+        Ok(Output { text: lines, json })
+    }
+
+    /// `cancel`: removes pending jobs by id. Finding a member by id means reading the
+    /// queue page by page and hashing; the removal itself is one script call.
+    pub fn cancel(&mut self, ids: &[String]) -> AdminResult {
+        let mut found: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let wanted: Vec<&String> = ids.iter().collect();
+        for key in [self.keys.queue.clone(), self.keys.inflight.clone()] {
+            let iter: redis::Iter<Vec<u8>> = on(&self.url, self.con.zscan(&key))?;
+            // ZSCAN yields member, score, member, score...
+            let members: Vec<Vec<u8>> = on(&self.url, iter.step_by(2).collect())?;
+            for m in members {
+                let id = job_id(&m);
+                if wanted.contains(&&id) {
+                    found.entry(id).or_insert(m);
+                }
+            }
+        }
+        let members: Vec<&Vec<u8>> = found.values().collect();
+        let results: Vec<i64> = if members.is_empty() {
+            Vec::new()
+        } else {
+            on(
+                &self.url,
+                Script::new(include_str!("scripts/cancel.lua"))
+                    .key(&self.keys.queue)
+                    .key(&self.keys.inflight)
+                    .key(&self.keys.attempts)
+                    .arg(&members)
+                    .invoke(&mut self.con),
+            )?
+        };
+        let outcome: BTreeMap<&String, i64> = found.keys().zip(results).collect();
+        let mut lines = String::new();
+        let mut json_results = Vec::new();
+        let mut all_cancelled = true;
+        for id in ids {
+            let what = match outcome.get(id) {
+                Some(1) => "cancelled",
+                Some(-1) => {
+                    "in flight: its attempt is under way and cannot be stopped; cancel it again if it comes back for a retry"
+                }
+                _ => "not found among pending jobs",
+            };
+            all_cancelled &= what == "cancelled";
+            lines.push_str(&format!("{id}: {what}\n"));
+            json_results.push(json!({"id": id, "result": what}));
+        }
+        if !all_cancelled {
+            return Err(AdminError::Usage(lines.trim_end().to_string()));
+        }
+        Ok(Output {
+            text: lines,
+            json: json!({ "results": json_results }),
+        })
+    }
+}
+
+fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, AdminError> {
+    r.map_err(|e| AdminError::Redis(format!("Redis at {url} failed: {e}")))
+}
+
+/// Which failed records a command acts on.
+pub enum Selection {
+    All,
+    OlderThan(Duration),
+    Ids(Vec<String>),
+}
+
+/// The `callback` of a member or record, or `?`.
+fn callback_of(member: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(member) {
+        Ok(Value::Object(fields)) => fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("callback"))
+            .and_then(|(_, v)| v.as_str())
+            .map(crate::config::redact_url)
+            .unwrap_or_else(|| "?".into()),
+        _ => "?".into(),
+    }
+}
+
+/// `host[:port]` of a URL, or the text itself when it has none.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit('@')
+        .next()
+        .unwrap_or(authority)
+        .to_string()
+}
+
+fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {
+    cells.into_iter().map(Into::into).collect()
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn format_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let last = r.len().saturating_sub(1);
+        for (c, cell) in r.iter().enumerate() {
+            if c == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_redis_sha1hex() {
+        // redis-cli EVAL "return redis.sha1hex(ARGV[1])" 0 '{"body":{"orderId":42},…}'
+        let member =
+            r#"{"body":{"orderId":42},"callback":"http://127.0.0.1:8000/close","sign":"9c1f"}"#;
+        assert_eq!(
+            job_id(member.as_bytes()),
+            "ca364d367b2ab555b9bf4e95ce67424232c73376"
+        );
+    }
+
+    #[test]
+    fn hosts_and_tables() {
+        assert_eq!(host_of("https://shop.local:8443/x?y"), "shop.local:8443");
+        assert_eq!(host_of("?"), "?");
+        let t = format_table(&[row(["A", "BB", "C"]), row(["aaa", "b", "c"])]);
+        assert_eq!(t, "A    BB  C\naaa  b   c\n");
+    }
+}

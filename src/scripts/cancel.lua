@@ -1,0 +1,19 @@
+-- Cancel pending jobs by member, as a producer's ZREM does, and drop their attempt
+-- counts. A job in flight is left alone: its attempt is under way.
+--
+-- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts
+-- ARGV members
+-- Returns per member: 1 cancelled, 0 not pending, -1 in flight
+
+local out = {}
+for i, m in ipairs(ARGV) do
+  if redis.call('ZSCORE', KEYS[2], m) then
+    out[i] = -1
+  elseif redis.call('ZREM', KEYS[1], m) == 1 then
+    redis.call('HDEL', KEYS[3], m)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out

@@ -1,0 +1,358 @@
+//! Operator commands against a real redis-server (issue 4): add, pending, stats,
+//! failed list/retry/purge, cancel.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn delayqs(config: &Path, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    run_delayqs(&all)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command with --json and parses what it prints.
+fn json_of(config: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = delayqs(config, &all);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&out)))
+}
+
+fn redis_now(con: &mut redis::Connection) -> f64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    s as f64 + us as f64 / 1e6
+}
+
+#[test]
+fn add_takes_every_time_form_and_writes_what_a_producer_writes() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+
+    let before = redis_now(&mut con);
+    let out = json_of(
+        &config,
+        &[
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/a",
+            "--body",
+            r#"{"orderId":12345678901234567890}"#,
+            "--sign",
+            "s1",
+            "--in",
+            "1h30m",
+        ],
+    );
+    let member = out["member"].as_str().unwrap();
+    assert_eq!(
+        member,
+        r#"{"body":{"orderId":12345678901234567890},"callback":"http://127.0.0.1:9/a","sign":"s1"}"#
+    );
+    assert_eq!(out["id"], job_id(&mut con, member).as_str());
+    let score: f64 = con.zscore(QUEUE, member).unwrap();
+    assert!(
+        (score - before - 5400.0).abs() < 5.0,
+        "due {score}, now {before}"
+    );
+
+    let out = delayqs(
+        &config,
+        &[
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/b",
+            "--at",
+            "1764000000.25",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2025-11-24T16:00:00.250Z"),
+        "{}",
+        stdout(&out)
+    );
+    let score: f64 = con
+        .zscore(QUEUE, r#"{"body":null,"callback":"http://127.0.0.1:9/b"}"#)
+        .unwrap();
+    assert_eq!(score, 1_764_000_000.25);
+
+    let out = json_of(
+        &config,
+        &[
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/c",
+            "--at",
+            "2026-01-02T03:04:05+01:00",
+        ],
+    );
+    assert_eq!(out["due"].as_f64(), Some(1_767_319_445.0));
+
+    // Refused before anything is written.
+    let refused = [
+        vec![
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/d",
+            "--body",
+            "{not json",
+            "--in",
+            "1s",
+        ],
+        vec!["add", "--callback", "/relative", "--in", "1s"],
+        vec!["add", "--callback", "ftp://127.0.0.1/x", "--in", "1s"],
+        vec!["add", "--callback", "http://127.0.0.1:9/e", "--in", "soon"],
+        vec![
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/f",
+            "--in",
+            "1s",
+            "--at",
+            "5",
+        ],
+        vec!["add", "--callback", "http://127.0.0.1:9/g"],
+    ];
+    for args in refused {
+        let out = delayqs(&config, &args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(stderr(&out).starts_with("delayqs: "), "{}", stderr(&out));
+    }
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 3);
+}
+
+#[test]
+fn pending_and_stats_describe_the_queue() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let now = redis_now(&mut con);
+    let late = member("http://127.0.0.1:9/late", json!(1));
+    add(&mut con, &late, now - 90.0);
+    for i in 0..3 {
+        add(
+            &mut con,
+            &member("http://127.0.0.1:9/later", json!(i)),
+            now + 100.0 + i as f64,
+        );
+    }
+    let _: () = con.hset(ATTEMPTS, &late, "2").unwrap();
+    for host in ["a.example:8080", "a.example:8080", "b.example"] {
+        let record =
+            json!({"Id": "x", "callback": format!("http://{host}/cb"), "error": "HTTP 500"});
+        let _: () = con.rpush(FAILED, record.to_string()).unwrap();
+    }
+
+    let pending = json_of(&config, &["pending"]);
+    let jobs = pending["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 4);
+    assert_eq!(jobs[0]["callback"], "http://127.0.0.1:9/late");
+    assert_eq!(jobs[0]["attempts"], 2);
+    assert!(jobs[0]["lateSeconds"].as_f64().unwrap() >= 90.0);
+    assert_eq!(jobs[1]["lateSeconds"].as_f64(), Some(0.0));
+    let dues: Vec<f64> = jobs.iter().map(|j| j["due"].as_f64().unwrap()).collect();
+    assert!(dues.windows(2).all(|w| w[0] <= w[1]), "due order: {dues:?}");
+    assert_eq!(
+        json_of(&config, &["pending", "--due"])["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        json_of(&config, &["pending", "--limit", "2"])["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let table = stdout(&delayqs(&config, &["pending"]));
+    assert!(
+        table.starts_with("ID ") && table.contains("http://127.0.0.1:9/later"),
+        "{table}"
+    );
+
+    let stats = json_of(&config, &["stats"]);
+    assert_eq!(stats["pending"], 4);
+    assert_eq!(stats["due"], 1);
+    assert_eq!(stats["inflight"], 0);
+    assert_eq!(stats["retrying"], 1);
+    assert_eq!(stats["failed"], 3);
+    assert!(stats["oldestDueLateSeconds"].as_f64().unwrap() >= 90.0);
+    assert_eq!(
+        stats["failedByHost"],
+        json!({"a.example:8080": 2, "b.example": 1})
+    );
+    assert!(stdout(&delayqs(&config, &["stats"])).contains("waiting for a retry"));
+}
+
+#[test]
+fn failed_job_is_listed_with_its_reason_then_retried_and_delivered() {
+    let redis = RedisServer::start();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let endpoint = Endpoint::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::success()
+        } else {
+            Reply::new(500, "disk full")
+        }
+    });
+    let config = config_file(&redis, json!({"maxRetryNum": 1, "retryBaseMs": 50}));
+    let _daemon = Daemon::start_with_file(&config);
+    let mut con = redis.con();
+    let added = json_of(
+        &config,
+        &[
+            "add",
+            "--callback",
+            &endpoint.url("/replay"),
+            "--body",
+            r#"{"n":1}"#,
+            "--in",
+            "0s",
+        ],
+    );
+    let id = added["id"].as_str().unwrap().to_string();
+    wait_until(PATIENCE, "the job in the failed list", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 1
+    });
+
+    let list = json_of(&config, &["failed", "list"]);
+    let record = &list["records"][0];
+    assert_eq!(record["Id"], id.as_str());
+    assert_eq!(record["attempts"], 2);
+    assert!(
+        record["error"].as_str().unwrap().contains("disk full"),
+        "{record}"
+    );
+    let table = stdout(&delayqs(&config, &["failed", "list"]));
+    assert!(
+        table.contains(&id[..12]) && table.contains("HTTP 500"),
+        "{table}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    let out = delayqs(&config, &["failed", "retry", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{id}: retried")),
+        "{}",
+        stdout(&out)
+    );
+    wait_until(PATIENCE, "the retried job delivered", || {
+        endpoint
+            .requests()
+            .iter()
+            .any(|r| r.attempt() == 1 && endpoint.count() == 3)
+    });
+    let last = endpoint.requests().pop().unwrap();
+    assert_eq!(last.job_id(), id, "the same member came back");
+    assert_eq!(last.attempt(), 1, "the attempt count was reset");
+    wait_until(PATIENCE, "settled", || {
+        con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+
+    let out = delayqs(&config, &["failed", "retry", "0000"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("0000: not found"), "{}", stderr(&out));
+    assert_eq!(
+        delayqs(&config, &["failed", "retry"]).status.code(),
+        Some(64)
+    );
+}
+
+#[test]
+fn failed_purge_by_age_id_and_all() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let now = redis_now(&mut con);
+    for (id, age) in [
+        ("old1", 7200.0),
+        ("new1", 10.0),
+        ("old2", 9000.0),
+        ("new2", 5.0),
+    ] {
+        let record = json!({"Id": id, "failedAt": now - age, "member": "{}"});
+        let _: () = con.rpush(FAILED, record.to_string()).unwrap();
+    }
+    let out = delayqs(&config, &["failed", "purge", "--older-than", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids = |con: &mut redis::Connection| -> Vec<String> {
+        failed_records(con)
+            .iter()
+            .map(|r| r["Id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&mut con), ["new1", "new2"], "order kept");
+    assert!(
+        delayqs(&config, &["failed", "purge", "new2"])
+            .status
+            .success()
+    );
+    assert_eq!(ids(&mut con), ["new1"]);
+    assert!(
+        delayqs(&config, &["failed", "purge", "--all"])
+            .status
+            .success()
+    );
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    assert_eq!(
+        delayqs(&config, &["failed", "purge", "--all", "x"])
+            .status
+            .code(),
+        Some(64)
+    );
+}
+
+#[test]
+fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::new(503, "busy"));
+    let config = config_file(&redis, json!({"retryBaseMs": 2000}));
+    let _daemon = Daemon::start_with_file(&config);
+    let mut con = redis.con();
+    let m = member(&endpoint.url("/cancel"), json!({"orderId": 3}));
+    add(&mut con, &m, 0.0);
+    let id = job_id(&mut con, &m);
+    endpoint.wait_for(1);
+    wait_until(PATIENCE, "the retry scheduled", || {
+        con.zscore::<_, _, Option<f64>>(QUEUE, &m)
+            .unwrap()
+            .is_some()
+    });
+
+    let out = delayqs(&config, &["cancel", &id, "ffff"]);
+    assert_eq!(out.status.code(), Some(64), "an unknown id is reported");
+    assert!(stdout(&out).is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{id}: cancelled")) && err.contains("ffff: not found"),
+        "{err}"
+    );
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    assert_eq!(con.hlen::<_, usize>(ATTEMPTS).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(endpoint.count(), 1, "a cancelled job was delivered");
+}
