@@ -418,7 +418,9 @@ fn callback_of(member: &[u8]) -> String {
 
 /// `host[:port]` of a URL, or the text itself when it has none.
 fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let Some((_, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     authority
         .rsplit('@')
