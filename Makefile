@@ -8,14 +8,14 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build test lint check-install check-static redis-server run install uninstall static clean
+.PHONY: build test lint check-install check-static redis-server python-deps run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
 
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, then every test.
-test: redis-server lint check-install check-static
+test: redis-server python-deps lint check-install check-static
 	$(CARGO) test --locked
 
 lint:
@@ -32,6 +32,13 @@ check-static:
 # program, not a running service.
 redis-server:
 	@scripts/need.sh redis-server redis-server
+
+# The metrics test checks the file with Prometheus's reference parser.
+python-deps:
+	@python3 -c 'import prometheus_client' 2>/dev/null || { \
+	  echo "installing prometheus_client from PyPI for the metrics test"; \
+	  python3 -m pip install -q prometheus_client 2>&1 | grep -v 'as the .root. user' || true; \
+	  python3 -c 'import prometheus_client'; }
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server

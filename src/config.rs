@@ -37,6 +37,9 @@ pub struct Config {
     pub log_files: Option<crate::logging::FileLog>,
     /// The pid file `start` writes and `stop` and `status` read (`pid`).
     pub pid_file: PathBuf,
+    /// Prometheus text file written every `metrics_interval`, when set.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -266,6 +269,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         }
     };
     let pid_file = PathBuf::from(f.string("pid", "/var/log/delayQs/delayqs.pid")?);
+    let metrics_file = f.string("metricsFile", "")?;
+    let metrics_file = (!metrics_file.is_empty()).then(|| PathBuf::from(metrics_file));
+    let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
     let log_dir = f.string("logDir", "")?;
     let keep_days = f.integer("logKeepDays", 30, 1, 36_500)? as usize;
     let log_files = (!log_dir.is_empty()).then(|| crate::logging::FileLog {
@@ -291,6 +297,8 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         log_level,
         log_files,
         pid_file,
+        metrics_file,
+        metrics_interval,
     };
     Ok((config, warnings))
 }

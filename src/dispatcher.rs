@@ -16,6 +16,7 @@ use crate::backoff::retry_delay;
 use crate::config::{Config, HttpSettings};
 use crate::job::{Job, failure_record};
 use crate::logging;
+use crate::metrics::{self, Metrics};
 use crate::signals::Signal;
 use crate::store::{Claimed, Settle, SettleOp, Store};
 use crate::worker::{self, Delivery, Outcome};
@@ -87,6 +88,8 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         lost_claims: Vec::new(),
         last_sweep: Instant::now(),
         clock: (unix_now(), Instant::now()),
+        metrics: Metrics::default(),
+        last_metrics: Instant::now(),
         config,
     };
     d.main_loop();
@@ -127,6 +130,8 @@ struct Dispatcher {
     clock: (f64, Instant),
     token_prefix: String,
     claims: u64,
+    metrics: Metrics,
+    last_metrics: Instant,
 }
 
 impl Dispatcher {
@@ -209,6 +214,7 @@ impl Dispatcher {
             }
         };
         self.clock = (batch.now, Instant::now());
+        self.metrics.leases_recovered += batch.recovered;
         if batch.recovered > 0 {
             warn!(
                 "took back {} jobs whose lease expired (a daemon died or lost Redis mid-delivery); they run again now",
@@ -223,6 +229,9 @@ impl Dispatcher {
         }
         for claimed in batch.jobs {
             self.dispatch(claimed);
+        }
+        if self.last_metrics.elapsed() >= self.config.metrics_interval {
+            self.write_metrics(true)?;
         }
         // Still due (the batch was cut at the room left): go again at once; a full pool
         // makes the next round wait for an outcome instead.
@@ -248,6 +257,7 @@ impl Dispatcher {
                     due(&claimed),
                     self.now(),
                 );
+                self.metrics.poison += 1;
                 self.settle_later(claimed, SettleOp::Fail(record));
                 return;
             }
@@ -270,6 +280,7 @@ impl Dispatcher {
                 due(&claimed),
                 self.now(),
             );
+            self.metrics.failed_for_good += 1;
             self.settle_later(claimed, SettleOp::Fail(record));
             return;
         }
@@ -303,8 +314,17 @@ impl Dispatcher {
         let Delivery { claimed, job, .. } = outcome.delivery;
         let took = outcome.took.as_millis();
         let max = self.config.max_attempts();
+        let took_secs = outcome.took.as_secs_f64();
+        self.metrics.duration.observe(took_secs);
+        if outcome.result.is_err() {
+            self.metrics.failed_attempts += 1;
+        }
         let op = match outcome.result {
             Ok(()) => {
+                self.metrics.delivered += 1;
+                // The request went out when the attempt started.
+                let sent_at = self.now() - took_secs;
+                self.metrics.lateness.observe(sent_at - due(&claimed));
                 debug!(
                     "job {} delivered to {} (attempt {}, {took} ms)",
                     claimed.id, job.callback, claimed.attempt
@@ -324,6 +344,7 @@ impl Dispatcher {
                     due(&claimed),
                     self.now(),
                 );
+                self.metrics.failed_for_good += 1;
                 SettleOp::Fail(record)
             }
             Err(reason) => {
@@ -335,6 +356,7 @@ impl Dispatcher {
                     job.callback,
                     delay.as_secs_f64()
                 );
+                self.metrics.retries_scheduled += 1;
                 SettleOp::Retry(delay)
             }
         };
@@ -354,6 +376,27 @@ impl Dispatcher {
             );
         }
         self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the metrics file, when one is configured; `with_gauges` reads the
+    /// queue's state from Redis first.
+    fn write_metrics(&mut self, with_gauges: bool) -> redis::RedisResult<()> {
+        self.last_metrics = Instant::now();
+        let Some(path) = self.config.metrics_file.clone() else {
+            return Ok(());
+        };
+        let gauges = match with_gauges {
+            true => Some(self.store.gauges(self.now())?),
+            false => None,
+        };
+        if let Err(e) = metrics::write_atomic(&path, &self.metrics.render(gauges)) {
+            // Once per interval at most; the daemon's work does not depend on it.
+            error!(
+                "cannot write the metrics file {} (config `metricsFile`): {e}",
+                path.display()
+            );
+        }
         Ok(())
     }
 
@@ -427,6 +470,11 @@ impl Dispatcher {
             ("retry backoff", old.retry != new.retry),
             ("maxRetryNum", old.max_retries != new.max_retries),
             ("leaseMs", old.lease != new.lease),
+            (
+                "metricsFile or metricsIntervalMs",
+                old.metrics_file != new.metrics_file
+                    || old.metrics_interval != new.metrics_interval,
+            ),
         ]);
         let restart = changed(&[
             ("redis", old.redis_url != new.redis_url),
@@ -546,6 +594,8 @@ impl Dispatcher {
                 error!("a worker thread panicked outside an attempt");
             }
         }
+        // The last counts, without the gauges: Redis may be what stopped us.
+        let _ = self.write_metrics(false);
         info!("stopped cleanly");
         Exit::Clean
     }

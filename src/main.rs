@@ -8,6 +8,7 @@ mod daemon;
 mod dispatcher;
 mod job;
 mod logging;
+mod metrics;
 mod pidfile;
 mod signals;
 mod store;

@@ -184,6 +184,22 @@ impl Store {
         Ok(removed)
     }
 
+    /// The queue's state for the metrics file: pending, due by `now`, in flight.
+    pub fn gauges(&mut self, now: f64) -> RedisResult<crate::metrics::Gauges> {
+        let (pending, due, inflight) = self.call(|con, s| {
+            redis::pipe()
+                .zcard(&s.keys.queue)
+                .zcount(&s.keys.queue, "-inf", now)
+                .zcard(&s.keys.inflight)
+                .query(con)
+        })?;
+        Ok(crate::metrics::Gauges {
+            pending,
+            due,
+            inflight,
+        })
+    }
+
     /// Names the keys of the old daemon that still exist in Redis.
     pub fn old_daemon_leftovers(&mut self) -> RedisResult<Vec<String>> {
         let keys = [

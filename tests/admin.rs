@@ -356,3 +356,93 @@ fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(endpoint.count(), 1, "a cancelled job was delivered");
 }
+
+/// Parses a Prometheus text file with the reference Python parser
+/// (`prometheus_client`, which `make test` installs) into sample name → value.
+fn parse_exposition(path: &Path) -> Result<std::collections::HashMap<String, f64>, String> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+#[test]
+fn metrics_file_is_valid_exposition_format_and_counts_what_happened() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        if r.path == "/fail" {
+            Reply::new(500, "no")
+        } else {
+            Reply::success()
+        }
+    });
+    let dir = scratch_dir();
+    let file = dir.join("delayqs.prom");
+    let config = config_file(
+        &redis,
+        json!({"metricsFile": file, "metricsIntervalMs": 100, "maxRetryNum": 1, "retryBaseMs": 50}),
+    );
+    let mut con = redis.con();
+    for i in 0..3 {
+        add(&mut con, &member(&endpoint.url("/ok"), json!(i)), 0.0);
+    }
+    add(&mut con, &member(&endpoint.url("/fail"), json!("x")), 0.0);
+    let _: () = con.zadd(QUEUE, "{not json", 0).unwrap();
+    add(
+        &mut con,
+        &member(&endpoint.url("/later"), json!("later")),
+        unix_now() + 3600.0,
+    );
+    let _daemon = Daemon::start_with_file(&config);
+
+    let mut samples = Default::default();
+    wait_until(
+        PATIENCE,
+        "the metrics file to count everything",
+        || match parse_exposition(&file) {
+            Ok(s) => {
+                samples = s;
+                samples.get("delayqs_failed_total") == Some(&1.0)
+                    && samples.get("delayqs_delivered_total") == Some(&3.0)
+                    && samples.get("delayqs_inflight_jobs") == Some(&0.0)
+            }
+            Err(e) if file.exists() => panic!("not valid exposition format: {e}"),
+            Err(_) => false,
+        },
+    );
+    let expect = [
+        ("delayqs_delivered_total", 3.0),
+        ("delayqs_attempts_failed_total", 2.0),
+        ("delayqs_retries_scheduled_total", 1.0),
+        ("delayqs_failed_total", 1.0),
+        ("delayqs_poison_total", 1.0),
+        ("delayqs_pending_jobs", 1.0),
+        ("delayqs_due_jobs", 0.0),
+        ("delayqs_inflight_jobs", 0.0),
+        ("delayqs_lateness_seconds_count", 3.0),
+        ("delayqs_lateness_seconds_bucket{le=\"+Inf\"}", 3.0),
+        ("delayqs_callback_duration_seconds_count", 5.0),
+    ];
+    for (name, value) in expect {
+        assert_eq!(samples.get(name), Some(&value), "{name} in {samples:?}");
+    }
+    assert!(
+        !dir.join("delayqs.prom.tmp").exists(),
+        "the temporary file stays behind"
+    );
+}
