@@ -46,6 +46,8 @@ pub struct Admin {
     con: Connection,
     keys: Keys,
     url: String,
+    /// The daemon's `timeoutMs`, which bounds a job's own `timeout`.
+    max_timeout: Duration,
 }
 
 impl Admin {
@@ -63,6 +65,7 @@ impl Admin {
             con,
             keys: config.keys.clone(),
             url,
+            max_timeout: config.http.timeout,
         })
     }
 
@@ -107,7 +110,7 @@ impl Admin {
             fields.insert("sign".into(), Value::String(sign.into()));
         }
         let member = Value::Object(fields).to_string();
-        Job::parse(member.as_bytes())
+        Job::parse(member.as_bytes(), self.max_timeout)
             .map_err(|e| AdminError::Usage(format!("--callback: {}", e.0)))?;
 
         let (score, added): (String, u8) = on(

@@ -5,6 +5,31 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::config::RetryPolicy;
+use crate::options::Backoff;
+
+/// The wait after attempt `failed_attempt` failed, by the job's own `backoff` when it
+/// has one, else by the daemon's policy.
+pub fn job_retry_delay(
+    policy: &RetryPolicy,
+    job: Option<&Backoff>,
+    failed_attempt: u32,
+) -> Duration {
+    match job {
+        None => retry_delay(policy, failed_attempt),
+        Some(Backoff::List(list)) => {
+            let i = (failed_attempt.max(1) as usize - 1).min(list.len() - 1);
+            list[i]
+        }
+        Some(Backoff::Base(base)) => {
+            let own = RetryPolicy {
+                base: *base,
+                cap: policy.cap.max(*base),
+                jitter: policy.jitter,
+            };
+            retry_delay(&own, failed_attempt)
+        }
+    }
+}
 
 /// The wait after attempt `failed_attempt` (1-based) failed: `base * 2^(n-1)`, capped,
 /// then up to `jitter` of it taken off at random so jobs that failed together do not
@@ -44,6 +69,20 @@ mod tests {
         let secs: Vec<u64> = (1..=6).map(|n| retry_delay(&p, n).as_secs()).collect();
         assert_eq!(secs, [5, 10, 20, 40, 60, 60]);
         assert_eq!(retry_delay(&p, 1000), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_job_list_is_taken_as_written_and_its_last_entry_repeats() {
+        let list = Backoff::List(vec![Duration::from_secs(1), Duration::from_secs(30)]);
+        let secs: Vec<u64> = (1..=4)
+            .map(|n| job_retry_delay(&policy(0.5), Some(&list), n).as_secs())
+            .collect();
+        assert_eq!(secs, [1, 30, 30, 30]);
+        let base = Backoff::Base(Duration::from_secs(2));
+        assert_eq!(
+            job_retry_delay(&policy(0.0), Some(&base), 3),
+            Duration::from_secs(8)
+        );
     }
 
     #[test]

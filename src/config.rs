@@ -40,6 +40,11 @@ pub struct Config {
     /// Prometheus text file written every `metrics_interval`, when set.
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: Duration,
+    /// Failures in a row that pause a host (0: never).
+    pub host_failure_threshold: u32,
+    pub host_pause: Duration,
+    /// The longest a `Retry-After` from an endpoint may hold a job back.
+    pub retry_after_max: Duration,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -269,6 +274,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         }
     };
     let pid_file = PathBuf::from(f.string("pid", "/var/log/delayQs/delayqs.pid")?);
+    let host_failure_threshold = f.integer("hostFailureThreshold", 10, 0, 100_000)? as u32;
+    let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
+    let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
     let metrics_file = f.string("metricsFile", "")?;
     let metrics_file = (!metrics_file.is_empty()).then(|| PathBuf::from(metrics_file));
     let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
@@ -299,6 +307,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         pid_file,
         metrics_file,
         metrics_interval,
+        host_failure_threshold,
+        host_pause,
+        retry_after_max,
     };
     Ok((config, warnings))
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{debug, error, info, warn};
 
-use crate::backoff::retry_delay;
+use crate::backoff::job_retry_delay;
+use crate::breaker::{Breakers, Change};
 use crate::config::{Config, HttpSettings};
 use crate::job::{Job, failure_record};
 use crate::logging;
@@ -90,6 +91,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         clock: (unix_now(), Instant::now()),
         metrics: Metrics::default(),
         last_metrics: Instant::now(),
+        breakers: Breakers::new(config.host_failure_threshold, config.host_pause),
         config,
     };
     d.main_loop();
@@ -132,6 +134,8 @@ struct Dispatcher {
     claims: u64,
     metrics: Metrics,
     last_metrics: Instant,
+    /// Hosts paused after failing again and again.
+    breakers: Breakers,
 }
 
 impl Dispatcher {
@@ -221,6 +225,10 @@ impl Dispatcher {
                 batch.recovered
             );
         }
+        for skip in &batch.skipped {
+            info!("job {skip} holds: dropped without a request");
+        }
+        self.metrics.skipped += batch.skipped.len() as u64;
         if batch.merged > 0 {
             info!(
                 "{} jobs were added again while in flight; merged into the attempt under way",
@@ -242,7 +250,7 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, claimed: Claimed) {
-        let job = match Job::parse(&claimed.member) {
+        let job = match Job::parse(&claimed.member, self.config.http.timeout) {
             Ok(job) => job,
             Err(malformed) => {
                 error!(
@@ -262,7 +270,7 @@ impl Dispatcher {
                 return;
             }
         };
-        let max = self.config.max_attempts();
+        let max = self.max_attempts(&job);
         if claimed.attempt > max {
             let reason = format!(
                 "no attempts left: this would be attempt {} of {max} (the last one was cut short by a daemon dying or losing Redis, or maxRetryNum was lowered)",
@@ -282,6 +290,18 @@ impl Dispatcher {
             );
             self.metrics.failed_for_good += 1;
             self.settle_later(claimed, SettleOp::Fail(record));
+            return;
+        }
+        if let Some(wait) = self.breakers.paused_for(&job.host) {
+            // Not an attempt: the claim is undone and the job waits out the pause.
+            debug!(
+                "job {}: {} is paused; back in {:.1} s",
+                claimed.id,
+                job.host,
+                wait.as_secs_f64()
+            );
+            let due = format!("{:.6}", self.now() + wait.as_secs_f64());
+            self.settle_later(claimed, SettleOp::Release { due });
             return;
         }
         let Some(tx) = &self.jobs_tx else {
@@ -313,13 +333,20 @@ impl Dispatcher {
         self.held -= 1;
         let Delivery { claimed, job, .. } = outcome.delivery;
         let took = outcome.took.as_millis();
-        let max = self.config.max_attempts();
         let took_secs = outcome.took.as_secs_f64();
+        let max = self.max_attempts(&job);
         self.metrics.duration.observe(took_secs);
-        if outcome.result.is_err() {
-            self.metrics.failed_attempts += 1;
+        let trouble = matches!(&outcome.result, Err(f) if f.host_trouble);
+        match self.breakers.record(&job.host, trouble) {
+            Some(Change::Tripped(n)) => warn!(
+                "callbacks to {} failed {n} times in a row; its jobs wait {:.0} s before the next try, other hosts go on",
+                job.host,
+                self.config.host_pause.as_secs_f64()
+            ),
+            Some(Change::Recovered) => info!("callbacks to {} answer again", job.host),
+            None => {}
         }
-        let op = match outcome.result {
+        let failure = match outcome.result {
             Ok(()) => {
                 self.metrics.delivered += 1;
                 // The request went out when the attempt started.
@@ -329,38 +356,60 @@ impl Dispatcher {
                     "job {} delivered to {} (attempt {}, {took} ms)",
                     claimed.id, job.callback, claimed.attempt
                 );
-                SettleOp::Done
+                self.settle_later(claimed, SettleOp::Done);
+                return;
             }
-            Err(reason) if claimed.attempt >= max => {
-                warn!(
-                    "job {} attempt {}/{max} to {} failed: {reason}; no attempts left, moved to {:?}",
-                    claimed.id, claimed.attempt, job.callback, self.config.keys.failed
-                );
-                let record = failure_record(
-                    &claimed.member,
-                    &claimed.id,
-                    claimed.attempt,
-                    &reason,
-                    due(&claimed),
-                    self.now(),
-                );
-                self.metrics.failed_for_good += 1;
-                SettleOp::Fail(record)
-            }
-            Err(reason) => {
-                let delay = retry_delay(&self.config.retry, claimed.attempt);
-                warn!(
-                    "job {} attempt {}/{max} to {} failed after {took} ms: {reason}; next attempt in {:.1} s",
-                    claimed.id,
-                    claimed.attempt,
-                    job.callback,
-                    delay.as_secs_f64()
-                );
-                self.metrics.retries_scheduled += 1;
-                SettleOp::Retry(delay)
-            }
+            Err(failure) => failure,
         };
-        self.settle_later(claimed, op);
+        self.metrics.failed_attempts += 1;
+        let reason = &failure.reason;
+        if failure.give_up || claimed.attempt >= max {
+            let why = if failure.give_up {
+                "the endpoint refused the job for good"
+            } else {
+                "no attempts left"
+            };
+            warn!(
+                "job {} attempt {}/{max} to {} failed: {reason}; {why}, moved to {:?}",
+                claimed.id, claimed.attempt, job.callback, self.config.keys.failed
+            );
+            let record = failure_record(
+                &claimed.member,
+                &claimed.id,
+                claimed.attempt,
+                reason,
+                due(&claimed),
+                self.now(),
+            );
+            self.metrics.failed_for_good += 1;
+            self.settle_later(claimed, SettleOp::Fail(record));
+            return;
+        }
+        let mut delay = job_retry_delay(
+            &self.config.retry,
+            job.options.backoff.as_ref(),
+            claimed.attempt,
+        );
+        if let Some(asked) = failure.retry_after {
+            // The endpoint's Retry-After is a floor, within the configured bound.
+            delay = delay.max(asked.min(self.config.retry_after_max));
+        }
+        warn!(
+            "job {} attempt {}/{max} to {} failed after {took} ms: {reason}; next attempt in {:.1} s",
+            claimed.id,
+            claimed.attempt,
+            job.callback,
+            delay.as_secs_f64()
+        );
+        self.metrics.retries_scheduled += 1;
+        self.settle_later(claimed, SettleOp::Retry(delay));
+    }
+
+    /// Attempts a job gets: the first plus its own `maxRetry`, or the daemon's.
+    fn max_attempts(&self, job: &Job) -> u32 {
+        job.options
+            .max_retry
+            .map_or(self.config.max_attempts(), |r| r + 1)
     }
 
     /// Writes the pending outcomes. On error they stay pending, to be written later.
@@ -471,6 +520,10 @@ impl Dispatcher {
             ("maxRetryNum", old.max_retries != new.max_retries),
             ("leaseMs", old.lease != new.lease),
             (
+                "retryAfterMaxMs",
+                old.retry_after_max != new.retry_after_max,
+            ),
+            (
                 "metricsFile or metricsIntervalMs",
                 old.metrics_file != new.metrics_file
                     || old.metrics_interval != new.metrics_interval,
@@ -481,6 +534,11 @@ impl Dispatcher {
             ("key names", old.keys != new.keys),
             ("concurrency", old.concurrency != new.concurrency),
             ("redisTimeoutMs", old.redis_timeout != new.redis_timeout),
+            (
+                "hostFailureThreshold or hostPauseMs",
+                old.host_failure_threshold != new.host_failure_threshold
+                    || old.host_pause != new.host_pause,
+            ),
             ("logDir or logKeepDays", old.log_files != new.log_files),
             ("pid", old.pid_file != new.pid_file),
         ]);

@@ -4,21 +4,27 @@
 //! Parsing is the one place that can fail: a [`Job`] that exists is deliverable.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::config::redact_url;
+use crate::options::Options;
 
 /// A parsed, deliverable job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     /// Absolute http(s) URL with a host and no credentials.
     pub callback: String,
+    /// The callback's `host[:port]`, lower case: what an endpoint's health is kept by.
+    pub host: String,
     /// The job's `body`, re-serialized as compact JSON with object keys sorted at every
     /// level and numbers exactly as written (PROTOCOL §2).
     pub body: String,
     /// The producer's signature, passed through; empty when absent.
     pub sign: String,
+    /// Per-job settings from optional member fields.
+    pub options: Options,
 }
 
 /// Why a member cannot be delivered. Such a job is poison: it goes to the failed list.
@@ -32,13 +38,14 @@ impl fmt::Display for Malformed {
 }
 
 impl Job {
-    pub fn parse(member: &[u8]) -> Result<Job, Malformed> {
+    /// Parses a member; `max_timeout` bounds a per-job `timeout`.
+    pub fn parse(member: &[u8], max_timeout: Duration) -> Result<Job, Malformed> {
         let value: Value = serde_json::from_slice(member)
             .map_err(|e| Malformed(format!("the member is not valid JSON ({e})")))?;
         let Value::Object(fields) = value else {
             return Err(Malformed("the member is not a JSON object".into()));
         };
-        let callback = match field(&fields, "callback") {
+        let (callback, host) = match field(&fields, "callback") {
             None | Some(Value::Null) => {
                 return Err(Malformed("the member has no `callback` field".into()));
             }
@@ -62,14 +69,27 @@ impl Job {
         };
         let body = serde_json::to_string(field(&fields, "body").unwrap_or(&Value::Null))
             .map_err(|e| Malformed(format!("`body` cannot be re-encoded ({e})")))?;
+        let options = Options::parse(&fields, max_timeout)?;
         Ok(Job {
             callback,
+            host,
             body,
             sign,
+            options,
         })
     }
 
-    /// The request body: `application/x-www-form-urlencoded` fields `body` and `sign`.
+    /// The request's content type and body: the form of PROTOCOL §2, or with
+    /// `"contentType": "json"` the body itself as JSON.
+    pub fn request_body(&self) -> (&'static str, String) {
+        if self.options.json {
+            ("application/json", self.body.clone())
+        } else {
+            ("application/x-www-form-urlencoded", self.form())
+        }
+    }
+
+    /// `application/x-www-form-urlencoded` fields `body` and `sign`.
     pub fn form(&self) -> String {
         format!(
             "body={}&sign={}",
@@ -91,8 +111,9 @@ fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 }
 
 /// Accepts absolute `http://` and `https://` URLs with a host, and nothing else:
-/// credentials in a callback URL would end up in logs and failure records.
-fn check_callback(url: &str) -> Result<String, Malformed> {
+/// credentials in a callback URL would end up in logs and failure records. Returns the
+/// URL and its `host[:port]`.
+fn check_callback(url: &str) -> Result<(String, String), Malformed> {
     let bad = |why: &str| {
         let shown = shorten(&redact_url(url), 200);
         Malformed(format!("`callback` {shown:?} {why}"))
@@ -115,7 +136,7 @@ fn check_callback(url: &str) -> Result<String, Malformed> {
     if authority.host().is_empty() {
         return Err(bad("has no host"));
     }
-    Ok(url.to_string())
+    Ok((url.to_string(), authority.as_str().to_ascii_lowercase()))
 }
 
 /// The JSON appended to the failed list: the member's own fields (when it is an
@@ -203,7 +224,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Job, Malformed> {
-        Job::parse(s.as_bytes())
+        Job::parse(s.as_bytes(), Duration::from_secs(30))
     }
 
     #[test]
@@ -265,7 +286,11 @@ mod tests {
             let e = parse(member).unwrap_err();
             assert!(e.0.contains(why), "{member}: {e}");
         }
-        let e = Job::parse(b"{\"callback\":\"http://h/\",\"body\":\"\xff\"}").unwrap_err();
+        let e = Job::parse(
+            b"{\"callback\":\"http://h/\",\"body\":\"\xff\"}",
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
         assert!(e.0.contains("not valid JSON"), "{e}");
     }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod backoff;
+mod breaker;
 mod cli;
 mod config;
 mod daemon;
@@ -9,6 +10,7 @@ mod dispatcher;
 mod job;
 mod logging;
 mod metrics;
+mod options;
 mod pidfile;
 mod signals;
 mod store;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub failed_for_good: u64,
     pub poison: u64,
     pub leases_recovered: u64,
+    pub skipped: u64,
     /// Delivery time minus due time, of successful attempts.
     pub lateness: Histogram,
     /// How long each attempt's HTTP call took.
@@ -92,6 +93,7 @@ impl Default for Metrics {
             failed_for_good: 0,
             poison: 0,
             leases_recovered: 0,
+            skipped: 0,
             lateness: Histogram::new(LATENESS_BOUNDS),
             duration: Histogram::new(DURATION_BOUNDS),
         }
@@ -132,6 +134,11 @@ impl Metrics {
                 "delayqs_leases_recovered_total",
                 "Jobs taken back after their lease expired.",
                 self.leases_recovered,
+            ),
+            (
+                "delayqs_skipped_total",
+                "Jobs dropped by their skip condition, without a request.",
+                self.skipped,
             ),
         ];
         for (name, help, value) in counters {

@@ -36,6 +36,8 @@ pub struct ClaimBatch {
     pub recovered: u64,
     /// Due copies of members already in flight, merged into the attempt under way.
     pub merged: u64,
+    /// Jobs dropped by their skip condition: "<id> <field> <key>" each.
+    pub skipped: Vec<String>,
     pub jobs: Vec<Claimed>,
 }
 
@@ -250,7 +252,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
             what.to_string(),
         ))
     };
-    if reply.len() < 4 || !(reply.len() - 4).is_multiple_of(5) {
+    if reply.len() < 5 || !(reply.len() - 5).is_multiple_of(5) {
         return Err(bad("wrong length"));
     }
     let mut it = reply.into_iter();
@@ -259,6 +261,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
     let next_due: String = redis::from_redis_value(next()?)?;
     let recovered: u64 = redis::from_redis_value(next()?)?;
     let merged: u64 = redis::from_redis_value(next()?)?;
+    let skipped: String = redis::from_redis_value(next()?)?;
     let mut jobs = Vec::new();
     while let Ok(member) = next() {
         let member = redis::from_redis_value(member)?;
@@ -279,6 +282,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
         next_due: next_due.parse().ok(),
         recovered,
         merged,
+        skipped: skipped.lines().map(str::to_string).collect(),
         jobs,
     })
 }

@@ -84,6 +84,41 @@ fn parse_rfc3339(s: &str) -> Option<f64> {
     Some(unix as f64 + frac)
 }
 
+/// A `Retry-After` value: seconds, or an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// as a wait from now. A date in the past means no wait.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let unix = parse_http_date(v)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(Duration::from_secs_f64((unix - now).max(0.0)))
+}
+
+/// The IMF-fixdate form of RFC 9110, the only one senders may use.
+fn parse_http_date(v: &str) -> Option<f64> {
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts[..] else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms[..] else { return None };
+    Some((days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s) as f64)
+}
+
 /// A duration such as `90s`, `15m`, `3d`, `1h30m` or `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration; expected e.g. 90s, 15m, 3d, 1h30m, 250ms");
@@ -180,6 +215,22 @@ mod tests {
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777.0)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = rfc3339(0.0); // any date form other than IMF-fixdate is refused
+        assert_eq!(parse_retry_after(&later), None);
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

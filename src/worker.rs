@@ -32,10 +32,32 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct Outcome {
     pub delivery: Delivery,
-    /// `Err` holds a one-line reason: the status and a response excerpt, or the
-    /// transport error.
-    pub result: Result<(), String>,
+    pub result: Result<(), Failure>,
     pub took: Duration,
+}
+
+/// A failed attempt, and what the endpoint said about the next one.
+#[derive(Debug, Default, PartialEq)]
+pub struct Failure {
+    /// One line: the status and a response excerpt, or the transport error.
+    pub reason: String,
+    /// `Retry-After` of a 429 or 503: wait at least this long.
+    pub retry_after: Option<Duration>,
+    /// No more attempts: `410 Gone`, or the header `delayqs-retry: abort`.
+    pub give_up: bool,
+    /// The endpoint itself is in trouble (no connection, timeout, 429, 5xx), as
+    /// opposed to refusing this one job; counts towards pausing its host.
+    pub host_trouble: bool,
+}
+
+impl Failure {
+    fn transport(reason: String) -> Failure {
+        Failure {
+            reason,
+            host_trouble: true,
+            ..Failure::default()
+        }
+    }
 }
 
 /// Starts `n` named worker threads reading from `jobs` and reporting to `outcomes`.
@@ -69,8 +91,13 @@ fn work(jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
         };
         let started = Instant::now();
         // A panic must not lose the outcome: the main loop counts on one per job.
-        let result = catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery)))
-            .unwrap_or_else(|_| Err("internal error: the attempt panicked".into()));
+        let result =
+            catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery))).unwrap_or_else(|_| {
+                Err(Failure {
+                    reason: "internal error: the attempt panicked".into(),
+                    ..Failure::default()
+                })
+            });
         let outcome = Outcome {
             delivery,
             result,
@@ -95,24 +122,62 @@ fn agent(http: &HttpSettings) -> Agent {
         .new_agent()
 }
 
-fn attempt(agent: &Agent, d: &Delivery) -> Result<(), String> {
-    let http = &d.http;
-    let response = agent
-        .post(&d.job.callback)
+fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
+    let (http, job, options) = (&d.http, &d.job, &d.job.options);
+    let mut request = match options.put {
+        true => agent.put(&job.callback),
+        false => agent.post(&job.callback),
+    };
+    if let Some(timeout) = options.timeout {
+        request = request.config().timeout_global(Some(timeout)).build();
+    }
+    let due: f64 = d.claimed.due.parse().unwrap_or(0.0);
+    request = request
         .header("X-Delayqs-Job-Id", &d.claimed.id)
         .header("X-Delayqs-Attempt", d.claimed.attempt.to_string())
-        .content_type("application/x-www-form-urlencoded")
-        .send(d.job.form());
-    let mut response = response.map_err(|e| format!("request failed: {e}"))?;
+        .header("X-Delayqs-Due", format!("{due:.3}"));
+    for (name, value) in &options.headers {
+        request = request.header(name, value);
+    }
+    if options.json && !job.sign.is_empty() {
+        // The form's `sign` field has no place in a JSON body.
+        request = request.header("X-Delayqs-Sign", &job.sign);
+    }
+    let (content_type, body) = job.request_body();
+    let response = request.content_type(content_type).send(body);
+    let mut response = response.map_err(|e| Failure::transport(format!("request failed: {e}")))?;
     let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let retry_after = match status {
+        429 | 503 => header("retry-after").and_then(|v| crate::timefmt::parse_retry_after(&v)),
+        _ => None,
+    };
+    let abort = header("delayqs-retry").is_some_and(|v| v.trim().eq_ignore_ascii_case("abort"));
     let mut body = Vec::new();
     response
         .body_mut()
         .as_reader()
         .take(http.max_response_bytes)
         .read_to_end(&mut body)
-        .map_err(|e| format!("HTTP {status}, reading the response failed: {e}"))?;
-    judge(&http.success, status, &body)
+        .map_err(|e| {
+            Failure::transport(format!("HTTP {status}, reading the response failed: {e}"))
+        })?;
+    judge(&http.success, status, &body).map_err(|reason| Failure {
+        reason: match (status, abort) {
+            (_, true) => format!("{reason}; the endpoint answered `delayqs-retry: abort`"),
+            (410, _) => format!("{reason}; 410 Gone: the endpoint wants no more attempts"),
+            _ => reason,
+        },
+        retry_after,
+        give_up: status == 410 || abort,
+        host_trouble: status == 429 || status >= 500,
+    })
 }
 
 /// Applies the success rule to a response.

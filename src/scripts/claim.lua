@@ -9,8 +9,15 @@
 -- ARGV[3] token prefix, unique to this call of this daemon
 -- ARGV[4] most expired leases to take back
 --
--- Returns {now, next_due, recovered, merged, member1, score1, attempt1, id1, token1, ...}
--- where next_due is the earliest score left in the queue ("" when it is empty).
+-- Returns {now, next_due, recovered, merged, skipped, member1, score1, attempt1, id1,
+-- token1, ...} where next_due is the earliest score left in the queue ("" when it is
+-- empty) and skipped lists the jobs dropped by their skip condition, one
+-- "<id> <field> <key>" a line.
+--
+-- Skip conditions (`skipIfExists`, `skipIfMissing` in the member) name keys that are not
+-- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
+-- the same slot. Only members that mention "skipIf" are decoded, so other jobs cost
+-- nothing extra.
 --
 -- Writes that add come before writes that remove: Redis does not roll a script back
 -- when a command fails halfway, and a job must never end up in no key at all.
@@ -41,12 +48,37 @@ for _, m in ipairs(expired) do
   redis.call('ZREM', KEYS[2], m)
 end
 
-local out = {nows, '', #expired, 0}
+-- The skip condition of a member that holds, as "skipIfExists <key>", or nil.
+local function skip_reason(m)
+  if not string.find(m, '"skipIf', 1, true) then
+    return nil
+  end
+  local ok, job = pcall(cjson.decode, m)
+  if not ok or type(job) ~= 'table' then
+    return nil -- malformed: the daemon sets it aside with the reason
+  end
+  local exists, missing = job.skipIfExists, job.skipIfMissing
+  if type(exists) == 'string' and exists ~= '' and redis.call('EXISTS', exists) == 1 then
+    return 'skipIfExists ' .. exists
+  end
+  if type(missing) == 'string' and missing ~= '' and redis.call('EXISTS', missing) == 0 then
+    return 'skipIfMissing ' .. missing
+  end
+  return nil
+end
+
+local out = {nows, '', #expired, 0, ''}
+local skipped = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local deadline = string.format('%.6f', now + lease)
 for i = 1, #due, 2 do
   local m = due[i]
-  if redis.call('ZSCORE', KEYS[2], m) then
+  local skip = skip_reason(m)
+  if skip then
+    redis.call('HDEL', KEYS[3], m)
+    redis.call('ZREM', KEYS[1], m)
+    skipped[#skipped + 1] = redis.sha1hex(m) .. ' ' .. skip
+  elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way.
     redis.call('ZREM', KEYS[1], m)
@@ -65,6 +97,7 @@ for i = 1, #due, 2 do
   end
 end
 
+out[5] = table.concat(skipped, '\n')
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then
   out[2] = first[2]
