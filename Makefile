@@ -8,14 +8,14 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build test lint check-install check-static redis-server python-deps run install uninstall static clean
+.PHONY: build test lint check-install check-static redis-server python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
 
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, then every test.
-test: redis-server python-deps lint check-install check-static
+test: redis-server faketime python-deps lint check-install check-static
 	$(CARGO) test --locked
 
 lint:
@@ -32,6 +32,10 @@ check-static:
 # program, not a running service.
 redis-server:
 	@scripts/need.sh redis-server redis-server
+
+# The clock-skew test runs a daemon under libfaketime.
+faketime:
+	@scripts/need.sh faketime faketime
 
 # The metrics test checks the file with Prometheus's reference parser.
 python-deps:

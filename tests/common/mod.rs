@@ -195,6 +195,7 @@ pub struct Reply {
     pub body: String,
     /// Waits this long before answering.
     pub delay: Duration,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -203,11 +204,17 @@ impl Reply {
             status,
             body: body.into(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
     pub fn success() -> Reply {
         Reply::new(200, "success")
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Reply {
@@ -320,8 +327,13 @@ fn serve(stream: TcpStream, recorded: &Mutex<Vec<Request>>, behaviour: &Behaviou
         recorded.lock().unwrap().push(request.clone());
         let reply = behaviour(&request);
         thread::sleep(reply.delay);
+        let extra: String = reply
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let response = format!(
-            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{}",
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{extra}\r\n{}",
             reply.status,
             reply.body.len(),
             reply.body
@@ -376,8 +388,21 @@ impl Daemon {
     }
 
     pub fn start_with_file(config: &Path) -> Daemon {
+        Daemon::start_under(&[], config)
+    }
+
+    /// Starts `delayqs run` as the argument of `wrapper` (e.g. `faketime -f +1h`).
+    pub fn start_under(wrapper: &[&str], config: &Path) -> Daemon {
         let log = config.with_extension("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_delayqs"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_delayqs"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_delayqs")),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())

@@ -1,0 +1,294 @@
+//! Delivery semantics (issue 8): one clock, endpoint back-pressure, headers, per-job
+//! options, skip conditions, reschedule.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn a_daemon_with_a_skewed_clock_never_delivers_early() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    // One daemon whose wall clock is an hour ahead, one an hour behind: both must go by
+    // Redis's clock. Only the wall clock is skewed between hosts; the monotonic one
+    // (which timed waits use) stays true.
+    let skewed = |offset: &str| {
+        let config = config_file(&redis, json!({}));
+        let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", offset];
+        Daemon::start_under(&wrapper, &config)
+    };
+    let ahead = skewed("+1h");
+    let behind = skewed("-1h");
+    ahead.wait_for_log("running");
+    behind.wait_for_log("running");
+    let now = unix_now();
+    let dues: Vec<f64> = (0..6).map(|i| now + 1.0 + i as f64 * 0.2).collect();
+    for (i, due) in dues.iter().enumerate() {
+        add(
+            &mut con,
+            &member(&endpoint.url("/skew"), json!({ "i": i })),
+            *due,
+        );
+    }
+    for r in endpoint.wait_for(dues.len()) {
+        let body: serde_json::Value = serde_json::from_str(&r.form["body"]).unwrap();
+        let due = dues[body["i"].as_u64().unwrap() as usize];
+        let late = r.at - due;
+        assert!(late >= 0.0, "delivered {:.3} s early", -late);
+        assert!(
+            late < 30.0,
+            "delivered {late:.1} s late: the local clock was used"
+        );
+    }
+}
+
+#[test]
+fn retry_after_holds_the_next_attempt_and_the_attempt_counts() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        if r.attempt() == 1 {
+            Reply::new(429, "slow down").header("Retry-After", "2")
+        } else {
+            Reply::success()
+        }
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 50}));
+    add(&mut con, &member(&endpoint.url("/ra"), json!(1)), 0.0);
+    let requests = endpoint.wait_for(2);
+    assert_eq!(requests[1].attempt(), 2, "the 429 attempt counted");
+    let gap = requests[1].at - requests[0].at;
+    assert!(gap >= 2.0, "retried after {gap:.2} s, before Retry-After");
+}
+
+#[test]
+fn gone_and_abort_end_a_job_at_once() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| match r.path.as_str() {
+        "/gone" => Reply::new(410, "order deleted"),
+        _ => Reply::new(500, "no").header("delayqs-retry", "abort"),
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"maxRetryNum": 5, "retryBaseMs": 50}));
+    add(&mut con, &member(&endpoint.url("/gone"), json!(1)), 0.0);
+    add(&mut con, &member(&endpoint.url("/abort"), json!(2)), 0.0);
+    wait_until(PATIENCE, "both in the failed list", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(endpoint.count(), 2, "no retry after 410 or abort");
+    let errors: Vec<String> = failed_records(&mut con)
+        .iter()
+        .map(|r| r["error"].as_str().unwrap().to_string())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("410 Gone")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("delayqs-retry: abort")),
+        "{errors:?}"
+    );
+    assert_no_bookkeeping(&mut con);
+}
+
+#[test]
+fn a_failing_host_is_paused_while_other_hosts_flow() {
+    let redis = RedisServer::start();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let sick = Endpoint::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::success()
+        } else {
+            Reply::new(503, "down")
+        }
+    });
+    let fine = Endpoint::succeeding();
+    let mut con = redis.con();
+    let daemon = Daemon::start(
+        &redis,
+        json!({"hostFailureThreshold": 3, "hostPauseMs": 1500, "retryBaseMs": 10, "maxRetryNum": 50, "concurrency": 1}),
+    );
+    for i in 0..5 {
+        add(&mut con, &member(&sick.url("/sick"), json!(i)), 0.0);
+    }
+    for i in 0..20 {
+        add(&mut con, &member(&fine.url("/fine"), json!(i)), 0.1);
+    }
+    fine.wait_for(20);
+    daemon.wait_for_log("failed 3 times in a row");
+    let tripped_at = sick.count();
+    assert_eq!(tripped_at, 3, "attempts went out to a paused host");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(sick.count(), 3, "attempts went out during the pause");
+
+    healthy.store(true, Ordering::SeqCst);
+    daemon.wait_for_log("answer again");
+    wait_until(PATIENCE, "the paused jobs delivered", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("times in a row").count(),
+        1,
+        "tripping logged once"
+    );
+    assert_eq!(
+        log.matches("answer again").count(),
+        1,
+        "recovery logged once"
+    );
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+}
+
+#[test]
+fn headers_carry_due_time_attempt_and_id() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({}));
+    let m = member(&endpoint.url("/h"), json!(1));
+    add(&mut con, &m, 1_700_000_000.125);
+    let r = &endpoint.wait_for(1)[0];
+    assert_eq!(r.header("x-delayqs-due"), "1700000000.125");
+    assert_eq!(r.header("x-delayqs-attempt"), "1");
+    assert_eq!(r.job_id(), job_id(&mut con, &m));
+}
+
+#[test]
+fn per_job_options_change_one_job_only() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| match r.path.as_str() {
+        "/slow" => Reply::success().after(Duration::from_secs(3)),
+        "/fail" => Reply::new(500, "no"),
+        _ => Reply::success(),
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"maxRetryNum": 3, "retryBaseMs": 50}));
+    let url = |p: &str| endpoint.url(p);
+    let jobs = [
+        json!({"callback": url("/fail"), "body": 1, "maxRetry": 0}),
+        json!({"callback": url("/slow"), "body": 2, "timeout": 0.5, "maxRetry": 0}),
+        json!({"callback": url("/fail"), "body": 3, "backoff": [0.4, 0.8], "maxRetry": 2}),
+        json!({"callback": url("/put"), "body": {"b": 1}, "sign": "s", "method": "PUT", "contentType": "json", "headers": {"X-Shop": "7"}}),
+        json!({"callback": url("/never"), "body": 5, "method": "GET"}),
+    ];
+    for job in &jobs {
+        add(&mut con, &job.to_string(), 0.0);
+    }
+    wait_until(PATIENCE, "four jobs in the failed list", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 4
+    });
+    let records = failed_records(&mut con);
+    let by_body = |b: i64| {
+        records
+            .iter()
+            .find(|r| r["body"] == b)
+            .unwrap_or_else(|| panic!("{b}: {records:?}"))
+    };
+    assert_eq!(by_body(1)["attempts"], 1, "maxRetry 0: one attempt");
+    let slow = by_body(2)["error"].as_str().unwrap().to_lowercase();
+    assert!(slow.contains("timeout"), "{slow}");
+    assert_eq!(by_body(3)["attempts"], 3);
+    assert!(by_body(5)["error"].as_str().unwrap().contains("`method`"));
+
+    let requests = endpoint.requests();
+    let backoff: Vec<f64> = requests
+        .iter()
+        .filter(|r| r.form.get("body").map(String::as_str) == Some("3"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(backoff.len(), 3);
+    assert!(
+        backoff[1] - backoff[0] >= 0.4 && backoff[2] - backoff[1] >= 0.8,
+        "{backoff:?}"
+    );
+    let put = requests.iter().find(|r| r.path == "/put").unwrap();
+    assert_eq!(put.method, "PUT");
+    assert_eq!(put.header("content-type"), "application/json");
+    assert_eq!(String::from_utf8_lossy(&put.body), r#"{"b":1}"#);
+    assert_eq!(put.header("x-delayqs-sign"), "s");
+    assert_eq!(put.header("x-shop"), "7");
+    assert!(requests.iter().all(|r| r.path != "/never"));
+}
+
+#[test]
+fn skip_conditions_drop_a_job_without_a_request() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let dir = scratch_dir();
+    let metrics = dir.join("m.prom");
+    let daemon = Daemon::start(
+        &redis,
+        json!({"metricsFile": metrics, "metricsIntervalMs": 100}),
+    );
+    let paid = json!({"callback": endpoint.url("/close"), "body": {"orderId": 42}, "skipIfExists": "order:42:paid"});
+    let unpaid = json!({"callback": endpoint.url("/close"), "body": {"orderId": 43}, "skipIfExists": "order:43:paid"});
+    let gone = json!({"callback": endpoint.url("/remind"), "body": {"cart": 7}, "skipIfMissing": "cart:7"});
+    let due = unix_now() + 0.5;
+    for job in [&paid, &unpaid, &gone] {
+        add(&mut con, &job.to_string(), due);
+    }
+    // The payment code's single write: no cancel race with the claim.
+    let _: () = con.set("order:42:paid", 1).unwrap();
+    let r = &endpoint.wait_for(1)[0];
+    assert_eq!(r.form["body"], r#"{"orderId":43}"#);
+    daemon.wait_for_log("skipIfExists order:42:paid holds: dropped");
+    daemon.wait_for_log("skipIfMissing cart:7 holds: dropped");
+    wait_until(PATIENCE, "the skips counted", || {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .contains("delayqs_skipped_total 2")
+    });
+    assert_eq!(endpoint.count(), 1);
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    assert_no_bookkeeping(&mut con);
+}
+
+#[test]
+fn zadd_xx_reschedules_a_pending_job_and_one_waiting_for_a_retry() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        if r.path == "/retry" && r.attempt() == 1 {
+            Reply::new(500, "no")
+        } else {
+            Reply::success()
+        }
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 600000, "retryJitter": 0}));
+    let later = member(&endpoint.url("/later"), json!(1));
+    add(&mut con, &later, unix_now() + 600.0);
+    let retry = member(&endpoint.url("/retry"), json!(2));
+    add(&mut con, &retry, 0.0);
+    endpoint.wait_for(1);
+    wait_until(PATIENCE, "the retry scheduled ten minutes out", || {
+        con.zscore::<_, _, Option<f64>>(QUEUE, &retry)
+            .unwrap()
+            .is_some_and(|s| s > unix_now() + 500.0)
+    });
+    // ZADD XX moves only jobs that are there: both are pending, under their own member.
+    for m in [&later, &retry] {
+        let changed: usize = redis::cmd("ZADD")
+            .arg(QUEUE)
+            .arg("XX")
+            .arg("CH")
+            .arg(unix_now())
+            .arg(m)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let requests = endpoint.wait_for(3);
+    let retried = requests
+        .iter()
+        .find(|r| r.path == "/retry" && r.attempt() == 2);
+    assert!(retried.is_some(), "{requests:?}");
+    assert!(requests.iter().any(|r| r.path == "/later"));
+}
