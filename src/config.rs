@@ -45,6 +45,8 @@ pub struct Config {
     pub host_pause: Duration,
     /// The longest a `Retry-After` from an endpoint may hold a job back.
     pub retry_after_max: Duration,
+    /// Members longer than this are malformed, and never leave Redis.
+    pub max_job_bytes: usize,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -277,6 +279,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let host_failure_threshold = f.integer("hostFailureThreshold", 10, 0, 100_000)? as u32;
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
+    let max_job_bytes = f.integer("maxJobBytes", 1 << 20, 1024, 512 << 20)? as usize;
     let metrics_file = f.string("metricsFile", "")?;
     let metrics_file = (!metrics_file.is_empty()).then(|| PathBuf::from(metrics_file));
     let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
@@ -310,6 +313,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         host_failure_threshold,
         host_pause,
         retry_after_max,
+        max_job_bytes,
     };
     Ok((config, warnings))
 }

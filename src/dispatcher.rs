@@ -209,7 +209,10 @@ impl Dispatcher {
         }
         self.claims += 1;
         let token = format!("{}-{}", self.token_prefix, self.claims);
-        let batch = match self.store.claim(room, self.config.lease, &token) {
+        let claim = self
+            .store
+            .claim(room, self.config.lease, &token, self.config.max_job_bytes);
+        let batch = match claim {
             Ok(batch) => batch,
             Err(e) => {
                 // Redis may have run the claim and only the reply got lost.
@@ -225,10 +228,19 @@ impl Dispatcher {
                 batch.recovered
             );
         }
-        for skip in &batch.skipped {
-            info!("job {skip} holds: dropped without a request");
+        for line in &batch.dropped {
+            if let Some(skip) = line.strip_prefix("skip ") {
+                info!("job {skip} holds: dropped without a request");
+                self.metrics.skipped += 1;
+            } else if let Some(oversize) = line.strip_prefix("oversize ") {
+                let (id, bytes) = oversize.split_once(' ').unwrap_or((oversize, "?"));
+                error!(
+                    "job {id}: malformed job: the member is {bytes} bytes, over maxJobBytes; moved to {:?} without a request",
+                    self.config.keys.failed
+                );
+                self.metrics.poison += 1;
+            }
         }
-        self.metrics.skipped += batch.skipped.len() as u64;
         if batch.merged > 0 {
             info!(
                 "{} jobs were added again while in flight; merged into the attempt under way",
@@ -523,6 +535,7 @@ impl Dispatcher {
                 "retryAfterMaxMs",
                 old.retry_after_max != new.retry_after_max,
             ),
+            ("maxJobBytes", old.max_job_bytes != new.max_job_bytes),
             (
                 "metricsFile or metricsIntervalMs",
                 old.metrics_file != new.metrics_file

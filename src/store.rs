@@ -36,8 +36,8 @@ pub struct ClaimBatch {
     pub recovered: u64,
     /// Due copies of members already in flight, merged into the attempt under way.
     pub merged: u64,
-    /// Jobs dropped by their skip condition: "<id> <field> <key>" each.
-    pub skipped: Vec<String>,
+    /// Jobs the claim set aside: "skip <id> <field> <key>" or "oversize <id> <bytes>".
+    pub dropped: Vec<String>,
     pub jobs: Vec<Claimed>,
 }
 
@@ -96,16 +96,24 @@ impl Store {
     }
 
     /// Claims up to `limit` due jobs, and takes back expired leases on the way.
-    pub fn claim(&mut self, limit: usize, lease: Duration, token: &str) -> RedisResult<ClaimBatch> {
+    pub fn claim(
+        &mut self,
+        limit: usize,
+        lease: Duration,
+        token: &str,
+        max_bytes: usize,
+    ) -> RedisResult<ClaimBatch> {
         let reply: Vec<Value> = self.call(|con, s| {
             s.claim
                 .key(&s.keys.queue)
                 .key(&s.keys.inflight)
                 .key(&s.keys.attempts)
+                .key(&s.keys.failed)
                 .arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
                 .arg(RECOVER_BATCH)
+                .arg(max_bytes)
                 .invoke(con)
         })?;
         parse_claim(reply)
@@ -261,7 +269,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
     let next_due: String = redis::from_redis_value(next()?)?;
     let recovered: u64 = redis::from_redis_value(next()?)?;
     let merged: u64 = redis::from_redis_value(next()?)?;
-    let skipped: String = redis::from_redis_value(next()?)?;
+    let dropped: String = redis::from_redis_value(next()?)?;
     let mut jobs = Vec::new();
     while let Ok(member) = next() {
         let member = redis::from_redis_value(member)?;
@@ -282,7 +290,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
         next_due: next_due.parse().ok(),
         recovered,
         merged,
-        skipped: skipped.lines().map(str::to_string).collect(),
+        dropped: dropped.lines().map(str::to_string).collect(),
         jobs,
     })
 }

@@ -20,7 +20,13 @@ fn a_daemon_with_a_skewed_clock_never_delivers_early() {
     // (which timed waits use) stays true.
     let skewed = |offset: &str| {
         let config = config_file(&redis, json!({}));
-        let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", offset];
+        let wrapper = [
+            "env",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1",
+            "faketime",
+            "-f",
+            offset,
+        ];
         Daemon::start_under(&wrapper, &config)
     };
     let ahead = skewed("+1h");

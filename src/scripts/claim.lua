@@ -4,15 +4,19 @@
 -- KEYS[1] queue     sorted set: member -> due time (Unix seconds, may be fractional)
 -- KEYS[2] inflight  sorted set: member -> lease deadline (Unix seconds)
 -- KEYS[3] attempts  hash: member -> "<attempts>" or, while leased, "<attempts> <token>"
+-- KEYS[4] failed    list: records of jobs that failed for good or were malformed
 -- ARGV[1] most jobs to claim
 -- ARGV[2] lease length in milliseconds
 -- ARGV[3] token prefix, unique to this call of this daemon
 -- ARGV[4] most expired leases to take back
+-- ARGV[5] the largest member, in bytes, that is handed to the daemon (maxJobBytes)
 --
--- Returns {now, next_due, recovered, merged, skipped, member1, score1, attempt1, id1,
+-- Returns {now, next_due, recovered, merged, dropped, member1, score1, attempt1, id1,
 -- token1, ...} where next_due is the earliest score left in the queue ("" when it is
--- empty) and skipped lists the jobs dropped by their skip condition, one
--- "<id> <field> <key>" a line.
+-- empty) and dropped lists the jobs set aside here, one a line: "skip <id> <field>
+-- <key>" for a skip condition that held, "oversize <id> <bytes>" for a member over
+-- maxJobBytes (recorded in the failed list with a printable prefix, never sent to the
+-- daemon, so a huge member costs it no memory).
 --
 -- Skip conditions (`skipIfExists`, `skipIfMissing` in the member) name keys that are not
 -- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
@@ -68,16 +72,28 @@ local function skip_reason(m)
 end
 
 local out = {nows, '', #expired, 0, ''}
-local skipped = {}
+local dropped = {}
+local max_bytes = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local deadline = string.format('%.6f', now + lease)
 for i = 1, #due, 2 do
   local m = due[i]
-  local skip = skip_reason(m)
-  if skip then
+  local skip = #m <= max_bytes and skip_reason(m)
+  if #m > max_bytes then
+    local id = redis.sha1hex(m)
+    local prefix = (string.gsub(string.sub(m, 1, 200), '[^\32-\126]', '?'))
+    redis.call('RPUSH', KEYS[4], cjson.encode({
+      Id = id, attempts = 0, dueAt = tonumber(due[i + 1]), failedAt = now,
+      error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
+      memberBytes = #m, memberPrefix = prefix,
+    }))
     redis.call('HDEL', KEYS[3], m)
     redis.call('ZREM', KEYS[1], m)
-    skipped[#skipped + 1] = redis.sha1hex(m) .. ' ' .. skip
+    dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
+  elseif skip then
+    redis.call('HDEL', KEYS[3], m)
+    redis.call('ZREM', KEYS[1], m)
+    dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. skip
   elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way.
@@ -97,7 +113,7 @@ for i = 1, #due, 2 do
   end
 end
 
-out[5] = table.concat(skipped, '\n')
+out[5] = table.concat(dropped, '\n')
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then
   out[2] = first[2]

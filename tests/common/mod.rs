@@ -430,6 +430,17 @@ impl Daemon {
         signal(self.child.as_ref().expect("running").id(), name);
     }
 
+    /// The peak resident memory of the process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
     /// SIGKILL: no clean-up of any kind.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
