@@ -37,12 +37,13 @@ redis-server:
 faketime:
 	@scripts/need.sh faketime faketime
 
-# The metrics test checks the file with Prometheus's reference parser.
+# Reference implementations the tests check against: Prometheus's parser for the
+# metrics file, the Standard Webhooks library for callback signatures.
 python-deps:
-	@python3 -c 'import prometheus_client' 2>/dev/null || { \
-	  echo "installing prometheus_client from PyPI for the metrics test"; \
-	  python3 -m pip install -q prometheus_client 2>&1 | grep -v 'as the .root. user' || true; \
-	  python3 -c 'import prometheus_client'; }
+	@python3 -c 'import prometheus_client, standardwebhooks' 2>/dev/null || { \
+	  echo "installing prometheus_client and standardwebhooks from PyPI for the tests"; \
+	  python3 -m pip install -q prometheus_client standardwebhooks 2>&1 | grep -v 'as the .root. user' || true; \
+	  python3 -c 'import prometheus_client, standardwebhooks'; }
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::signing::Secret;
+
 /// The files tried, in order, when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config.json"];
 
@@ -77,6 +79,8 @@ pub struct RetryPolicy {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
+    /// `signingSecret`: each signs every callback (Standard Webhooks); empty: none.
+    pub signing: Vec<Secret>,
     pub connect_timeout: Duration,
     /// Bound on the whole call: connect, send, headers and the body read.
     pub timeout: Duration,
@@ -135,7 +139,19 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    parse(&text).map_err(err)
+    let (config, mut warnings) = parse(&text).map_err(err)?;
+    let has_secret =
+        !config.http.signing.is_empty() || redact_url(&config.redis_url) != config.redis_url;
+    let world_readable = std::fs::metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o004 != 0
+    });
+    if has_secret && world_readable {
+        warnings.push(
+            "holds a secret (a Redis password or signingSecret) and every user on this host can read it; chmod o-r it".into(),
+        );
+    }
+    Ok((config, warnings))
 }
 
 /// Validates the text of a config file.
@@ -240,7 +256,14 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
             "key `maxResponseBytes`: 0 reads no body, so `successRule` {rule:?} could never succeed; use at least the length of `successText`"
         ));
     }
+    let signing = f
+        .strings("signingSecret")?
+        .iter()
+        .map(|s| Secret::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("key `signingSecret`: {e}"))?;
     let http = HttpSettings {
+        signing,
         connect_timeout,
         timeout,
         max_response_bytes,
@@ -353,6 +376,25 @@ impl Fields {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(format!("key `{key}`: expected a string, got {other}")),
+        }
+    }
+
+    /// A string or a list of strings; absent is an empty list. Values are not
+    /// repeated in errors: they may be secrets.
+    fn strings(&mut self, key: &str) -> Result<Vec<String>, String> {
+        match self.map.remove(key) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s]),
+            Some(Value::Array(list)) => list
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(format!("key `{key}`: expected strings in the list")),
+                })
+                .collect(),
+            Some(_) => Err(format!(
+                "key `{key}`: expected a string or a list of strings"
+            )),
         }
     }
 
@@ -469,6 +511,27 @@ mod tests {
     fn reading_no_body_needs_the_status_rule() {
         assert!(parse(r#"{"maxResponseBytes": 0}"#).is_err());
         assert!(parse(r#"{"maxResponseBytes": 0, "successRule": "2xx"}"#).is_ok());
+    }
+
+    #[test]
+    fn signing_secrets_load_and_are_never_echoed() {
+        let (c, _) =
+            parse(r#"{"signingSecret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#).unwrap();
+        assert_eq!(c.http.signing.len(), 1);
+        let (c, _) = parse(
+            r#"{"signingSecret": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.signing.len(), 2);
+        assert!(
+            !format!("{c:?}").contains("MfKQ9r8"),
+            "Debug shows a secret"
+        );
+        let e = parse(r#"{"signingSecret": "hunter2hunter2"}"#).unwrap_err();
+        assert!(
+            e.contains("`signingSecret`") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]

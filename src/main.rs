@@ -13,6 +13,7 @@ mod metrics;
 mod options;
 mod pidfile;
 mod signals;
+mod signing;
 mod store;
 mod timefmt;
 mod worker;

@@ -15,6 +15,7 @@ use ureq::Agent;
 
 use crate::config::{HttpSettings, SuccessRule};
 use crate::job::{Job, shorten};
+use crate::signing;
 use crate::store::Claimed;
 
 pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
@@ -144,6 +145,14 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
         request = request.header("X-Delayqs-Sign", &job.sign);
     }
     let (content_type, body) = job.request_body();
+    if !http.signing.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for (name, value) in signing::headers(&http.signing, &d.claimed.id, now, body.as_bytes()) {
+            request = request.header(name, value);
+        }
+    }
     let response = request.content_type(content_type).send(body);
     let mut response = response.map_err(|e| Failure::transport(format!("request failed: {e}")))?;
     let status = response.status().as_u16();

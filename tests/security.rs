@@ -96,3 +96,153 @@ fn hostile_members_are_set_aside_and_memory_stays_bounded() {
     assert_eq!(endpoint.count(), 1);
     assert_no_bookkeeping(&mut con);
 }
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==";
+
+/// Verifies a request with the Standard Webhooks reference library (PyPI
+/// `standardwebhooks`, which `make test` installs). Returns its verdict.
+fn verified_by_reference_library(
+    secret: &str,
+    r: &Request,
+    body: &[u8],
+    timestamp: &str,
+) -> Result<(), String> {
+    let script = r#"
+import sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+secret, wid, ts, sig = sys.argv[1:5]
+body = sys.stdin.buffer.read()
+try:
+    Webhook(secret).verify(body, {"webhook-id": wid, "webhook-timestamp": ts, "webhook-signature": sig})
+    print("verified")
+except WebhookVerificationError as e:
+    print("rejected:", e)
+except ValueError:
+    # verify() checks the signature, then parses the body as JSON: a form body
+    # gets this far only with a valid signature.
+    print("verified")
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            secret,
+            r.header("webhook-id"),
+            timestamp,
+            r.header("webhook-signature"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if said == "verified" {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[test]
+fn callbacks_carry_standard_webhooks_signatures_an_independent_library_accepts() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"signingSecret": [SECRET, NEW_SECRET]}));
+    let m = member(
+        &endpoint.url("/signed"),
+        json!({"orderId": 42, "note": "a b&c"}),
+    );
+    add(&mut con, &m, 0.0);
+    let r = &endpoint.wait_for(1)[0];
+    assert_eq!(r.header("webhook-id"), job_id(&mut con, &m));
+    let ts = r.header("webhook-timestamp").to_string();
+    assert!((ts.parse::<f64>().unwrap() - unix_now()).abs() < 60.0);
+    assert_eq!(
+        r.header("webhook-signature").split(' ').count(),
+        2,
+        "one signature per secret"
+    );
+
+    for secret in [SECRET, NEW_SECRET] {
+        verified_by_reference_library(secret, r, &r.body, &ts).unwrap();
+    }
+    let mut changed = r.body.clone();
+    changed.push(b'x');
+    assert!(
+        verified_by_reference_library(SECRET, r, &changed, &ts).is_err(),
+        "a changed body passed"
+    );
+    let old = (ts.parse::<u64>().unwrap() - 3600).to_string();
+    assert!(
+        verified_by_reference_library(SECRET, r, &r.body, &old).is_err(),
+        "an old timestamp passed"
+    );
+    let other = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    assert!(
+        verified_by_reference_library(other, r, &r.body, &ts).is_err(),
+        "a wrong secret passed"
+    );
+}
+
+#[test]
+fn secrets_never_reach_logs_errors_help_or_failure_records() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("r3dis-pw")
+        .query(&mut con)
+        .unwrap();
+    let endpoint = Endpoint::start(|_| Reply::new(500, "no"));
+    let url = format!("redis://:r3dis-pw@127.0.0.1:{}/", redis.port);
+    let config = config_file(
+        &redis,
+        json!({"redis": url, "signingSecret": SECRET, "maxRetryNum": 0}),
+    );
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let daemon = Daemon::start_with_file(&config);
+    daemon.wait_for_log("every user on this host can read it");
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    add(&mut con, &member(&endpoint.url("/x"), json!(1)), 0.0);
+    wait_until(PATIENCE, "the failure recorded", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 1
+    });
+
+    // A reload with a broken secret, and commands that fail, all speak of the key only.
+    let mut broken: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    broken["signingSecret"] = json!("whsec_not-base64-r3dis-pw");
+    std::fs::write(&config, broken.to_string()).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("config not reloaded");
+    let check = run_delayqs(&["run", "--check", "--config", config.to_str().unwrap()]);
+    let help = run_delayqs(&["run", "--help"]);
+    let records: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
+
+    let seen = [
+        daemon.log(),
+        String::from_utf8_lossy(&check.stderr).into_owned(),
+        String::from_utf8_lossy(&help.stdout).into_owned(),
+        records.join("\n"),
+    ]
+    .join("\n");
+    for secret in ["r3dis-pw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "not-base64"] {
+        assert!(!seen.contains(secret), "{secret} leaked:\n{seen}");
+    }
+    assert!(seen.contains("key `signingSecret`"), "{seen}");
+}
