@@ -8,7 +8,7 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build test lint check-install check-static redis-server python-deps faketime run install uninstall static clean
+.PHONY: build bench test lint check-install check-static redis-server python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -44,6 +44,14 @@ python-deps:
 	  echo "installing prometheus_client and standardwebhooks from PyPI for the tests"; \
 	  python3 -m pip install -q prometheus_client standardwebhooks 2>&1 | grep -v 'as the .root. user' || true; \
 	  python3 -c 'import prometheus_client, standardwebhooks'; }
+
+# A measurement, not a test: builds into bench/target, starts a private redis-server
+# and bench/endpoint on loopback, runs the scenarios of BENCHMARKS.md (about 3 minutes
+# on 2 cores), rewrites BENCHMARKS.md, and leaves nothing running. Installs wrk from
+# Debian when missing. Knobs: BENCH_RUNS=3, BENCH_QUICK=1, BENCH_ONLY=burst,steady,
+# BENCH_DELAYQS=path/to/binary (before/after figures).
+bench:
+	bench/run.sh
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server
