@@ -49,6 +49,8 @@ pub struct Config {
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
     pub max_job_bytes: usize,
+    /// `allowedCallbacks`: where callbacks may go; empty allows all.
+    pub allowed: Vec<crate::allowlist::Allowed>,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -81,6 +83,8 @@ pub struct RetryPolicy {
 pub struct HttpSettings {
     /// `signingSecret`: each signs every callback (Standard Webhooks); empty: none.
     pub signing: Vec<Secret>,
+    /// `denyPrivateNetworks`: connect to public addresses only.
+    pub deny_private_networks: bool,
     pub connect_timeout: Duration,
     /// Bound on the whole call: connect, send, headers and the body read.
     pub timeout: Duration,
@@ -264,6 +268,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         .map_err(|e| format!("key `signingSecret`: {e}"))?;
     let http = HttpSettings {
         signing,
+        deny_private_networks: f.boolean("denyPrivateNetworks", false)?,
         connect_timeout,
         timeout,
         max_response_bytes,
@@ -303,6 +308,12 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
     let max_job_bytes = f.integer("maxJobBytes", 1 << 20, 1024, 512 << 20)? as usize;
+    let allowed = f
+        .strings("allowedCallbacks")?
+        .iter()
+        .map(|e| crate::allowlist::Allowed::parse(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("key `allowedCallbacks`: {e}"))?;
     let metrics_file = f.string("metricsFile", "")?;
     let metrics_file = (!metrics_file.is_empty()).then(|| PathBuf::from(metrics_file));
     let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
@@ -337,6 +348,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         host_pause,
         retry_after_max,
         max_job_bytes,
+        allowed,
     };
     Ok((config, warnings))
 }
@@ -376,6 +388,14 @@ impl Fields {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(format!("key `{key}`: expected a string, got {other}")),
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
+        match self.map.remove(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(other) => Err(format!("key `{key}`: expected true or false, got {other}")),
         }
     }
 

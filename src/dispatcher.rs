@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{debug, error, info, warn};
 
+use crate::allowlist;
 use crate::backoff::job_retry_delay;
 use crate::breaker::{Breakers, Change};
 use crate::config::{Config, HttpSettings};
@@ -282,6 +283,25 @@ impl Dispatcher {
                 return;
             }
         };
+        if !allowlist::allows(&self.config.allowed, &job.callback) {
+            let reason =
+                "malformed job: `callback` is outside allowedCallbacks; no connection was made";
+            error!(
+                "job {} to {}: {reason}; moved to {:?}",
+                claimed.id, job.callback, self.config.keys.failed
+            );
+            let record = failure_record(
+                &claimed.member,
+                &claimed.id,
+                claimed.attempt - 1,
+                reason,
+                due(&claimed),
+                self.now(),
+            );
+            self.metrics.poison += 1;
+            self.settle_later(claimed, SettleOp::Fail(record));
+            return;
+        }
         let max = self.max_attempts(&job);
         if claimed.attempt > max {
             let reason = format!(
@@ -536,6 +556,7 @@ impl Dispatcher {
                 old.retry_after_max != new.retry_after_max,
             ),
             ("maxJobBytes", old.max_job_bytes != new.max_job_bytes),
+            ("allowedCallbacks", old.allowed != new.allowed),
             (
                 "metricsFile or metricsIntervalMs",
                 old.metrics_file != new.metrics_file

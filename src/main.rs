@@ -1,6 +1,7 @@
 //! delayqs: delivers delayed HTTP callbacks out of a Redis sorted set.
 
 mod admin;
+mod allowlist;
 mod backoff;
 mod breaker;
 mod cli;
@@ -12,6 +13,7 @@ mod logging;
 mod metrics;
 mod options;
 mod pidfile;
+mod resolver;
 mod signals;
 mod signing;
 mod store;

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ureq::Agent;
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::config::{HttpSettings, SuccessRule};
 use crate::job::{Job, shorten};
+use crate::resolver::{CallbackResolver, Denied};
 use crate::signing;
 use crate::store::Claimed;
 
@@ -111,7 +113,7 @@ fn work(jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
 }
 
 fn agent(http: &HttpSettings) -> Agent {
-    Agent::config_builder()
+    let config = Agent::config_builder()
         .timeout_connect(Some(http.connect_timeout))
         .timeout_global(Some(http.timeout))
         .http_status_as_error(false)
@@ -119,8 +121,12 @@ fn agent(http: &HttpSettings) -> Agent {
         // moved should get its jobs' callback changed instead.
         .max_redirects(0)
         .user_agent(USER_AGENT)
-        .build()
-        .new_agent()
+        .build();
+    Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        CallbackResolver::new(http.deny_private_networks),
+    )
 }
 
 fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
@@ -154,7 +160,15 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
         }
     }
     let response = request.content_type(content_type).send(body);
-    let mut response = response.map_err(|e| Failure::transport(format!("request failed: {e}")))?;
+    let mut response = response.map_err(|e| match e {
+        // Not the host's trouble, and no later attempt would be let through either.
+        ureq::Error::Other(denied) if denied.is::<Denied>() => Failure {
+            reason: format!("refused: {denied}"),
+            give_up: true,
+            ..Failure::default()
+        },
+        e => Failure::transport(format!("request failed: {e}")),
+    })?;
     let status = response.status().as_u16();
     let header = |name: &str| {
         response

@@ -246,3 +246,104 @@ fn secrets_never_reach_logs_errors_help_or_failure_records() {
     }
     assert!(seen.contains("key `signingSecret`"), "{seen}");
 }
+
+#[test]
+fn callbacks_outside_the_allow_list_fail_without_a_connection() {
+    let redis = RedisServer::start();
+    let allowed = Endpoint::succeeding();
+    let other = Endpoint::succeeding();
+    let mut con = redis.con();
+    let _daemon = Daemon::start(
+        &redis,
+        json!({"allowedCallbacks": [format!("127.0.0.1:{}", allowed.port)]}),
+    );
+    add(&mut con, &member(&other.url("/not-allowed"), json!(1)), 0.0);
+    add(&mut con, &member(&allowed.url("/allowed"), json!(2)), 0.0);
+    allowed.wait_for(1);
+    wait_until(PATIENCE, "the refused job in the failed list", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 1
+    });
+    let record = &failed_records(&mut con)[0];
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside allowedCallbacks"),
+        "{record}"
+    );
+    assert_eq!(
+        other.count(),
+        0,
+        "a connection was made outside the allow-list"
+    );
+}
+
+#[test]
+fn deny_private_networks_refuses_loopback_even_by_name() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let _daemon = Daemon::start(
+        &redis,
+        json!({"denyPrivateNetworks": true, "maxRetryNum": 3}),
+    );
+    add(&mut con, &member(&endpoint.url("/by-ip"), json!(1)), 0.0);
+    let by_name = format!("http://localhost:{}/by-name", endpoint.port);
+    add(&mut con, &member(&by_name, json!(2)), 0.0);
+    wait_until(PATIENCE, "both refused", || {
+        con.llen::<_, usize>(FAILED).unwrap() == 2
+    });
+    for record in failed_records(&mut con) {
+        let error = record["error"].as_str().unwrap();
+        assert!(error.contains("denyPrivateNetworks"), "{error}");
+        assert_eq!(record["attempts"], 1, "refused at once, not retried");
+    }
+    assert_eq!(endpoint.count(), 0);
+}
+
+#[test]
+fn redis_over_a_unix_socket_with_an_acl_user() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("delayqs")
+        .arg("on")
+        .arg(">acl-pw-1")
+        .arg("~*")
+        .arg("+@all")
+        .query(&mut con)
+        .unwrap();
+    let endpoint = Endpoint::succeeding();
+    let acl_url = format!("redis://delayqs:acl-pw-1@127.0.0.1:{}/", redis.port);
+    let daemon = Daemon::start(&redis, json!({"redis": acl_url}));
+    add(&mut con, &member(&endpoint.url("/acl"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    assert!(!daemon.log().contains("acl-pw-1"));
+
+    let dir = scratch_dir();
+    let socket = dir.join("r.sock");
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--unixsocket"])
+        .arg(&socket)
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let unix_url = format!("unix://{}", socket.display());
+    wait_until(PATIENCE, "the socket", || socket.exists());
+    let mut unix_con = redis::Client::open(unix_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _daemon = Daemon::start(&redis, json!({"redis": unix_url}));
+    add(
+        &mut unix_con,
+        &member(&endpoint.url("/unix"), json!(2)),
+        0.0,
+    );
+    endpoint.wait_for(2);
+    let _ = server.kill();
+    let _ = server.wait();
+}
