@@ -78,10 +78,8 @@ impl CallbackResolver {
         }
         let key = authority.as_str().to_ascii_lowercase();
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addrs, at)) = cache.get(&key) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(addrs.clone());
-            }
+        if let Some((addrs, _)) = cache.get(&key).filter(|(_, at)| at.elapsed() < CACHE_TTL) {
+            return Ok(addrs.clone());
         }
         drop(cache); // not held across a lookup that may take seconds
         let addrs: Vec<SocketAddr> = self
