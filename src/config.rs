@@ -85,6 +85,8 @@ pub struct HttpSettings {
     pub signing: Vec<Secret>,
     /// `denyPrivateNetworks`: connect to public addresses only.
     pub deny_private_networks: bool,
+    /// `caFile`: PEM certificates trusted for HTTPS instead of the built-in roots.
+    pub ca_pem: Option<Vec<u8>>,
     pub connect_timeout: Duration,
     /// Bound on the whole call: connect, send, headers and the body read.
     pub timeout: Duration,
@@ -266,7 +268,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         .map(|s| Secret::parse(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("key `signingSecret`: {e}"))?;
+    let ca_file = f.string("caFile", "")?;
+    let ca_pem = match ca_file.as_str() {
+        "" => None,
+        path => Some(read_ca_file(path)?),
+    };
     let http = HttpSettings {
+        ca_pem,
         signing,
         deny_private_networks: f.boolean("denyPrivateNetworks", false)?,
         connect_timeout,
@@ -362,6 +370,18 @@ impl Config {
     pub fn redis_url_redacted(&self) -> String {
         redact_url(&self.redis_url)
     }
+}
+
+/// Reads a PEM file and checks it holds at least one certificate.
+fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("key `caFile`: cannot read {path}: {e}"))?;
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter(|item| matches!(item, Ok(ureq::tls::PemItem::Certificate(_))))
+        .count();
+    if certs == 0 {
+        return Err(format!("key `caFile`: {path} holds no PEM certificate"));
+    }
+    Ok(pem)
 }
 
 /// Hides the password (and user) of a URL, for logs and error messages.

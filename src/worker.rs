@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ureq::Agent;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::transport::DefaultConnector;
 
 use crate::config::{HttpSettings, SuccessRule};
@@ -121,12 +122,28 @@ fn agent(http: &HttpSettings) -> Agent {
         // moved should get its jobs' callback changed instead.
         .max_redirects(0)
         .user_agent(USER_AGENT)
+        .tls_config(tls(http))
         .build();
     Agent::with_parts(
         config,
         DefaultConnector::new(),
         CallbackResolver::new(http.deny_private_networks),
     )
+}
+
+/// Certificates are always verified: against `caFile` when set (a private CA), else
+/// against the webpki roots built into the binary, so a bare host needs no CA bundle.
+fn tls(http: &HttpSettings) -> TlsConfig {
+    let roots = match &http.ca_pem {
+        None => RootCerts::WebPki,
+        Some(pem) => ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .into(),
+    };
+    TlsConfig::builder().root_certs(roots).build()
 }
 
 fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {

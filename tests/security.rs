@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::*;
 use serde_json::json;
 
@@ -344,6 +346,155 @@ fn redis_over_a_unix_socket_with_an_acl_user() {
         0.0,
     );
     endpoint.wait_for(2);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A private CA and a certificate for localhost and 127.0.0.1 signed by it, made with
+/// the openssl command line; returns (ca.pem, server.pem, server.key).
+fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=delayqs test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// An HTTPS endpoint (Python's http.server behind ssl) answering `success`; returns
+/// the child and its port. It prints one line per request it served.
+fn https_endpoint(cert: &std::path::Path, key: &std::path::Path) -> (std::process::Child, u16) {
+    let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200); self.send_header("Content-Length", "7"); self.end_headers()
+        self.wfile.write(b"success"); print("served", self.path, flush=True)
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(cert)
+        .arg(key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let port = line.trim().parse().unwrap();
+    std::thread::spawn(move || for _ in out.lines() {});
+    (child, port)
+}
+
+#[test]
+fn https_callbacks_verify_certificates_against_the_ca_file() {
+    let redis = RedisServer::start();
+    let dir = scratch_dir();
+    let (ca, cert, key) = private_ca(&dir);
+    let (mut server, port) = https_endpoint(&cert, &key);
+    let mut con = redis.con();
+    let trusting = Daemon::start(
+        &redis,
+        json!({"caFile": ca, "maxRetryNum": 0, "key": "q1", "inflightKey": "f1", "attemptsKey": "a1", "failKey": "x1"}),
+    );
+    let default_roots = Daemon::start(
+        &redis,
+        json!({"maxRetryNum": 0, "key": "q2", "inflightKey": "f2", "attemptsKey": "a2", "failKey": "x2"}),
+    );
+    for q in ["q1", "q2"] {
+        let m = member(&format!("https://localhost:{port}/{q}"), json!(q));
+        let _: () = con.zadd(q, m, 0).unwrap();
+    }
+    wait_until(PATIENCE, "both settled", || {
+        con.zcard::<_, usize>("q1").unwrap() + con.zcard::<_, usize>("q2").unwrap() == 0
+            && con.hlen::<_, usize>("a1").unwrap() + con.hlen::<_, usize>("a2").unwrap() == 0
+    });
+    assert_eq!(con.llen::<_, usize>("x1").unwrap(), 0, "{}", trusting.log());
+    let refused: Vec<String> = con.lrange("x2", 0, -1).unwrap();
+    assert_eq!(
+        refused.len(),
+        1,
+        "an unknown CA was trusted:\n{}",
+        default_roots.log()
+    );
+    assert!(
+        refused[0].to_lowercase().contains("certificate") || refused[0].contains("UnknownIssuer"),
+        "{}",
+        refused[0]
+    );
     let _ = server.kill();
     let _ = server.wait();
 }
