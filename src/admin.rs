@@ -55,7 +55,8 @@ impl Admin {
         let url = config.redis_url_redacted();
         let unreachable =
             |e: redis::RedisError| AdminError::Redis(format!("cannot reach Redis at {url}: {e}"));
-        let con = redis::Client::open(config.redis_url.as_str())
+        let con = config
+            .redis_client()
             .and_then(|c| c.get_connection_with_timeout(config.redis_timeout))
             .map_err(unreachable)?;
         con.set_read_timeout(Some(config.redis_timeout))

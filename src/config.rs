@@ -34,6 +34,9 @@ pub struct Config {
     pub lease: Duration,
     /// Read and write timeout of the Redis connection.
     pub redis_timeout: Duration,
+    /// `redisCaFile`: PEM certificates to verify a `rediss://` server against, instead
+    /// of the built-in roots.
+    pub redis_ca_pem: Option<Vec<u8>>,
     pub log_level: log::LevelFilter,
     /// Log files instead of stderr, when `logDir` is set.
     pub log_files: Option<crate::logging::FileLog>,
@@ -171,7 +174,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let redis_url = f.string("redis", "redis://localhost:6379/")?;
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
         return Err(format!(
-            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db or unix:///path",
+            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path",
             redact_url(&redis_url)
         ));
     }
@@ -271,7 +274,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let ca_file = f.string("caFile", "")?;
     let ca_pem = match ca_file.as_str() {
         "" => None,
-        path => Some(read_ca_file(path)?),
+        path => Some(read_ca_file("caFile", path)?),
     };
     let http = HttpSettings {
         ca_pem,
@@ -284,6 +287,10 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     };
 
     let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
+    let redis_ca_pem = match f.string("redisCaFile", "")?.as_str() {
+        "" => None,
+        path => Some(read_ca_file("redisCaFile", path)?),
+    };
     // After a callback returns, its outcome may wait for one Redis call in progress and
     // then needs one of its own: the lease must cover that, or a slow success is sent again.
     let floor = timeout + 2 * redis_timeout;
@@ -347,6 +354,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         http,
         lease,
         redis_timeout,
+        redis_ca_pem,
         log_level,
         log_files,
         pid_file,
@@ -367,19 +375,33 @@ impl Config {
         self.max_retries + 1
     }
 
+    /// A client for the configured Redis, with `redisCaFile` when set.
+    pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.redis_ca_pem {
+            None => redis::Client::open(self.redis_url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                self.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+    }
+
     pub fn redis_url_redacted(&self) -> String {
         redact_url(&self.redis_url)
     }
 }
 
 /// Reads a PEM file and checks it holds at least one certificate.
-fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("key `caFile`: cannot read {path}: {e}"))?;
+fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("key `{key}`: cannot read {path}: {e}"))?;
     let certs = ureq::tls::parse_pem(&pem)
         .filter(|item| matches!(item, Ok(ureq::tls::PemItem::Certificate(_))))
         .count();
     if certs == 0 {
-        return Err(format!("key `caFile`: {path} holds no PEM certificate"));
+        return Err(format!("key `{key}`: {path} holds no PEM certificate"));
     }
     Ok(pem)
 }

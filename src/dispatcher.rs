@@ -567,7 +567,10 @@ impl Dispatcher {
             ("redis", old.redis_url != new.redis_url),
             ("key names", old.keys != new.keys),
             ("concurrency", old.concurrency != new.concurrency),
-            ("redisTimeoutMs", old.redis_timeout != new.redis_timeout),
+            (
+                "redisTimeoutMs or redisCaFile",
+                old.redis_timeout != new.redis_timeout || old.redis_ca_pem != new.redis_ca_pem,
+            ),
             (
                 "hostFailureThreshold or hostPauseMs",
                 old.host_failure_threshold != new.host_failure_threshold
@@ -594,6 +597,7 @@ impl Dispatcher {
             keys: old.keys.clone(),
             concurrency: old.concurrency,
             redis_timeout: old.redis_timeout,
+            redis_ca_pem: old.redis_ca_pem.clone(),
             log_files: old.log_files.clone(),
             pid_file: old.pid_file.clone(),
             ..new

@@ -83,7 +83,7 @@ pub struct Store {
 impl Store {
     pub fn new(config: &Config) -> RedisResult<Store> {
         Ok(Store {
-            client: Client::open(config.redis_url.as_str())?,
+            client: config.redis_client()?,
             con: None,
             keys: config.keys.clone(),
             timeout: config.redis_timeout,

@@ -498,3 +498,66 @@ fn https_callbacks_verify_certificates_against_the_ca_file() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn redis_over_tls_verified_against_the_redis_ca_file() {
+    let dir = scratch_dir();
+    let (ca, cert, key) = private_ca(&dir);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .args(["--tls-auth-clients", "no", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://localhost:{port}/");
+    let tls = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(&ca).unwrap()),
+    };
+    let client = redis::Client::build_with_tls(url.as_str(), tls).unwrap();
+    wait_until(PATIENCE, "the TLS redis-server", || {
+        client.get_connection().is_ok()
+    });
+    let mut con = client.get_connection().unwrap();
+
+    let endpoint = Endpoint::succeeding();
+    let plain = RedisServer::start(); // only for the config helper's defaults
+    let verified = Daemon::start(&plain, json!({"redis": url, "redisCaFile": ca}));
+    add(&mut con, &member(&endpoint.url("/over-tls"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    assert!(
+        verified.log().contains("running: redis rediss://localhost"),
+        "{}",
+        verified.log()
+    );
+
+    let unverified = Daemon::start(&plain, json!({"redis": url}));
+    unverified.wait_for_log("Redis at rediss://localhost");
+    assert!(
+        unverified.log().to_lowercase().contains("certificate"),
+        "{}",
+        unverified.log()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
