@@ -203,8 +203,12 @@ impl Admin {
         Ok(values
             .into_iter()
             .map(|v| {
-                v.and_then(|v| v.split(' ').next().and_then(|n| n.parse().ok()))
-                    .unwrap_or(0)
+                // "<attempts>:<first due>[ <lease token>]"
+                v.and_then(|v| {
+                    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+                    v[..digits].parse().ok()
+                })
+                .unwrap_or(0)
             })
             .collect())
     }
@@ -300,6 +304,7 @@ impl Admin {
             .key(&self.keys.queue)
             .key(&self.keys.attempts)
             .key(&self.keys.failed)
+            .key(&self.keys.inflight)
             .arg(op);
         let mut asked = Vec::new();
         match &which {

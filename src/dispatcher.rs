@@ -233,6 +233,12 @@ impl Dispatcher {
             if let Some(skip) = line.strip_prefix("skip ") {
                 info!("job {skip} holds: dropped without a request");
                 self.metrics.skipped += 1;
+            } else if let Some(unreadable) = line.strip_prefix("unreadable ") {
+                error!(
+                    "job {unreadable}; moved to {:?} without a request",
+                    self.config.keys.failed
+                );
+                self.metrics.poison += 1;
             } else if let Some(oversize) = line.strip_prefix("oversize ") {
                 let (id, bytes) = oversize.split_once(' ').unwrap_or((oversize, "?"));
                 error!(
@@ -275,7 +281,7 @@ impl Dispatcher {
                     &claimed.id,
                     claimed.attempt - 1,
                     &malformed.to_string(),
-                    due(&claimed),
+                    first_due(&claimed),
                     self.now(),
                 );
                 self.metrics.poison += 1;
@@ -295,7 +301,7 @@ impl Dispatcher {
                 &claimed.id,
                 claimed.attempt - 1,
                 reason,
-                due(&claimed),
+                first_due(&claimed),
                 self.now(),
             );
             self.metrics.poison += 1;
@@ -317,7 +323,7 @@ impl Dispatcher {
                 &claimed.id,
                 max,
                 &reason,
-                due(&claimed),
+                first_due(&claimed),
                 self.now(),
             );
             self.metrics.failed_for_good += 1;
@@ -410,7 +416,7 @@ impl Dispatcher {
                 &claimed.id,
                 claimed.attempt,
                 reason,
-                due(&claimed),
+                first_due(&claimed),
                 self.now(),
             );
             self.metrics.failed_for_good += 1;
@@ -714,6 +720,11 @@ fn changed(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
 /// The score a job was claimed at, as a number.
 fn due(claimed: &Claimed) -> f64 {
     claimed.due.parse().unwrap_or(0.0)
+}
+
+/// When a job was first due, before retries moved it.
+fn first_due(claimed: &Claimed) -> f64 {
+    claimed.first_due.parse().unwrap_or(0.0)
 }
 
 fn secs(s: f64) -> Duration {

@@ -142,7 +142,7 @@ fn check_callback(url: &str) -> Result<(String, String), Malformed> {
 /// The JSON appended to the failed list: the member's own fields (when it is an
 /// object) plus `Id`, as the old daemon wrote, and what delayqs knows of the failure.
 /// `member` keeps the exact original string, so the job can be put back unchanged.
-/// `due` is the score the job was last claimed at, `at` when it failed (Unix seconds).
+/// `due` is when the job was first due, `at` when it failed (Unix seconds).
 pub fn failure_record(
     member: &[u8],
     id: &str,

@@ -23,6 +23,8 @@ pub struct Claimed {
     pub id: String,
     /// What the claim wrote into the attempts hash; outcomes must present it.
     pub lease: String,
+    /// When the job was first due, before any retry moved it (Unix seconds).
+    pub first_due: String,
 }
 
 /// What one call of the claim script saw and did.
@@ -260,7 +262,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
             what.to_string(),
         ))
     };
-    if reply.len() < 5 || !(reply.len() - 5).is_multiple_of(5) {
+    if reply.len() < 5 || !(reply.len() - 5).is_multiple_of(6) {
         return Err(bad("wrong length"));
     }
     let mut it = reply.into_iter();
@@ -276,13 +278,15 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
         let due = redis::from_redis_value(next()?)?;
         let attempt: u32 = redis::from_redis_value(next()?)?;
         let id = redis::from_redis_value(next()?)?;
-        let token: String = redis::from_redis_value(next()?)?;
+        let lease = redis::from_redis_value(next()?)?;
+        let first_due = redis::from_redis_value(next()?)?;
         jobs.push(Claimed {
             member,
             due,
             attempt,
             id,
-            lease: format!("{attempt} {token}"),
+            lease,
+            first_due,
         });
     }
     Ok(ClaimBatch {

@@ -155,7 +155,8 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
     if let Some(timeout) = options.timeout {
         request = request.config().timeout_global(Some(timeout)).build();
     }
-    let due: f64 = d.claimed.due.parse().unwrap_or(0.0);
+    // When the job was first due: a retry does not make a stale action fresh.
+    let due: f64 = d.claimed.first_due.parse().unwrap_or(0.0);
     request = request
         .header("X-Delayqs-Job-Id", &d.claimed.id)
         .header("X-Delayqs-Attempt", d.claimed.attempt.to_string())

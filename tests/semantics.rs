@@ -298,3 +298,90 @@ fn zadd_xx_reschedules_a_pending_job_and_one_waiting_for_a_retry() {
     assert!(retried.is_some(), "{requests:?}");
     assert!(requests.iter().any(|r| r.path == "/later"));
 }
+
+#[test]
+fn the_due_header_keeps_the_first_due_time_across_retries() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        if r.attempt() == 1 {
+            Reply::new(500, "no")
+        } else {
+            Reply::success()
+        }
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 100}));
+    add(
+        &mut con,
+        &member(&endpoint.url("/late"), json!(1)),
+        1_700_000_000.5,
+    );
+    let requests = endpoint.wait_for(2);
+    assert_eq!(requests[1].attempt(), 2);
+    for r in &requests {
+        assert_eq!(
+            r.header("x-delayqs-due"),
+            "1700000000.500",
+            "attempt {}",
+            r.attempt()
+        );
+    }
+}
+
+#[test]
+fn a_skip_key_the_daemon_may_not_read_sets_one_job_aside_and_the_queue_flows() {
+    let redis = RedisServer::start();
+    let mut admin = redis.con();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("shop")
+        .arg("on")
+        .arg(">shop-pw")
+        .arg("~DelayQs:*")
+        .arg("+@all")
+        .query(&mut admin)
+        .unwrap();
+    let endpoint = Endpoint::succeeding();
+    let url = format!("redis://shop:shop-pw@127.0.0.1:{}/", redis.port);
+    let daemon = Daemon::start(&redis, json!({"redis": url}));
+    let locked =
+        json!({"callback": endpoint.url("/locked"), "body": 1, "skipIfExists": "order:1:paid"});
+    add(&mut admin, &locked.to_string(), 1.0);
+    add(&mut admin, &member(&endpoint.url("/after"), json!(2)), 2.0);
+    assert_eq!(endpoint.wait_for(1)[0].path, "/after");
+    wait_until(PATIENCE, "the unreadable job set aside", || {
+        admin.llen::<_, usize>(FAILED).unwrap() == 1
+    });
+    let record = &failed_records(&mut admin)[0];
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("order:1:paid cannot be read"),
+        "{record}"
+    );
+    assert_eq!(record["member"], locked.to_string().as_str());
+    daemon.wait_for_log("cannot be read");
+    assert_eq!(endpoint.count(), 1);
+}
+
+#[test]
+fn a_copy_added_while_in_flight_with_its_skip_key_set_does_not_break_the_lease() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
+    let mut con = redis.con();
+    let daemon = Daemon::start(&redis, json!({}));
+    let job = json!({"callback": endpoint.url("/paid"), "body": 7, "skipIfExists": "order:7:paid"})
+        .to_string();
+    add(&mut con, &job, 0.0);
+    endpoint.wait_for(1);
+    add(&mut con, &job, 0.0);
+    let _: () = con.set("order:7:paid", 1).unwrap();
+    wait_until(PATIENCE, "settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(endpoint.count(), 1);
+    assert!(!daemon.log().contains("lease ran out"), "{}", daemon.log());
+    assert_no_bookkeeping(&mut con);
+}

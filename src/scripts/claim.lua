@@ -3,7 +3,9 @@
 --
 -- KEYS[1] queue     sorted set: member -> due time (Unix seconds, may be fractional)
 -- KEYS[2] inflight  sorted set: member -> lease deadline (Unix seconds)
--- KEYS[3] attempts  hash: member -> "<attempts>" or, while leased, "<attempts> <token>"
+-- KEYS[3] attempts  hash: member -> "<attempts>:<first due>", and while leased
+--                   "<attempts>:<first due> <token>"; the first due time survives
+--                   retries, for the X-Delayqs-Due header
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
 -- ARGV[1] most jobs to claim
 -- ARGV[2] lease length in milliseconds
@@ -12,16 +14,19 @@
 -- ARGV[5] the largest member, in bytes, that is handed to the daemon (maxJobBytes)
 --
 -- Returns {now, next_due, recovered, merged, dropped, member1, score1, attempt1, id1,
--- token1, ...} where next_due is the earliest score left in the queue ("" when it is
--- empty) and dropped lists the jobs set aside here, one a line: "skip <id> <field>
--- <key>" for a skip condition that held, "oversize <id> <bytes>" for a member over
--- maxJobBytes (recorded in the failed list with a printable prefix, never sent to the
--- daemon, so a huge member costs it no memory).
+-- lease1, first_due1, ...} where next_due is the earliest score left in the queue (""
+-- when it is empty), lease is the attempts value written (outcomes must present it),
+-- and dropped lists the jobs set aside here, one a line, control characters replaced:
+-- "skip <id> <field> <key>" for a skip condition that held, "oversize <id> <bytes>" for
+-- a member over maxJobBytes (recorded in the failed list with a printable prefix, never
+-- sent to the daemon, so a huge member costs it no memory), "unreadable <id> <error>"
+-- for a skip key this script may not read (recorded in the failed list).
 --
 -- Skip conditions (`skipIfExists`, `skipIfMissing` in the member) name keys that are not
 -- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
--- the same slot. Only members that mention "skipIf" are decoded, so other jobs cost
--- nothing extra.
+-- the same slot, and under an ACL the user must be allowed to read them. A key that
+-- cannot be read sets that one job aside; it never fails the claim. Only members that
+-- mention "skipIf" are decoded, so other jobs cost nothing extra.
 --
 -- Writes that add come before writes that remove: Redis does not roll a script back
 -- when a command fails halfway, and a job must never end up in no key at all.
@@ -36,9 +41,21 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local nows = string.format('%.6f', now)
 local lease = tonumber(ARGV[2]) / 1000
 
--- The attempt count in an attempts-hash value; anything unreadable counts as none.
-local function attempts_of(value)
-  return value and tonumber(string.match(value, '^%d+')) or 0
+-- The attempt count and first due time in an attempts-hash value; anything
+-- unreadable counts as no attempt (and an older "<n>" value has no first due time).
+local function parse_attempts(value)
+  if not value then
+    return 0, nil
+  end
+  local n, first = string.match(value, '^(%d+):([^ ]+)')
+  if n then
+    return tonumber(n), first
+  end
+  return tonumber(string.match(value, '^%d+')) or 0, nil
+end
+
+local function printable(text)
+  return (string.gsub(text, '%c', '?'))
 end
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
@@ -48,27 +65,53 @@ for _, m in ipairs(expired) do
   if not redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], nows, m)
   end
-  redis.call('HSET', KEYS[3], m, attempts_of(redis.call('HGET', KEYS[3], m)))
+  local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
+  redis.call('HSET', KEYS[3], m, n .. ':' .. (first or nows))
   redis.call('ZREM', KEYS[2], m)
 end
 
--- The skip condition of a member that holds, as "skipIfExists <key>", or nil.
+-- The skip condition of a member that holds, as "skipIfExists <key>"; or nil and, when
+-- the key may not be read here, why. A member with both conditions, or with one that
+-- is not a key name, is left to the daemon, which sets it aside as malformed.
 local function skip_reason(m)
   if not string.find(m, '"skipIf', 1, true) then
     return nil
   end
   local ok, job = pcall(cjson.decode, m)
   if not ok or type(job) ~= 'table' then
-    return nil -- malformed: the daemon sets it aside with the reason
+    return nil
   end
   local exists, missing = job.skipIfExists, job.skipIfMissing
-  if type(exists) == 'string' and exists ~= '' and redis.call('EXISTS', exists) == 1 then
-    return 'skipIfExists ' .. exists
+  if exists ~= nil and missing ~= nil then
+    return nil
   end
-  if type(missing) == 'string' and missing ~= '' and redis.call('EXISTS', missing) == 0 then
-    return 'skipIfMissing ' .. missing
+  local field, key, holds_when = 'skipIfExists', exists, 1
+  if missing ~= nil then
+    field, key, holds_when = 'skipIfMissing', missing, 0
+  end
+  if type(key) ~= 'string' or key == '' then
+    return nil
+  end
+  local found = redis.pcall('EXISTS', key)
+  if type(found) == 'table' and found.err then
+    return nil, field .. ' ' .. key .. ' cannot be read: ' .. found.err
+  end
+  if found == holds_when then
+    return field .. ' ' .. key
   end
   return nil
+end
+
+-- Moves a member out of the queue into the failed list, as the daemon does with a
+-- malformed job; `record` holds what is known of it.
+local function set_aside(m, record)
+  record.Id = redis.sha1hex(m)
+  record.attempts = 0
+  record.failedAt = now
+  redis.call('RPUSH', KEYS[4], cjson.encode(record))
+  redis.call('HDEL', KEYS[3], m)
+  redis.call('ZREM', KEYS[1], m)
+  return record.Id
 end
 
 local out = {nows, '', #expired, 0, ''}
@@ -77,39 +120,44 @@ local max_bytes = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local deadline = string.format('%.6f', now + lease)
 for i = 1, #due, 2 do
-  local m = due[i]
-  local skip = #m <= max_bytes and skip_reason(m)
+  local m, score = due[i], due[i + 1]
   if #m > max_bytes then
-    local id = redis.sha1hex(m)
-    local prefix = (string.gsub(string.sub(m, 1, 200), '[^\32-\126]', '?'))
-    redis.call('RPUSH', KEYS[4], cjson.encode({
-      Id = id, attempts = 0, dueAt = tonumber(due[i + 1]), failedAt = now,
+    local id = set_aside(m, {
+      dueAt = tonumber(score), memberBytes = #m, memberPrefix = printable(string.sub(m, 1, 200)),
       error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
-      memberBytes = #m, memberPrefix = prefix,
-    }))
-    redis.call('HDEL', KEYS[3], m)
-    redis.call('ZREM', KEYS[1], m)
+    })
     dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
-  elseif skip then
-    redis.call('HDEL', KEYS[3], m)
-    redis.call('ZREM', KEYS[1], m)
-    dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. skip
   elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way.
     redis.call('ZREM', KEYS[1], m)
     out[4] = out[4] + 1
   else
-    local token = ARGV[3] .. '.' .. ((i + 1) / 2)
-    local n = attempts_of(redis.call('HGET', KEYS[3], m)) + 1
-    redis.call('HSET', KEYS[3], m, n .. ' ' .. token)
-    redis.call('ZADD', KEYS[2], deadline, m)
-    redis.call('ZREM', KEYS[1], m)
-    out[#out + 1] = m
-    out[#out + 1] = due[i + 1]
-    out[#out + 1] = n
-    out[#out + 1] = redis.sha1hex(m)
-    out[#out + 1] = token
+    local skip, unreadable = skip_reason(m)
+    if unreadable then
+      local id = set_aside(m, {
+        dueAt = tonumber(score), member = m,
+        error = 'malformed job: ' .. unreadable .. ' (on Redis Cluster the key must share the queue\'s hash tag)',
+      })
+      dropped[#dropped + 1] = 'unreadable ' .. id .. ' ' .. printable(unreadable)
+    elseif skip then
+      redis.call('HDEL', KEYS[3], m)
+      redis.call('ZREM', KEYS[1], m)
+      dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. printable(skip)
+    else
+      local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
+      first = first or score
+      local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
+      redis.call('HSET', KEYS[3], m, lease)
+      redis.call('ZADD', KEYS[2], deadline, m)
+      redis.call('ZREM', KEYS[1], m)
+      out[#out + 1] = m
+      out[#out + 1] = score
+      out[#out + 1] = n + 1
+      out[#out + 1] = redis.sha1hex(m)
+      out[#out + 1] = lease
+      out[#out + 1] = first
+    end
   end
 end
 

@@ -1,6 +1,6 @@
 -- Retry or purge records of the failed list, atomically with respect to every daemon.
 --
--- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list
+-- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list, KEYS[4] inflight
 -- ARGV[1] "retry": the record's original member goes back into the queue, due now,
 --         with its attempt count reset; or "purge": the record is dropped
 -- ARGV[2] which records: "all", "older" (ARGV[3] = Unix seconds: failed before it),
@@ -41,7 +41,11 @@ for _, raw in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
     out[#out + 1] = 'kept: the record has no `member` (written by the old daemon); re-add the job by hand'
   else
     redis.call('ZADD', KEYS[1], nows, r.member)
-    redis.call('HDEL', KEYS[2], r.member)
+    -- A member that is in flight again (re-added meanwhile) keeps its lease; this
+    -- copy merges into that attempt when it is claimed.
+    if not redis.call('ZSCORE', KEYS[4], r.member) then
+      redis.call('HDEL', KEYS[2], r.member)
+    end
     out[#out + 1] = id
     out[#out + 1] = 'retried'
     changed = true

@@ -2,8 +2,8 @@
 --
 -- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts (see claim.lua), KEYS[4] failed list
 -- ARGV holds groups of four: op, member, lease, arg
---   lease  the attempts value the claim wrote ("<attempts> <token>"): the outcome
---          only counts while the job is still leased to the attempt that made it
+--   lease  the attempts value the claim wrote ("<attempts>:<first due> <token>"): the
+--          outcome only counts while the job is still leased to the attempt that made it
 --   done     delivered: forget the job
 --   retry    arg = delay in ms: back into the queue at now + delay, same member string
 --   fail     arg = the record to append to the failed list
@@ -26,6 +26,7 @@ for i = 1, #ARGV, 4 do
     stale[#stale + 1] = (i + 3) / 4
   else
     local n = tonumber(string.match(lease, '^%d+'))
+    local first = string.match(lease, '^%d+:([^ ]+)') or string.format('%.6f', now)
     if op == 'done' then
       redis.call('HDEL', KEYS[3], m)
     elseif op == 'fail' then
@@ -36,13 +37,13 @@ for i = 1, #ARGV, 4 do
       if not redis.call('ZSCORE', KEYS[1], m) then
         redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(arg) / 1000), m)
       end
-      redis.call('HSET', KEYS[3], m, n)
+      redis.call('HSET', KEYS[3], m, n .. ':' .. first)
     elseif op == 'release' then
       if not redis.call('ZSCORE', KEYS[1], m) then
         redis.call('ZADD', KEYS[1], arg, m)
       end
       if n > 1 then
-        redis.call('HSET', KEYS[3], m, n - 1)
+        redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
       else
         redis.call('HDEL', KEYS[3], m)
       end

@@ -22,8 +22,9 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
       redis.call('ZADD', KEYS[1], nows, m)
     end
     local n = tonumber(string.match(a, '^%d+')) or 1
+    local first = string.match(a, '^%d+:([^ ]+)') or nows
     if n > 1 then
-      redis.call('HSET', KEYS[3], m, n - 1)
+      redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
     else
       redis.call('HDEL', KEYS[3], m)
     end
