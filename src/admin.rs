@@ -25,6 +25,9 @@ pub type AdminResult = Result<Output, AdminError>;
 pub struct Output {
     pub json: Value,
     pub text: String,
+    /// Some of what was asked could not be done (an id not found): said on stderr,
+    /// and the exit code is 64, but what was done is still printed.
+    pub shortfall: Option<String>,
 }
 
 impl Output {
@@ -133,6 +136,7 @@ impl Admin {
         Ok(Output {
             text: format!("{verb} job {id}, due {} ({score})\n", rfc3339(due)),
             json: json!({"id": id, "due": due, "dueTime": rfc3339(due), "added": added == 1, "member": member}),
+            shortfall: None,
         })
     }
 
@@ -166,7 +170,7 @@ impl Admin {
             let late = (now - due).max(0.0);
             let callback = callback_of(member);
             table.push(row([
-                id[..12].to_string(),
+                id.clone(),
                 rfc3339(*due),
                 if late > 0.0 {
                     human(Duration::from_secs_f64(late))
@@ -181,6 +185,7 @@ impl Admin {
         Ok(Output {
             text: format_table(&table),
             json: json!({"now": now, "jobs": jobs}),
+            shortfall: None,
         })
     }
 
@@ -265,6 +270,7 @@ impl Admin {
                 "pending": pending, "due": due, "inflight": inflight, "retrying": retrying,
                 "failed": failed, "oldestDueLateSeconds": oldest_late, "failedByHost": by_host,
             }),
+            shortfall: None,
         })
     }
 
@@ -282,7 +288,7 @@ impl Admin {
             let id = v["Id"].as_str().unwrap_or("?").to_string();
             let when = v["failedAt"].as_f64().map(rfc3339).unwrap_or_default();
             table.push(row([
-                shorten(&id, 12).trim_end_matches('…').to_string(),
+                id,
                 when,
                 v["attempts"].to_string(),
                 callback_of(r),
@@ -293,6 +299,7 @@ impl Admin {
         Ok(Output {
             text: format_table(&table),
             json: json!({ "records": records }),
+            shortfall: None,
         })
     }
 
@@ -339,10 +346,13 @@ impl Admin {
             lines.push_str("nothing matched\n");
         }
         let json = json!({"results": done, "notFound": missing});
-        if !missing.is_empty() {
-            return Err(AdminError::Usage(lines.trim_end().to_string()));
-        }
-        Ok(Output { text: lines, json })
+        let shortfall = (!missing.is_empty())
+            .then(|| format!("{} ids not found in the failed list", missing.len()));
+        Ok(Output {
+            text: lines,
+            json,
+            shortfall,
+        })
     }
 
     /// `cancel`: removes pending jobs by id. Finding a member by id means reading the
@@ -391,12 +401,10 @@ impl Admin {
             lines.push_str(&format!("{id}: {what}\n"));
             json_results.push(json!({"id": id, "result": what}));
         }
-        if !all_cancelled {
-            return Err(AdminError::Usage(lines.trim_end().to_string()));
-        }
         Ok(Output {
             text: lines,
             json: json!({ "results": json_results }),
+            shortfall: (!all_cancelled).then(|| "not every job was cancelled".to_string()),
         })
     }
 }

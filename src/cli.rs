@@ -379,7 +379,13 @@ fn admin(config: &Config, json: bool, f: impl FnOnce(&mut Admin) -> AdminResult)
             if json {
                 println!();
             }
-            ExitCode::SUCCESS
+            match output.shortfall {
+                None => ExitCode::SUCCESS,
+                Some(what) => {
+                    eprintln!("delayqs: {what}");
+                    ExitCode::from(EX_USAGE)
+                }
+            }
         }
         Err(AdminError::Usage(message)) => {
             eprintln!("delayqs: {message}");

@@ -163,6 +163,11 @@ impl Dispatcher {
                     }
                 }
             };
+            // On its own clock, whatever the round did: a full pool or a Redis outage
+            // must not leave the file stale (the gauges need Redis, the counters not).
+            if self.last_metrics.elapsed() >= self.config.metrics_interval {
+                self.write_metrics(self.redis_down.is_none());
+            }
             if self.misconfigured || !self.wait(wait) {
                 return;
             }
@@ -256,9 +261,6 @@ impl Dispatcher {
         }
         for claimed in batch.jobs {
             self.dispatch(claimed);
-        }
-        if self.last_metrics.elapsed() >= self.config.metrics_interval {
-            self.write_metrics(true)?;
         }
         // Still due (the batch was cut at the room left): go again at once; a full pool
         // makes the next round wait for an outcome instead.
@@ -468,15 +470,14 @@ impl Dispatcher {
 
     /// Writes the metrics file, when one is configured; `with_gauges` reads the
     /// queue's state from Redis first.
-    fn write_metrics(&mut self, with_gauges: bool) -> redis::RedisResult<()> {
+    fn write_metrics(&mut self, with_gauges: bool) {
         self.last_metrics = Instant::now();
         let Some(path) = self.config.metrics_file.clone() else {
-            return Ok(());
+            return;
         };
-        let gauges = match with_gauges {
-            true => Some(self.store.gauges(self.now())?),
-            false => None,
-        };
+        let now = self.now();
+        // A failed read here shows in the next round's Redis call; the counters go out.
+        let gauges = with_gauges.then(|| self.store.gauges(now).ok()).flatten();
         if let Err(e) = metrics::write_atomic(&path, &self.metrics.render(gauges)) {
             // Once per interval at most; the daemon's work does not depend on it.
             error!(
@@ -484,7 +485,6 @@ impl Dispatcher {
                 path.display()
             );
         }
-        Ok(())
     }
 
     fn warn_about_old_daemon_keys(&mut self) -> redis::RedisResult<()> {
@@ -547,6 +547,28 @@ impl Dispatcher {
             }
         };
         let old = &self.config;
+        let merged = Config {
+            redis_url: old.redis_url.clone(),
+            keys: old.keys.clone(),
+            concurrency: old.concurrency,
+            redis_timeout: old.redis_timeout,
+            redis_ca_pem: old.redis_ca_pem.clone(),
+            host_failure_threshold: old.host_failure_threshold,
+            host_pause: old.host_pause,
+            log_files: old.log_files.clone(),
+            pid_file: old.pid_file.clone(),
+            ..new.clone()
+        };
+        // The file was checked against its own redisTimeoutMs; the running one stays.
+        let floor = merged.http.timeout + 2 * merged.redis_timeout;
+        if merged.lease <= floor {
+            error!(
+                "config not reloaded, the running one stays: `leaseMs` {} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` = {} ms",
+                merged.lease.as_millis(),
+                floor.as_millis()
+            );
+            return;
+        }
         let applied = changed(&[
             ("logLevel", old.log_level != new.log_level),
             ("pollIntervalMs", old.poll_interval != new.poll_interval),
@@ -598,16 +620,6 @@ impl Dispatcher {
                 restart.join(", ")
             );
         }
-        let merged = Config {
-            redis_url: old.redis_url.clone(),
-            keys: old.keys.clone(),
-            concurrency: old.concurrency,
-            redis_timeout: old.redis_timeout,
-            redis_ca_pem: old.redis_ca_pem.clone(),
-            log_files: old.log_files.clone(),
-            pid_file: old.pid_file.clone(),
-            ..new
-        };
         if old.http != merged.http {
             self.http = Arc::new(merged.http.clone());
         }
@@ -697,7 +709,7 @@ impl Dispatcher {
             }
         }
         // The last counts, without the gauges: Redis may be what stopped us.
-        let _ = self.write_metrics(false);
+        self.write_metrics(false);
         info!("stopped cleanly");
         Exit::Clean
     }

@@ -246,10 +246,7 @@ fn failed_job_is_listed_with_its_reason_then_retried_and_delivered() {
         "{record}"
     );
     let table = stdout(&delayqs(&config, &["failed", "list"]));
-    assert!(
-        table.contains(&id[..12]) && table.contains("HTTP 500"),
-        "{table}"
-    );
+    assert!(table.contains(&id) && table.contains("HTTP 500"), "{table}");
 
     healthy.store(true, Ordering::SeqCst);
     let out = delayqs(&config, &["failed", "retry", &id]);
@@ -275,7 +272,8 @@ fn failed_job_is_listed_with_its_reason_then_retried_and_delivered() {
 
     let out = delayqs(&config, &["failed", "retry", "0000"]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("0000: not found"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("0000: not found"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("1 ids not found"), "{}", stderr(&out));
     assert_eq!(
         delayqs(&config, &["failed", "retry"]).status.code(),
         Some(64)
@@ -343,13 +341,16 @@ fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
             .is_some()
     });
 
-    let out = delayqs(&config, &["cancel", &id, "ffff"]);
+    let out = delayqs(&config, &["cancel", &id, "ffff", "--json"]);
     assert_eq!(out.status.code(), Some(64), "an unknown id is reported");
-    assert!(stdout(&out).is_empty());
-    let err = stderr(&out);
+    // Still one JSON document saying what was done.
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["results"][0], json!({"id": id, "result": "cancelled"}));
+    assert_eq!(doc["results"][1]["result"], "not found among pending jobs");
     assert!(
-        err.contains(&format!("{id}: cancelled")) && err.contains("ffff: not found"),
-        "{err}"
+        stderr(&out).contains("not every job was cancelled"),
+        "{}",
+        stderr(&out)
     );
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
     assert_eq!(con.hlen::<_, usize>(ATTEMPTS).unwrap(), 0);

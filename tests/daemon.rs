@@ -239,6 +239,15 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     fs::write(&config, "{\"concurrency\": ").unwrap();
     daemon.signal("HUP");
     daemon.wait_for_log("config not reloaded, the running one stays");
+
+    // Valid on its own, but its lease is too short for the redisTimeoutMs still in use.
+    write_config(
+        &config,
+        &redis,
+        json!({"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}),
+    );
+    daemon.signal("HUP");
+    daemon.wait_for_log("2 × the running `redisTimeoutMs` = 15000 ms");
     add(&mut con, &member(&endpoint.url("/still"), json!(3)), 0.0);
     endpoint.wait_for(3);
 }
