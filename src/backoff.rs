@@ -45,7 +45,7 @@ pub fn retry_delay(policy: &RetryPolicy, failed_attempt: u32) -> Duration {
 
 /// A number in [0, 1). `RandomState` is seeded from the OS per instance, which is all
 /// the randomness jitter needs; no crate for it.
-fn random_unit() -> f64 {
+pub fn random_unit() -> f64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u8(0);
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64

@@ -2,9 +2,9 @@
 //! worker pool while other hosts' jobs keep flowing.
 //!
 //! After `threshold` attempts in a row that failed for the host's own sake (no
-//! connection, a timeout, 429, 5xx) its jobs wait `pause` before going out again. The
-//! first attempt after the pause probes: a failure pauses the host again at once, an
-//! answer of any kind ends the trouble.
+//! connection, a timeout, 429, 5xx) its jobs wait `pause` before going out again. Then
+//! one attempt probes, alone: the host's other jobs keep waiting until it answers. A
+//! failure pauses the host again at once; an answer of any kind ends the trouble.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +22,12 @@ pub struct Breakers {
 struct Host {
     failures: u32,
     paused_until: Option<Instant>,
+    /// The one attempt let through after a pause is under way.
+    probing: bool,
 }
+
+/// How long other jobs wait while a probe is under way.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// What an attempt changed about its host, for a log line.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,11 +48,21 @@ impl Breakers {
         }
     }
 
-    /// How much longer the host's jobs must wait, if it is paused.
-    pub fn paused_for(&self, host: &str) -> Option<Duration> {
-        let until = self.hosts.get(host)?.paused_until?;
+    /// How much longer a job for `host` must wait, if the host is paused. After the
+    /// pause the first caller is let through as the probe (and `None` is returned),
+    /// the others wait for its outcome.
+    pub fn hold(&mut self, host: &str) -> Option<Duration> {
+        let h = self.hosts.get_mut(host)?;
+        let until = h.paused_until?;
         let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        if !left.is_zero() {
+            return Some(left);
+        }
+        if h.probing {
+            return Some(PROBE_WAIT.min(self.pause));
+        }
+        h.probing = true;
+        None
     }
 
     /// Notes an attempt's result: `trouble` when it failed for the host's own sake.
@@ -63,6 +78,7 @@ impl Breakers {
             self.hosts.retain(|_, h| h.paused_until.is_some());
         }
         let entry = self.hosts.entry(host.to_string()).or_default();
+        entry.probing = false;
         entry.failures += 1;
         if entry.failures < self.threshold {
             return None;
@@ -82,14 +98,30 @@ mod tests {
         let mut b = Breakers::new(3, Duration::from_secs(60));
         assert_eq!(b.record("h:1", true), None);
         assert_eq!(b.record("h:1", true), None);
-        assert_eq!(b.paused_for("h:1"), None);
+        assert_eq!(b.hold("h:1"), None);
         assert_eq!(b.record("h:1", true), Some(Change::Tripped(3)));
-        assert!(b.paused_for("h:1").is_some());
-        assert_eq!(b.paused_for("other"), None);
+        assert!(b.hold("h:1").is_some());
+        assert_eq!(b.hold("other"), None);
         assert_eq!(b.record("h:1", true), None, "tripping is logged once");
         assert_eq!(b.record("h:1", false), Some(Change::Recovered));
-        assert_eq!(b.paused_for("h:1"), None);
+        assert_eq!(b.hold("h:1"), None);
         assert_eq!(b.record("h:1", false), None);
+    }
+
+    #[test]
+    fn after_the_pause_one_probe_goes_alone() {
+        let mut b = Breakers::new(1, Duration::from_millis(20));
+        assert_eq!(b.record("h", true), Some(Change::Tripped(1)));
+        assert!(b.hold("h").is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(b.hold("h"), None, "the probe");
+        assert!(b.hold("h").is_some(), "others wait for the probe");
+        assert_eq!(b.record("h", true), None, "the probe failed: paused again");
+        assert!(b.hold("h").is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(b.hold("h"), None);
+        assert_eq!(b.record("h", false), Some(Change::Recovered));
+        assert_eq!(b.hold("h"), None);
     }
 
     #[test]
@@ -98,6 +130,7 @@ mod tests {
         b.record("h", true);
         b.record("h", false);
         assert_eq!(b.record("h", true), None);
+        assert_eq!(b.hold("h"), None);
         let mut off = Breakers::new(0, Duration::from_secs(60));
         for _ in 0..100 {
             assert_eq!(off.record("h", true), None);

@@ -412,6 +412,23 @@ fn serve(
     with_pid_file: bool,
     notify: Notify,
 ) -> ExitCode {
+    // The pid lock first: a refused start must not roll the running daemon's logs.
+    let _pid_file = if with_pid_file {
+        match PidFile::create(&config.pid_file) {
+            Ok(pid_file) => Some(pid_file),
+            Err(e) => {
+                // Before the logger, so that a refused start touches no log file.
+                notify.failed(&e.to_string());
+                eprintln!("delayqs: {e}");
+                return ExitCode::from(match e {
+                    PidFileError::AlreadyRunning(_) => 1,
+                    PidFileError::Io(..) => EX_CANTCREAT,
+                });
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = logging::init(config.log_level, config.log_files.as_ref()) {
         let dir = config
             .log_files
@@ -428,21 +445,6 @@ fn serve(
     for w in warnings {
         warn!("config {}: {w}", path.display());
     }
-    let _pid_file = if with_pid_file {
-        match PidFile::create(&config.pid_file) {
-            Ok(pid_file) => Some(pid_file),
-            Err(e) => {
-                notify.failed(&e.to_string());
-                log::error!("{e}");
-                return ExitCode::from(match e {
-                    PidFileError::AlreadyRunning(_) => 1,
-                    PidFileError::Io(..) => EX_CANTCREAT,
-                });
-            }
-        }
-    } else {
-        None
-    };
     let signals = match signals::channel() {
         Ok(signals) => signals,
         Err(e) => {

@@ -158,7 +158,9 @@ pub fn stop(config: &Config, force: bool) -> ExitCode {
     }
     signal(pid, libc::SIGKILL);
     // A killed process leaves its pid file behind.
-    if wait_until_stopped(path, Duration::from_secs(10)) && pidfile::remove_stale(path).is_ok() {
+    if wait_until_stopped(path, Duration::from_secs(10))
+        && pidfile::remove_stale_of(path, pid).is_ok()
+    {
         println!(
             "delayqs killed (pid {pid}); its jobs in flight come back when their leases expire"
         );

@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{debug, error, info, warn};
 
 use crate::allowlist;
-use crate::backoff::job_retry_delay;
+use crate::backoff::{job_retry_delay, random_unit};
 use crate::breaker::{Breakers, Change};
 use crate::config::{Config, HttpSettings};
 use crate::job::{Job, failure_record};
@@ -332,15 +332,16 @@ impl Dispatcher {
             self.settle_later(claimed, SettleOp::Fail(record));
             return;
         }
-        if let Some(wait) = self.breakers.paused_for(&job.host) {
-            // Not an attempt: the claim is undone and the job waits out the pause.
+        if let Some(wait) = self.breakers.hold(&job.host) {
+            // Not an attempt: the claim is undone and the job waits out the pause,
+            // spread over a quarter of it so the host's backlog does not return at once.
+            let spread = wait.mul_f64(0.25 * random_unit());
+            let back_in = (wait + spread).as_secs_f64();
             debug!(
-                "job {}: {} is paused; back in {:.1} s",
-                claimed.id,
-                job.host,
-                wait.as_secs_f64()
+                "job {}: {} is paused; back in {back_in:.1} s",
+                claimed.id, job.host
             );
-            let due = format!("{:.6}", self.now() + wait.as_secs_f64());
+            let due = format!("{:.6}", self.now() + back_in);
             self.settle_later(claimed, SettleOp::Release { due });
             return;
         }

@@ -146,7 +146,17 @@ impl Files {
 fn roll(dir: &Path, name: &str, day: u64, keep: usize) -> io::Result<()> {
     let from = dir.join(name);
     if from.exists() {
-        fs::rename(&from, dir.join(format!("{name}.{}", date(day as i64))))?;
+        // Never over a file already rolled for that day (a second process sharing the
+        // directory, or a clock set back): take the next free name.
+        let stem = format!("{name}.{}", date(day as i64));
+        let mut to = dir.join(&stem);
+        for n in 1.. {
+            if !to.exists() {
+                break;
+            }
+            to = dir.join(format!("{stem}.{n}"));
+        }
+        fs::rename(&from, to)?;
     }
     let prefix = format!("{name}.");
     let mut rolled: Vec<String> = fs::read_dir(dir)?

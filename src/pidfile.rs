@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -62,10 +63,13 @@ impl PidFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
+        // 0600: any user who could open the lock file could take the lock and make
+        // every start refuse.
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(lock_path(path))
             .map_err(io_err)?;
         match lock.try_lock() {
@@ -77,7 +81,14 @@ impl PidFile {
         }
         let tmp = with_suffix(path, ".tmp");
         let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // Under the lock nobody else writes it; create_new refuses to follow a
+            // symlink planted in its place.
+            let _ = fs::remove_file(&tmp);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
             writeln!(f, "{}", std::process::id())?;
             f.sync_all()?;
             fs::rename(&tmp, path)
@@ -102,15 +113,30 @@ pub fn status(path: &Path) -> Status {
         return Status::Stopped;
     };
     let pid = read_pid(path);
-    let Ok(lock) = File::open(lock_path(path)) else {
-        return Status::Dead { pid };
+    let since = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let lock = match File::open(lock_path(path)) {
+        Ok(lock) => lock,
+        // Not ours to read (the daemon runs as another user): judge by the pid alone.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return match pid.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                Some(pid) => Status::Running { pid, since },
+                None => Status::Dead { pid },
+            };
+        }
+        Err(_) => return Status::Dead { pid },
     };
     match (lock.try_lock(), pid) {
-        (Err(TryLockError::WouldBlock), Some(pid)) => Status::Running {
-            pid,
-            since: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        },
+        (Err(TryLockError::WouldBlock), Some(pid)) => Status::Running { pid, since },
         _ => Status::Dead { pid },
+    }
+}
+
+/// Removes a pid file no process holds any more, if it still names `pid` (a new
+/// daemon may have written its own meanwhile).
+pub fn remove_stale_of(path: &Path, pid: u32) -> io::Result<()> {
+    match read_pid(path) {
+        Some(p) if p == pid => remove_stale(path),
+        _ => Ok(()),
     }
 }
 

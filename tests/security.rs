@@ -325,14 +325,14 @@ fn redis_over_a_unix_socket_with_an_acl_user() {
 
     let dir = scratch_dir();
     let socket = dir.join("r.sock");
-    let mut server = std::process::Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--unixsocket"])
-        .arg(&socket)
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = Guarded::spawn(
+        std::process::Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--unixsocket"])
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null()),
+    );
     let unix_url = format!("unix://{}", socket.display());
     wait_until(PATIENCE, "the socket", || socket.exists());
     let mut unix_con = redis::Client::open(unix_url.as_str())
@@ -346,8 +346,6 @@ fn redis_over_a_unix_socket_with_an_acl_user() {
         0.0,
     );
     endpoint.wait_for(2);
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// A private CA and a certificate for localhost and 127.0.0.1 signed by it, made with
@@ -427,7 +425,7 @@ fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// An HTTPS endpoint (Python's http.server behind ssl) answering `success`; returns
 /// the child and its port. It prints one line per request it served.
-fn https_endpoint(cert: &std::path::Path, key: &std::path::Path) -> (std::process::Child, u16) {
+fn https_endpoint(cert: &std::path::Path, key: &std::path::Path) -> (Guarded, u16) {
     let script = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -437,22 +435,22 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", "7"); self.end_headers()
         self.wfile.write(b"success"); print("served", self.path, flush=True)
     def log_message(self, *a): pass
-srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
-    let mut child = std::process::Command::new("python3")
+    let mut command = std::process::Command::new("python3");
+    command
         .args(["-c", script])
         .arg(cert)
         .arg(key)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(std::process::Stdio::piped());
+    let mut child = Guarded::spawn(&mut command);
     let mut line = String::new();
     use std::io::BufRead;
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     out.read_line(&mut line).unwrap();
     let port = line.trim().parse().unwrap();
     std::thread::spawn(move || for _ in out.lines() {});
@@ -464,7 +462,7 @@ fn https_callbacks_verify_certificates_against_the_ca_file() {
     let redis = RedisServer::start();
     let dir = scratch_dir();
     let (ca, cert, key) = private_ca(&dir);
-    let (mut server, port) = https_endpoint(&cert, &key);
+    let (_server, port) = https_endpoint(&cert, &key);
     let mut con = redis.con();
     let trusting = Daemon::start(
         &redis,
@@ -495,8 +493,6 @@ fn https_callbacks_verify_certificates_against_the_ca_file() {
         "{}",
         refused[0]
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
@@ -507,28 +503,28 @@ fn redis_over_tls_verified_against_the_redis_ca_file() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut server = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&ca)
-        .args(["--tls-auth-clients", "no", "--dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = Guarded::spawn(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca)
+            .args(["--tls-auth-clients", "no", "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null()),
+    );
     let url = format!("rediss://localhost:{port}/");
     let tls = redis::TlsCertificates {
         client_tls: None,
@@ -558,6 +554,4 @@ fn redis_over_tls_verified_against_the_redis_ca_file() {
         "{}",
         unverified.log()
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }

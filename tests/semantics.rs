@@ -18,21 +18,31 @@ fn a_daemon_with_a_skewed_clock_never_delivers_early() {
     // One daemon whose wall clock is an hour ahead, one an hour behind: both must go by
     // Redis's clock. Only the wall clock is skewed between hosts; the monotonic one
     // (which timed waits use) stays true.
+    // libfaketime preloaded into the daemon itself (the `faketime` command would run it
+    // as a grandchild the test cannot clean up after).
+    let lib = libfaketime();
     let skewed = |offset: &str| {
         let config = config_file(&redis, json!({}));
-        let wrapper = [
-            "env",
-            "FAKETIME_DONT_FAKE_MONOTONIC=1",
-            "faketime",
-            "-f",
-            offset,
-        ];
+        let preload = format!("LD_PRELOAD={lib}");
+        let fake = format!("FAKETIME={offset}");
+        let wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", &preload, &fake];
         Daemon::start_under(&wrapper, &config)
     };
     let ahead = skewed("+1h");
     let behind = skewed("-1h");
     ahead.wait_for_log("running");
     behind.wait_for_log("running");
+    // The skew took: each daemon logs with its own clock.
+    let second_of_day = |log: String| -> i64 {
+        let hms: Vec<i64> = log[11..19].split(':').map(|p| p.parse().unwrap()).collect();
+        hms[0] * 3600 + hms[1] * 60 + hms[2]
+    };
+    let real = second_of_day(log_timestamp_now());
+    let ahead_by = (second_of_day(ahead.log()) - real).rem_euclid(86_400);
+    let behind_by = (real - second_of_day(behind.log())).rem_euclid(86_400);
+    for (skew, log) in [(ahead_by, ahead.log()), (behind_by, behind.log())] {
+        assert!((3500..3700).contains(&skew), "skewed by {skew} s: {log}");
+    }
     let now = unix_now();
     let dues: Vec<f64> = (0..6).map(|i| now + 1.0 + i as f64 * 0.2).collect();
     for (i, due) in dues.iter().enumerate() {
@@ -52,6 +62,19 @@ fn a_daemon_with_a_skewed_clock_never_delivers_early() {
             "delivered {late:.1} s late: the local clock was used"
         );
     }
+}
+
+/// Debian's libfaketime (the `faketime` package `make test` installs).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime.so.1 not found: install Debian's faketime package (make test does)")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -102,7 +125,7 @@ fn gone_and_abort_end_a_job_at_once() {
 }
 
 #[test]
-fn a_failing_host_is_paused_while_other_hosts_flow() {
+fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
     let redis = RedisServer::start();
     let healthy = Arc::new(AtomicBool::new(false));
     let flag = healthy.clone();
@@ -117,20 +140,29 @@ fn a_failing_host_is_paused_while_other_hosts_flow() {
     let mut con = redis.con();
     let daemon = Daemon::start(
         &redis,
-        json!({"hostFailureThreshold": 3, "hostPauseMs": 1500, "retryBaseMs": 10, "maxRetryNum": 50, "concurrency": 1}),
+        json!({"hostFailureThreshold": 3, "hostPauseMs": 2000, "retryBaseMs": 10, "maxRetryNum": 50, "concurrency": 2}),
     );
-    for i in 0..5 {
+    for i in 0..6 {
         add(&mut con, &member(&sick.url("/sick"), json!(i)), 0.0);
     }
+    daemon.wait_for_log("failed 3 times in a row");
+    let at_trip = sick.count();
+    assert!(
+        (3..=4).contains(&at_trip),
+        "{at_trip} attempts before the pause"
+    );
+
+    // While the host is paused its jobs take no worker: the other host's go through.
     for i in 0..20 {
-        add(&mut con, &member(&fine.url("/fine"), json!(i)), 0.1);
+        add(&mut con, &member(&fine.url("/fine"), json!(i)), 0.0);
     }
     fine.wait_for(20);
-    daemon.wait_for_log("failed 3 times in a row");
-    let tripped_at = sick.count();
-    assert_eq!(tripped_at, 3, "attempts went out to a paused host");
+    assert_eq!(sick.count(), at_trip, "attempts went out to a paused host");
+
+    // After the pause one probe goes, alone; it fails, and the host is paused again.
+    wait_until(PATIENCE, "the probe", || sick.count() > at_trip);
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(sick.count(), 3, "attempts went out during the pause");
+    assert_eq!(sick.count(), at_trip + 1, "more than one probe");
 
     healthy.store(true, Ordering::SeqCst);
     daemon.wait_for_log("answer again");

@@ -27,6 +27,15 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Now as the daemon's log lines start: `2026-11-25T12:47:26.000Z`, by `date`.
+pub fn log_timestamp_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.000Z"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Polls `cond` until it holds; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -101,6 +110,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .expect("redis-server not found: run `make test`, which installs it");
@@ -147,6 +157,40 @@ impl Drop for RedisServer {
             let _ = child.wait();
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A helper process of a test, killed when dropped, and when its test thread ends.
+pub struct Guarded(pub Child);
+
+impl Guarded {
+    pub fn spawn(cmd: &mut Command) -> Guarded {
+        die_with_parent(cmd);
+        Guarded(
+            cmd.stderr(Stdio::null())
+                .spawn()
+                .expect("spawn a test helper"),
+        )
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A test that dies (or is killed) must not leave its servers and daemons behind:
+/// they get SIGKILL when the thread that started them ends.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, as code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
 
@@ -402,6 +446,7 @@ impl Daemon {
             }
             None => Command::new(env!("CARGO_BIN_EXE_delayqs")),
         };
+        die_with_parent(&mut command);
         let child = command
             .args(["run", "--config"])
             .arg(config)
