@@ -278,16 +278,9 @@ impl Dispatcher {
                     "job {}: {malformed}; moved to {:?} without a request",
                     claimed.id, self.config.keys.failed
                 );
-                let record = failure_record(
-                    &claimed.member,
-                    &claimed.id,
-                    claimed.attempt - 1,
-                    &malformed.to_string(),
-                    first_due(&claimed),
-                    self.now(),
-                );
                 self.metrics.poison += 1;
-                self.settle_later(claimed, SettleOp::Fail(record));
+                let made = claimed.attempt - 1;
+                self.fail(claimed, made, &malformed.to_string());
                 return;
             }
         };
@@ -298,16 +291,9 @@ impl Dispatcher {
                 "job {} to {}: {reason}; moved to {:?}",
                 claimed.id, job.callback, self.config.keys.failed
             );
-            let record = failure_record(
-                &claimed.member,
-                &claimed.id,
-                claimed.attempt - 1,
-                reason,
-                first_due(&claimed),
-                self.now(),
-            );
             self.metrics.poison += 1;
-            self.settle_later(claimed, SettleOp::Fail(record));
+            let made = claimed.attempt - 1;
+            self.fail(claimed, made, reason);
             return;
         }
         let max = self.max_attempts(&job);
@@ -320,16 +306,8 @@ impl Dispatcher {
                 "job {} to {}: {reason}; moved to {:?}",
                 claimed.id, job.callback, self.config.keys.failed
             );
-            let record = failure_record(
-                &claimed.member,
-                &claimed.id,
-                max,
-                &reason,
-                first_due(&claimed),
-                self.now(),
-            );
             self.metrics.failed_for_good += 1;
-            self.settle_later(claimed, SettleOp::Fail(record));
+            self.fail(claimed, max, &reason);
             return;
         }
         if let Some(wait) = self.breakers.hold(&job.host) {
@@ -353,6 +331,19 @@ impl Dispatcher {
         if tx.send(Delivery { claimed, job, http }).is_ok() {
             self.held += 1;
         }
+    }
+
+    /// Sets a job aside into the failed list, with what we know of why.
+    fn fail(&mut self, claimed: Claimed, attempts: u32, reason: &str) {
+        let record = failure_record(
+            &claimed.member,
+            &claimed.id,
+            attempts,
+            reason,
+            first_due(&claimed),
+            self.now(),
+        );
+        self.settle_later(claimed, SettleOp::Fail(record));
     }
 
     fn settle_later(&mut self, claimed: Claimed, op: SettleOp) {
@@ -414,16 +405,9 @@ impl Dispatcher {
                 "job {} attempt {}/{max} to {} failed: {reason}; {why}, moved to {:?}",
                 claimed.id, claimed.attempt, job.callback, self.config.keys.failed
             );
-            let record = failure_record(
-                &claimed.member,
-                &claimed.id,
-                claimed.attempt,
-                reason,
-                first_due(&claimed),
-                self.now(),
-            );
             self.metrics.failed_for_good += 1;
-            self.settle_later(claimed, SettleOp::Fail(record));
+            let made = claimed.attempt;
+            self.fail(claimed, made, reason);
             return;
         }
         let mut delay = job_retry_delay(

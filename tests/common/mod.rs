@@ -593,9 +593,20 @@ pub fn failed_records(con: &mut redis::Connection) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Asserts delayqs left nothing behind: no job in flight, no attempt count.
+/// Asserts delayqs leaves nothing behind: no job in flight, no attempt count, once
+/// the outcomes under way are written.
 pub fn assert_no_bookkeeping(con: &mut redis::Connection) {
-    let inflight: usize = con.zcard(INFLIGHT).unwrap();
-    let attempts: usize = con.hlen(ATTEMPTS).unwrap();
-    assert_eq!((inflight, attempts), (0, 0), "in flight, attempt counts");
+    let mut left = (0, 0);
+    let settled = |con: &mut redis::Connection, left: &mut (usize, usize)| {
+        *left = (con.zcard(INFLIGHT).unwrap(), con.hlen(ATTEMPTS).unwrap());
+        *left == (0, 0)
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !settled(con, &mut left) {
+        assert!(
+            Instant::now() < deadline,
+            "in flight, attempt counts left: {left:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
