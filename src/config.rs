@@ -52,8 +52,6 @@ pub struct Config {
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
     pub max_job_bytes: usize,
-    /// `allowedCallbacks`: where callbacks may go; empty allows all.
-    pub allowed: Vec<crate::allowlist::Allowed>,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -90,6 +88,10 @@ pub struct HttpSettings {
     pub deny_private_networks: bool,
     /// `caFile`: PEM certificates trusted for HTTPS instead of the built-in roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// `allowedCallbacks`: where callbacks (and redirects) may go; empty allows all.
+    pub allowed: Vec<crate::allowlist::Allowed>,
+    /// `followRedirects`: 307 and 308 answers followed per attempt (0: none).
+    pub follow_redirects: u32,
     pub connect_timeout: Duration,
     /// Bound on the whole call: connect, send, headers and the body read.
     pub timeout: Duration,
@@ -276,7 +278,15 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         "" => None,
         path => Some(read_ca_file("caFile", path)?),
     };
+    let allowed = f
+        .strings("allowedCallbacks")?
+        .iter()
+        .map(|e| crate::allowlist::Allowed::parse(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("key `allowedCallbacks`: {e}"))?;
     let http = HttpSettings {
+        allowed,
+        follow_redirects: f.integer("followRedirects", 0, 0, 10)? as u32,
         ca_pem,
         signing,
         deny_private_networks: f.boolean("denyPrivateNetworks", false)?,
@@ -323,12 +333,6 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
     let max_job_bytes = f.integer("maxJobBytes", 1 << 20, 1024, 512 << 20)? as usize;
-    let allowed = f
-        .strings("allowedCallbacks")?
-        .iter()
-        .map(|e| crate::allowlist::Allowed::parse(e))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("key `allowedCallbacks`: {e}"))?;
     let metrics_file = f.string("metricsFile", "")?;
     let metrics_file = (!metrics_file.is_empty()).then(|| PathBuf::from(metrics_file));
     let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
@@ -364,7 +368,6 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         host_pause,
         retry_after_max,
         max_job_bytes,
-        allowed,
     };
     Ok((config, warnings))
 }

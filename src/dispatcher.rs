@@ -284,7 +284,7 @@ impl Dispatcher {
                 return;
             }
         };
-        if !allowlist::allows(&self.config.allowed, &job.callback) {
+        if !allowlist::allows(&self.config.http.allowed, &job.callback) {
             let reason =
                 "malformed job: `callback` is outside allowedCallbacks; no connection was made";
             error!(
@@ -558,7 +558,7 @@ impl Dispatcher {
             ("logLevel", old.log_level != new.log_level),
             ("pollIntervalMs", old.poll_interval != new.poll_interval),
             (
-                "timeouts, successRule, successText or maxResponseBytes",
+                "HTTP settings (timeouts, success rule, signing, allow-list, TLS, redirects)",
                 old.http != new.http,
             ),
             ("retry backoff", old.retry != new.retry),
@@ -569,7 +569,6 @@ impl Dispatcher {
                 old.retry_after_max != new.retry_after_max,
             ),
             ("maxJobBytes", old.max_job_bytes != new.max_job_bytes),
-            ("allowedCallbacks", old.allowed != new.allowed),
             (
                 "metricsFile or metricsIntervalMs",
                 old.metrics_file != new.metrics_file

@@ -15,6 +15,7 @@ use ureq::Agent;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::transport::DefaultConnector;
 
+use crate::allowlist;
 use crate::config::{HttpSettings, SuccessRule};
 use crate::job::{Job, shorten};
 use crate::resolver::{CallbackResolver, Denied};
@@ -147,10 +148,66 @@ fn tls(http: &HttpSettings) -> TlsConfig {
 }
 
 fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
+    let http = &d.http;
+    let mut url = d.job.callback.clone();
+    let mut hops = 0;
+    loop {
+        let mut response = send(agent, d, &url)?;
+        let status = response.status().as_u16();
+        // Only the redirects that keep the method and body, only as many as allowed,
+        // and only to where a callback itself may go.
+        if matches!(status, 307 | 308) && hops < http.follow_redirects {
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok());
+            let next = location.and_then(|l| redirect_target(&url, l));
+            url = match next {
+                Some(next) if allowlist::allows(&http.allowed, &next) => next,
+                _ => {
+                    return Err(Failure {
+                        reason: format!(
+                            "HTTP {status} to {:?}, which is not an http(s) URL within allowedCallbacks",
+                            location.unwrap_or("")
+                        ),
+                        give_up: true,
+                        ..Failure::default()
+                    });
+                }
+            };
+            hops += 1;
+            continue;
+        }
+        return judge_response(http, status, &mut response);
+    }
+}
+
+/// Where a redirect's `Location` points, resolved against the URL it came from: an
+/// absolute http(s) URL, or a path on the same origin.
+fn redirect_target(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_string());
+    }
+    let path = location.strip_prefix('/')?;
+    let uri: ureq::http::Uri = from.parse().ok()?;
+    Some(format!(
+        "{}://{}/{path}",
+        uri.scheme_str()?,
+        uri.authority()?
+    ))
+}
+
+/// Sends the job to `url`: the method, headers, signature and body of PROTOCOL §2
+/// and the job's options.
+fn send(
+    agent: &Agent,
+    d: &Delivery,
+    url: &str,
+) -> Result<ureq::http::Response<ureq::Body>, Failure> {
     let (http, job, options) = (&d.http, &d.job, &d.job.options);
     let mut request = match options.put {
-        true => agent.put(&job.callback),
-        false => agent.post(&job.callback),
+        true => agent.put(url),
+        false => agent.post(url),
     };
     if let Some(timeout) = options.timeout {
         request = request.config().timeout_global(Some(timeout)).build();
@@ -177,17 +234,27 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
             request = request.header(name, value);
         }
     }
-    let response = request.content_type(content_type).send(body);
-    let mut response = response.map_err(|e| match e {
-        // Not the host's trouble, and no later attempt would be let through either.
-        ureq::Error::Other(denied) if denied.is::<Denied>() => Failure {
-            reason: format!("refused: {denied}"),
-            give_up: true,
-            ..Failure::default()
-        },
-        e => Failure::transport(format!("request failed: {e}")),
-    })?;
-    let status = response.status().as_u16();
+    request
+        .content_type(content_type)
+        .send(body)
+        .map_err(|e| match e {
+            // Not the host's trouble, and no later attempt would be let through either.
+            ureq::Error::Other(denied) if denied.is::<Denied>() => Failure {
+                reason: format!("refused: {denied}"),
+                give_up: true,
+                ..Failure::default()
+            },
+            e => Failure::transport(format!("request failed: {e}")),
+        })
+}
+
+/// Reads at most `maxResponseBytes` of the response and applies the success rule,
+/// noting what the endpoint asked for the next attempt.
+fn judge_response(
+    http: &HttpSettings,
+    status: u16,
+    response: &mut ureq::http::Response<ureq::Body>,
+) -> Result<(), Failure> {
     let header = |name: &str| {
         response
             .headers()

@@ -555,3 +555,77 @@ fn redis_over_tls_verified_against_the_redis_ca_file() {
         unverified.log()
     );
 }
+
+#[test]
+fn redirects_are_followed_only_when_configured_and_within_the_allow_list() {
+    let redis = RedisServer::start();
+    let other = Endpoint::succeeding();
+    let elsewhere = other.url("/elsewhere");
+    let endpoint = Endpoint::start(move |r| match r.path.as_str() {
+        "/moved" => Reply::new(307, "").header("Location", "/new"),
+        "/away" => Reply::new(308, "").header("Location", &elsewhere),
+        _ => Reply::success(),
+    });
+    let mut con = redis.con();
+    let allowed = format!("127.0.0.1:{}", endpoint.port);
+    let _daemon = Daemon::start(
+        &redis,
+        json!({"followRedirects": 2, "allowedCallbacks": [allowed], "maxRetryNum": 0}),
+    );
+    add(
+        &mut con,
+        &member(&endpoint.url("/moved"), json!({"n": 1})),
+        0.0,
+    );
+    add(
+        &mut con,
+        &member(&endpoint.url("/away"), json!({"n": 2})),
+        0.0,
+    );
+    wait_until(PATIENCE, "both settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    let followed: Vec<_> = endpoint
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/new")
+        .collect();
+    assert_eq!(followed.len(), 1, "the 307 was not followed");
+    assert_eq!(followed[0].method, "POST");
+    assert_eq!(
+        followed[0].form["body"], r#"{"n":1}"#,
+        "the body went along"
+    );
+    let records = failed_records(&mut con);
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("within allowedCallbacks"),
+        "{}",
+        records[0]
+    );
+    assert_eq!(other.count(), 0, "a redirect left the allow-list");
+
+    // Without followRedirects, a 307 is only a failed attempt.
+    let plain = Daemon::start(
+        &redis,
+        json!({"maxRetryNum": 0, "key": "q9", "inflightKey": "f9", "attemptsKey": "a9", "failKey": "x9"}),
+    );
+    let _: () = con
+        .zadd("q9", member(&endpoint.url("/moved"), json!({"n": 3})), 0)
+        .unwrap();
+    wait_until(PATIENCE, "the 307 failed", || {
+        con.llen::<_, usize>("x9").unwrap() == 1
+    });
+    assert_eq!(
+        endpoint
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/new")
+            .count(),
+        1
+    );
+    drop(plain);
+}
