@@ -8,6 +8,8 @@ mod cli;
 mod config;
 mod daemon;
 mod dispatcher;
+#[cfg(test)]
+mod fuzz;
 mod job;
 mod logging;
 mod metrics;
