@@ -140,12 +140,17 @@ fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
     let mut con = redis.con();
     let daemon = Daemon::start(
         &redis,
-        json!({"hostFailureThreshold": 3, "hostPauseMs": 2000, "retryBaseMs": 10, "maxRetryNum": 50, "concurrency": 2}),
+        json!({"hostFailureThreshold": 3, "hostPauseMs": 3000, "retryBaseMs": 10, "maxRetryNum": 50, "concurrency": 2}),
     );
     for i in 0..6 {
         add(&mut con, &member(&sick.url("/sick"), json!(i)), 0.0);
     }
     daemon.wait_for_log("failed 3 times in a row");
+    // A job handed out just before the trip may still be on its way: wait until every
+    // request the host got has its outcome logged.
+    wait_until(PATIENCE, "the attempts under way at the trip", || {
+        daemon.log().matches("/sick failed").count() == sick.count()
+    });
     let at_trip = sick.count();
     assert!(
         (3..=4).contains(&at_trip),
