@@ -8,14 +8,14 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build bench chaos chaos-short test lint check-install check-static redis-server python-deps faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-short chaos-ci test lint check-install check-static redis-server python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
 
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
-# static-binary checks, then every test.
-test: redis-server faketime python-deps lint check-install check-static
+# static-binary checks, the short chaos run, then every test.
+test: redis-server faketime python-deps lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 
 lint:
@@ -63,6 +63,10 @@ chaos: redis-server
 
 chaos-short: redis-server
 	CHAOS_SHORT=1 chaos/run.sh
+
+# What make test runs: the short chaos run on the release binary check-install built.
+chaos-ci: build redis-server
+	CHAOS_SHORT=1 CHAOS_DELAYQS=target/release/delayqs chaos/run.sh
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server
