@@ -402,7 +402,10 @@ class Bench:
         limit = self.conc
         calls = self.a.claim_calls
         per_run_jobs = calls * limit
-        cmd_tail = ["EVALSHA", self.claim_sha, "3", QUEUE, INFLIGHT, ATTEMPTS, str(limit), "65000", "bench", "100"]
+        # claim.lua's interface: KEYS queue, inflight, attempts, failed; ARGV limit,
+        # lease ms, token prefix, recover limit, maxJobBytes.
+        cmd_tail = ["EVALSHA", self.claim_sha, "4", QUEUE, INFLIGHT, ATTEMPTS, FAILED,
+                    str(limit), "65000", "bench", "100", str(1 << 20)]
         cmd = ["redis-benchmark", "-p", str(self.redis_port), "-c", "1", "-n", str(calls), "-q", "--csv"] + cmd_tail
         self.commands["redis-benchmark"] = shlex.join(cmd)
         rps, usec = [], []
