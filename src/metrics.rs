@@ -141,12 +141,7 @@ impl Metrics {
                 self.skipped,
             ),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
+        scalars(&mut out, "counter", &counters);
         if let Some(g) = gauges {
             let gauges = [
                 (
@@ -161,12 +156,7 @@ impl Metrics {
                     g.inflight,
                 ),
             ];
-            for (name, help, value) in gauges {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-                );
-            }
+            scalars(&mut out, "gauge", &gauges);
         }
         self.lateness.render(
             &mut out,
@@ -179,6 +169,16 @@ impl Metrics {
             "Duration of callback attempts.",
         );
         out
+    }
+}
+
+/// One sample each, with its HELP and TYPE lines.
+fn scalars(out: &mut String, kind: &str, metrics: &[(&str, &str, u64)]) {
+    for (name, help, value) in metrics {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 

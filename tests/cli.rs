@@ -160,15 +160,8 @@ fn old_daemon_leftovers_cause_no_loss_and_no_second_delivery() {
 #[test]
 fn redis_password_never_reaches_the_log() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg("s3cret-pw")
-        .query(&mut con)
-        .unwrap();
+    let url = redis.require_password("s3cret-pw");
     let endpoint = Endpoint::succeeding();
-    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/", redis.port);
     let daemon = Daemon::start(&redis, json!({"redis": url}));
     let mut con = redis::Client::open(url.as_str())
         .unwrap()

@@ -200,15 +200,8 @@ fn callbacks_carry_standard_webhooks_signatures_an_independent_library_accepts()
 #[test]
 fn secrets_never_reach_logs_errors_help_or_failure_records() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg("r3dis-pw")
-        .query(&mut con)
-        .unwrap();
+    let url = redis.require_password("r3dis-pw");
     let endpoint = Endpoint::start(|_| Reply::new(500, "no"));
-    let url = format!("redis://:r3dis-pw@127.0.0.1:{}/", redis.port);
     let config = config_file(
         &redis,
         json!({"redis": url, "signingSecret": SECRET, "maxRetryNum": 0}),
@@ -307,17 +300,8 @@ fn deny_private_networks_refuses_loopback_even_by_name() {
 fn redis_over_a_unix_socket_with_an_acl_user() {
     let redis = RedisServer::start();
     let mut con = redis.con();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("delayqs")
-        .arg("on")
-        .arg(">acl-pw-1")
-        .arg("~*")
-        .arg("+@all")
-        .query(&mut con)
-        .unwrap();
+    let acl_url = redis.acl_user("delayqs", "acl-pw-1", "*");
     let endpoint = Endpoint::succeeding();
-    let acl_url = format!("redis://delayqs:acl-pw-1@127.0.0.1:{}/", redis.port);
     let daemon = Daemon::start(&redis, json!({"redis": acl_url}));
     add(&mut con, &member(&endpoint.url("/acl"), json!(1)), 0.0);
     endpoint.wait_for(1);

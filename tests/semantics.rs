@@ -369,17 +369,8 @@ fn the_due_header_keeps_the_first_due_time_across_retries() {
 fn a_skip_key_the_daemon_may_not_read_sets_one_job_aside_and_the_queue_flows() {
     let redis = RedisServer::start();
     let mut admin = redis.con();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("shop")
-        .arg("on")
-        .arg(">shop-pw")
-        .arg("~DelayQs:*")
-        .arg("+@all")
-        .query(&mut admin)
-        .unwrap();
+    let url = redis.acl_user("shop", "shop-pw", "DelayQs:*");
     let endpoint = Endpoint::succeeding();
-    let url = format!("redis://shop:shop-pw@127.0.0.1:{}/", redis.port);
     let daemon = Daemon::start(&redis, json!({"redis": url}));
     let locked =
         json!({"callback": endpoint.url("/locked"), "body": 1, "skipIfExists": "order:1:paid"});

@@ -126,6 +126,31 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Makes the default user need `password`; returns the URL that carries it.
+    pub fn require_password(&self, password: &str) -> String {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query(&mut self.con())
+            .unwrap();
+        format!("redis://:{password}@127.0.0.1:{}/", self.port)
+    }
+
+    /// Adds an ACL user allowed every command on keys matching `keys`; returns its URL.
+    pub fn acl_user(&self, name: &str, password: &str, keys: &str) -> String {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(name)
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg(format!("~{keys}"))
+            .arg("+@all")
+            .query(&mut self.con())
+            .unwrap();
+        format!("redis://{name}:{password}@127.0.0.1:{}/", self.port)
+    }
+
     fn try_con(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))
     }
