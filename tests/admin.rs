@@ -233,9 +233,7 @@ fn failed_job_is_listed_with_its_reason_then_retried_and_delivered() {
         ],
     );
     let id = added["id"].as_str().unwrap().to_string();
-    wait_until(PATIENCE, "the job in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
 
     let list = json_of(&config, &["failed", "list"]);
     let record = &list["records"][0];

@@ -174,9 +174,7 @@ fn poison_members_are_set_aside_with_a_reason_and_the_queue_keeps_moving() {
     let daemon = Daemon::start(&redis, json!({}));
 
     assert_eq!(endpoint.wait_for(1)[0].path, "/after-poison");
-    wait_until(PATIENCE, "all poison in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == poison.len()
-    });
+    wait_for_failed(&mut con, poison.len());
     let records = failed_records(&mut con);
     for (m, why) in &poison {
         let lossy = String::from_utf8_lossy(m);
@@ -230,9 +228,7 @@ fn hanging_endpoint_does_not_hold_up_other_jobs() {
         );
     }
     // Both attempts at /hang time out, and the other twenty go through meanwhile.
-    wait_until(PATIENCE, "the hanging job to fail for good", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
     let requests = endpoint.requests();
     let ok: Vec<f64> = requests
         .iter()

@@ -23,9 +23,7 @@ fn failing_job_is_retried_with_backoff_then_recorded_in_fail_key() {
     );
     add(&mut con, &m, 0.0);
 
-    wait_until(PATIENCE, "the job in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
     let requests = endpoint.requests();
     assert_eq!(requests.len(), 3, "1 + maxRetryNum attempts");
     let attempts: Vec<u32> = requests.iter().map(|r| r.attempt()).collect();
@@ -135,9 +133,7 @@ fn attempt_count_survives_a_restart() {
     assert!(daemon.wait_exit().success());
 
     let _daemon = Daemon::start(&redis, config);
-    wait_until(PATIENCE, "the job in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
     let attempts: Vec<u32> = endpoint.requests().iter().map(|r| r.attempt()).collect();
     assert_eq!(attempts, [1, 2, 3], "the count went on after the restart");
 }

@@ -57,9 +57,7 @@ fn hostile_members_are_set_aside_and_memory_stays_bounded() {
     add(&mut con, &member(&url, json!("after the storm")), 1.0);
     endpoint.wait_for(1);
     let expected = hostile.len() + 25;
-    wait_until(PATIENCE, "every hostile member in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == expected
-    });
+    wait_for_failed(&mut con, expected);
     let records = failed_records(&mut con);
     for (m, why) in &hostile[1..] {
         let lossy = String::from_utf8_lossy(m);
@@ -214,9 +212,7 @@ fn secrets_never_reach_logs_errors_help_or_failure_records() {
         .get_connection()
         .unwrap();
     add(&mut con, &member(&endpoint.url("/x"), json!(1)), 0.0);
-    wait_until(PATIENCE, "the failure recorded", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
 
     // A reload with a broken secret, and commands that fail, all speak of the key only.
     let mut broken: serde_json::Value =
@@ -255,9 +251,7 @@ fn callbacks_outside_the_allow_list_fail_without_a_connection() {
     add(&mut con, &member(&other.url("/not-allowed"), json!(1)), 0.0);
     add(&mut con, &member(&allowed.url("/allowed"), json!(2)), 0.0);
     allowed.wait_for(1);
-    wait_until(PATIENCE, "the refused job in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut con, 1);
     let record = &failed_records(&mut con)[0];
     assert!(
         record["error"]
@@ -285,9 +279,7 @@ fn deny_private_networks_refuses_loopback_even_by_name() {
     add(&mut con, &member(&endpoint.url("/by-ip"), json!(1)), 0.0);
     let by_name = format!("http://localhost:{}/by-name", endpoint.port);
     add(&mut con, &member(&by_name, json!(2)), 0.0);
-    wait_until(PATIENCE, "both refused", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 2
-    });
+    wait_for_failed(&mut con, 2);
     for record in failed_records(&mut con) {
         let error = record["error"].as_str().unwrap();
         assert!(error.contains("denyPrivateNetworks"), "{error}");

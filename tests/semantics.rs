@@ -107,9 +107,7 @@ fn gone_and_abort_end_a_job_at_once() {
     let _daemon = Daemon::start(&redis, json!({"maxRetryNum": 5, "retryBaseMs": 50}));
     add(&mut con, &member(&endpoint.url("/gone"), json!(1)), 0.0);
     add(&mut con, &member(&endpoint.url("/abort"), json!(2)), 0.0);
-    wait_until(PATIENCE, "both in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 2
-    });
+    wait_for_failed(&mut con, 2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(endpoint.count(), 2, "no retry after 410 or abort");
     let errors: Vec<String> = failed_records(&mut con)
@@ -223,9 +221,7 @@ fn per_job_options_change_one_job_only() {
     for job in &jobs {
         add(&mut con, &job.to_string(), 0.0);
     }
-    wait_until(PATIENCE, "four jobs in the failed list", || {
-        con.llen::<_, usize>(FAILED).unwrap() == 4
-    });
+    wait_for_failed(&mut con, 4);
     let records = failed_records(&mut con);
     let by_body = |b: i64| {
         records
@@ -377,9 +373,7 @@ fn a_skip_key_the_daemon_may_not_read_sets_one_job_aside_and_the_queue_flows() {
     add(&mut admin, &locked.to_string(), 1.0);
     add(&mut admin, &member(&endpoint.url("/after"), json!(2)), 2.0);
     assert_eq!(endpoint.wait_for(1)[0].path, "/after");
-    wait_until(PATIENCE, "the unreadable job set aside", || {
-        admin.llen::<_, usize>(FAILED).unwrap() == 1
-    });
+    wait_for_failed(&mut admin, 1);
     let record = &failed_records(&mut admin)[0];
     assert!(
         record["error"]

@@ -618,6 +618,13 @@ pub fn failed_records(con: &mut redis::Connection) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until the failed list holds `n` records.
+pub fn wait_for_failed(con: &mut redis::Connection, n: usize) {
+    wait_until(PATIENCE, &format!("{n} records in the failed list"), || {
+        con.llen::<_, usize>(FAILED).unwrap() == n
+    });
+}
+
 /// Asserts delayqs leaves nothing behind: no job in flight, no attempt count, once
 /// the outcomes under way are written.
 pub fn assert_no_bookkeeping(con: &mut redis::Connection) {
