@@ -194,7 +194,6 @@ class Bench:
         self.runs = args.runs
         self.claim_src = open(args.claim_script, "rb").read()
         self.claim_sha = hashlib.sha1(self.claim_src).hexdigest()
-        self.settle_sha = hashlib.sha1(open(args.settle_script, "rb").read()).hexdigest()
         self.config_path = os.path.join(args.workdir, "delayqs.json")
         self.config = {
             "redis": f"redis://127.0.0.1:{args.redis_port}/",
@@ -335,10 +334,10 @@ class Bench:
         self.r.call("SLOWLOG", "RESET")
 
     def slowlog_script_times(self):
-        """Server-side µs of each claim.lua and settle.lua call since slowlog_on()."""
+        """Server-side µs of each claim.lua call since slowlog_on()."""
         entries = self.r.call("SLOWLOG", "GET", "-1")
         self.r.call("CONFIG", "SET", "slowlog-log-slower-than", "-1")
-        claim, settle = [], []
+        claim = []
         head = self.claim_src[:100]
         for e in entries:
             us, argv = e[2], e[3]
@@ -348,9 +347,7 @@ class Bench:
             first = argv[1] if len(argv) > 1 else b""
             if cmd == "EVALSHA" and s(first) == self.claim_sha or cmd == "EVAL" and first.startswith(head):
                 claim.append(us)
-            elif cmd == "EVALSHA" and s(first) == self.settle_sha:
-                settle.append(us)
-        return sorted(claim), sorted(settle)
+        return sorted(claim)
 
     def evalsha_stats(self):
         st = self.r.info("commandstats").get("cmdstat_evalsha", "")
@@ -451,7 +448,7 @@ class Bench:
             got = self.wait_count(n_jobs, timeout=self.a.burst_timeout, every=0.05)
             b = self.snap()
             calls, usec = self.evalsha_stats()
-            claim, settle = self.slowlog_script_times()
+            claim = self.slowlog_script_times()
             rep = self.ep_report()
             code, _ = self.stop_delayqs()
             left = self.leftovers()
@@ -474,11 +471,8 @@ class Bench:
                 "evalsha_calls": calls,
                 "evalsha_per_job": calls / count if count else None,
                 "claim_calls": len(claim),
-                "settle_calls": len(settle),
                 "jobs_per_claim": count / len(claim) if claim else None,
-                "outcomes_per_settle": count / len(settle) if settle else None,
                 "claim_us_p50": percentile(claim, 50),
-                "settle_us_p50": percentile(settle, 50),
                 "redis_usec_per_job": usec / count if count else None,
                 "exit": code,
                 "left": left,
@@ -579,7 +573,7 @@ class Bench:
             got = self.wait_count(n_jobs, timeout=1.0 + over + 10, every=0.25)
             time.sleep(0.1)
             b = self.snap()
-            claim, settle = self.slowlog_script_times()
+            claim = self.slowlog_script_times()
             rep = self.ep_report()
             code, _ = self.stop_delayqs()
             q = self.r.call("ZCARD", QUEUE)
@@ -591,7 +585,6 @@ class Bench:
                 "claim_us_p50": percentile(claim, 50),
                 "claim_us_p99": percentile(claim, 99),
                 "claim_us_max": claim[-1] if claim else None,
-                "settle_us_p50": percentile(settle, 50),
                 "late_p50_ms": rep["late_ms"]["p50"],
                 "late_p99_ms": rep["late_ms"]["p99"],
                 "late_max_ms": rep["late_ms"]["max"],
@@ -815,10 +808,8 @@ def write_markdown(res, args, path):
     w(f"| CPU use while draining: delayqs / redis-server / endpoint | {spread(burst, 'dq_cpu_pct', 0)} % / "
       f"{spread(burst, 'redis_cpu_pct', 0)} % / {spread(burst, 'endpoint_cpu_pct', 0)} % (of one core) |")
     w(f"| Redis script calls (EVALSHA) per job | {spread(burst, 'evalsha_per_job', 2)} |")
-    w(f"| claim.lua calls / jobs per call / server time p50 | {spread(burst, 'claim_calls', 0)} / "
+    w(f"| claim.lua calls (each also writes the outcomes of the last batch) / jobs per call / server time p50 | {spread(burst, 'claim_calls', 0)} / "
       f"{spread(burst, 'jobs_per_claim', 2)} / {spread(burst, 'claim_us_p50', 0)} µs |")
-    w(f"| settle.lua calls / outcomes per call / server time p50 | {spread(burst, 'settle_calls', 0)} / "
-      f"{spread(burst, 'outcomes_per_settle', 2)} / {spread(burst, 'settle_us_p50', 0)} µs |")
     w(f"| Redis server time per job | {spread(burst, 'redis_usec_per_job', 1)} µs |")
     w(f"| HTTP connections used (keep-alive) | {spread(burst, 'connections', 0)} |")
     w(f"| peak RSS (VmHWM) | {spread(burst, 'hwm_kb', 2, mb)} MB |")
@@ -853,7 +844,6 @@ def write_markdown(res, args, path):
         ("claim.lua server time p50 (SLOWLOG)", "claim_us_p50", 0, None, " µs"),
         ("claim.lua server time p99", "claim_us_p99", 0, None, " µs"),
         ("claim calls during the stream", "claims", 0, None, ""),
-        ("settle.lua server time p50", "settle_us_p50", 0, None, " µs"),
         ("lateness p50 (due → delivery)", "late_p50_ms", 2, None, " ms"),
         ("lateness p99", "late_p99_ms", 2, None, " ms"),
         ("lateness max", "late_max_ms", 2, None, " ms"),
@@ -941,7 +931,6 @@ def main():
     ap.add_argument("--endpoint-pid", type=int, required=True)
     ap.add_argument("--delayqs", required=True)
     ap.add_argument("--claim-script", required=True)
-    ap.add_argument("--settle-script", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--pidfile", required=True)
     ap.add_argument("--out", required=True)

@@ -20,6 +20,7 @@ mod signals;
 mod signing;
 mod store;
 mod timefmt;
+mod transport;
 mod worker;
 
 fn main() -> std::process::ExitCode {

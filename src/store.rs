@@ -40,6 +40,9 @@ pub struct ClaimBatch {
     pub merged: u64,
     /// Jobs the claim set aside: "skip <id> <field> <key>" or "oversize <id> <bytes>".
     pub dropped: Vec<String>,
+    /// Indexes of the outcomes whose lease had already been taken back: they changed
+    /// nothing.
+    pub stale: Vec<usize>,
     pub jobs: Vec<Claimed>,
 }
 
@@ -76,7 +79,6 @@ pub struct Store {
     keys: Keys,
     timeout: Duration,
     claim: Script,
-    settle: Script,
     unclaim: Script,
     sweep: Script,
     sweep_cursor: String,
@@ -90,49 +92,34 @@ impl Store {
             keys: config.keys.clone(),
             timeout: config.redis_timeout,
             claim: Script::new(include_str!("scripts/claim.lua")),
-            settle: Script::new(include_str!("scripts/settle.lua")),
             unclaim: Script::new(include_str!("scripts/unclaim.lua")),
             sweep: Script::new(include_str!("scripts/sweep.lua")),
             sweep_cursor: "0".into(),
         })
     }
 
-    /// Claims up to `limit` due jobs, and takes back expired leases on the way.
+    /// One round in one call: records `outcomes`, then claims up to `limit` due jobs,
+    /// taking back expired leases on the way. A `limit` of 0 only records outcomes.
     pub fn claim(
         &mut self,
+        outcomes: &[Settle],
         limit: usize,
         lease: Duration,
         token: &str,
         max_bytes: usize,
     ) -> RedisResult<ClaimBatch> {
+        let recover = if limit == 0 { 0 } else { RECOVER_BATCH };
         let reply: Vec<Value> = self.call(|con, s| {
-            s.claim
-                .key(&s.keys.queue)
+            let mut inv = s.claim.prepare_invoke();
+            inv.key(&s.keys.queue)
                 .key(&s.keys.inflight)
                 .key(&s.keys.attempts)
                 .key(&s.keys.failed)
                 .arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
-                .arg(RECOVER_BATCH)
-                .arg(max_bytes)
-                .invoke(con)
-        })?;
-        parse_claim(reply)
-    }
-
-    /// Records outcomes in one round trip; returns the indexes of those whose lease had
-    /// already been taken back, which changed nothing.
-    pub fn settle(&mut self, outcomes: &[Settle]) -> RedisResult<Vec<usize>> {
-        if outcomes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let stale: Vec<usize> = self.call(|con, s| {
-            let mut inv = s.settle.prepare_invoke();
-            inv.key(&s.keys.queue)
-                .key(&s.keys.inflight)
-                .key(&s.keys.attempts)
-                .key(&s.keys.failed);
+                .arg(recover)
+                .arg(max_bytes);
             for o in outcomes {
                 let (op, arg): (&str, Vec<u8>) = match &o.op {
                     SettleOp::Done => ("done", Vec::new()),
@@ -144,7 +131,7 @@ impl Store {
             }
             inv.invoke(con)
         })?;
-        Ok(stale.into_iter().map(|i| i - 1).collect())
+        parse_claim(reply)
     }
 
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
@@ -262,7 +249,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
             what.to_string(),
         ))
     };
-    if reply.len() < 5 || !(reply.len() - 5).is_multiple_of(6) {
+    if reply.len() < 6 || !(reply.len() - 6).is_multiple_of(6) {
         return Err(bad("wrong length"));
     }
     let mut it = reply.into_iter();
@@ -272,6 +259,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
     let recovered: u64 = redis::from_redis_value(next()?)?;
     let merged: u64 = redis::from_redis_value(next()?)?;
     let dropped: String = redis::from_redis_value(next()?)?;
+    let stale: String = redis::from_redis_value(next()?)?;
     let mut jobs = Vec::new();
     while let Ok(member) = next() {
         let member = redis::from_redis_value(member)?;
@@ -295,6 +283,10 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
         recovered,
         merged,
         dropped: dropped.lines().map(str::to_string).collect(),
+        stale: stale
+            .split(' ')
+            .filter_map(|n| n.parse::<usize>().ok()?.checked_sub(1))
+            .collect(),
         jobs,
     })
 }

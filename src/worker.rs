@@ -6,21 +6,26 @@
 
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use log::{info, warn};
 use ureq::Agent;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, RustlsConnector, TcpConnector,
+};
 
 use crate::allowlist;
+use crate::breaker::{Breakers, Change};
 use crate::config::{HttpSettings, SuccessRule};
 use crate::job::{Job, shorten};
 use crate::resolver::{CallbackResolver, Denied};
 use crate::signing;
 use crate::store::Claimed;
+use crate::transport::OneWrite;
 
 pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
 
@@ -31,14 +36,28 @@ pub struct Delivery {
     pub claimed: Claimed,
     pub job: Job,
     pub http: Arc<HttpSettings>,
+    /// The last moment the attempt may start and still end, outcome written, inside
+    /// the lease. A job waits in the channel while every worker is busy, and a hung
+    /// endpoint could hold it there for a whole `timeoutMs`.
+    pub start_by: Instant,
 }
 
-/// What one attempt came to.
+/// What became of a job a worker took.
 #[derive(Debug)]
 pub struct Outcome {
     pub delivery: Delivery,
-    pub result: Result<(), Failure>,
+    pub attempt: Attempt,
     pub took: Duration,
+}
+
+#[derive(Debug)]
+pub enum Attempt {
+    /// The request was made; this is how it went.
+    Made(Result<(), Failure>),
+    /// None was made: the job waited past its `start_by`.
+    TooLate,
+    /// None was made: the job's host is paused for this much longer.
+    HostPaused(Duration),
 }
 
 /// A failed attempt, and what the endpoint said about the next one.
@@ -65,28 +84,48 @@ impl Failure {
     }
 }
 
-/// Starts `n` named worker threads reading from `jobs` and reporting to `outcomes`.
+/// What the workers share with the main loop.
+///
+/// The main loop sleeps on `bell`, not on `outcomes`: a worker rings it only when a
+/// round is worth making, once `ring_at` outcomes wait or no job waits for a worker.
+/// A busy pool then wakes the loop once per batch rather than once per job; its timer
+/// bounds how long an outcome can wait unwritten.
+///
+/// The workers keep the host breakers: each checks a job's host when it takes the
+/// job and notes how the attempt went, so a pause holds back the very next job, even
+/// one that was already waiting in the channel.
+#[derive(Clone)]
+pub struct Links {
+    pub outcomes: Sender<Outcome>,
+    pub bell: Sender<()>,
+    pub ring_at: usize,
+    pub breakers: Arc<Mutex<Breakers>>,
+    /// `hostPauseMs`, for the log line of a trip.
+    pub pause: Duration,
+}
+
+/// Starts `n` named worker threads reading from `jobs`.
 pub fn start(
     n: usize,
     jobs: Receiver<Delivery>,
-    outcomes: Sender<Outcome>,
+    links: Links,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..n)
         .map(|i| {
             let jobs = jobs.clone();
-            let outcomes = outcomes.clone();
+            let links = links.clone();
             thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(jobs, outcomes))
+                .spawn(move || work(jobs, links))
         })
         .collect()
 }
 
-fn work(jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
+fn work(jobs: Receiver<Delivery>, links: Links) {
     // The agent keeps connections alive between calls; it is rebuilt only when a
     // reload changed the settings it was built with.
     let mut current: Option<(Arc<HttpSettings>, Agent)> = None;
-    for delivery in jobs {
+    for delivery in jobs.iter() {
         let agent = match &current {
             Some((http, agent)) if Arc::ptr_eq(http, &delivery.http) => agent,
             _ => {
@@ -95,21 +134,54 @@ fn work(jobs: Receiver<Delivery>, outcomes: Sender<Outcome>) {
             }
         };
         let started = Instant::now();
-        // A panic must not lose the outcome: the main loop counts on one per job.
-        let result =
-            catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery))).unwrap_or_else(|_| {
-                Err(Failure {
-                    reason: "internal error: the attempt panicked".into(),
-                    ..Failure::default()
-                })
-            });
+        let attempt = if started > delivery.start_by {
+            Attempt::TooLate
+        } else if let Some(wait) = links.breakers().hold(&delivery.job.host) {
+            Attempt::HostPaused(wait)
+        } else {
+            // A panic must not lose the outcome: the main loop counts on one per job.
+            let result = catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery)))
+                .unwrap_or_else(|_| {
+                    Err(Failure {
+                        reason: "internal error: the attempt panicked".into(),
+                        ..Failure::default()
+                    })
+                });
+            links.note(&delivery.job.host, &result);
+            Attempt::Made(result)
+        };
         let outcome = Outcome {
             delivery,
-            result,
+            attempt,
             took: started.elapsed(),
         };
-        if outcomes.send(outcome).is_err() {
+        if links.outcomes.send(outcome).is_err() {
             return; // the main loop is gone; its leases cover what we hold
+        }
+        if links.outcomes.len() >= links.ring_at || jobs.is_empty() {
+            // Full: the loop is awake already and will drain the outcomes.
+            let _ = links.bell.try_send(());
+        }
+    }
+}
+
+impl Links {
+    fn breakers(&self) -> MutexGuard<'_, Breakers> {
+        // The breakers stay consistent even if a holder panicked: each call is one
+        // small update.
+        self.breakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts an attempt towards pausing its host, or towards its recovery.
+    fn note(&self, host: &str, result: &Result<(), Failure>) {
+        let trouble = matches!(result, Err(f) if f.host_trouble);
+        match self.breakers().record(host, trouble) {
+            Some(Change::Tripped(n)) => warn!(
+                "callbacks to {host} failed {n} times in a row; its jobs wait {:.0} s before the next try, other hosts go on",
+                self.pause.as_secs_f64()
+            ),
+            Some(Change::Recovered) => info!("callbacks to {host} answer again"),
+            None => {}
         }
     }
 }
@@ -127,7 +199,12 @@ fn agent(http: &HttpSettings) -> Agent {
         .build();
     Agent::with_parts(
         config,
-        DefaultConnector::new(),
+        // ureq's default chain (less the SOCKS and native-tls links, which this build
+        // lacks), with one write per request between the socket and TLS.
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(OneWrite)
+            .chain(RustlsConnector::default()),
         CallbackResolver::new(http.deny_private_networks),
     )
 }

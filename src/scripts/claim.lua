@@ -1,5 +1,6 @@
--- Claim due jobs: move them from the queue into the in-flight set under a lease.
--- Atomic, so two daemons never claim the same job.
+-- One round of the main loop in one call: record the outcomes of finished attempts,
+-- then claim due jobs, moving them from the queue into the in-flight set under a lease.
+-- Atomic, so two daemons never claim the same job; one round trip per round.
 --
 -- KEYS[1] queue     sorted set: member -> due time (Unix seconds, may be fractional)
 -- KEYS[2] inflight  sorted set: member -> lease deadline (Unix seconds)
@@ -7,15 +8,26 @@
 --                   "<attempts>:<first due> <token>"; the first due time survives
 --                   retries, for the X-Delayqs-Due header
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
--- ARGV[1] most jobs to claim
+-- ARGV[1] most jobs to claim (0: only record outcomes)
 -- ARGV[2] lease length in milliseconds
 -- ARGV[3] token prefix, unique to this call of this daemon
 -- ARGV[4] most expired leases to take back
 -- ARGV[5] the largest member, in bytes, that is handed to the daemon (maxJobBytes)
+-- ARGV[6...] outcomes, in groups of four: op, member, lease, arg
+--   lease    the attempts value the claim wrote ("<attempts>:<first due> <token>"): the
+--            outcome only counts while the job is still leased to the attempt that made it
+--   done     delivered: forget the job
+--   retry    arg = delay in ms: back into the queue at now + delay, same member string
+--   fail     arg = the record to append to the failed list
+--   release  arg = a due score: the attempt never started (shutdown, a paused host),
+--            so undo the claim and queue the job at that score
 --
--- Returns {now, next_due, recovered, merged, dropped, member1, score1, attempt1, id1,
--- lease1, first_due1, ...} where next_due is the earliest score left in the queue (""
--- when it is empty), lease is the attempts value written (outcomes must present it),
+-- Returns {now, next_due, recovered, merged, dropped, stale, member1, score1, attempt1,
+-- id1, lease1, first_due1, ...} where next_due is the earliest score left in the queue
+-- ("" when it is empty), lease is the attempts value written (outcomes must present
+-- it), stale lists the 1-based numbers of the outcome groups whose lease was no longer
+-- held, space-separated (a late outcome: the job was already taken back, so it changed
+-- nothing; writing a batch twice after a lost reply is harmless for the same reason),
 -- and dropped lists the jobs set aside here, one a line, control characters replaced:
 -- "skip <id> <field> <key>" for a skip condition that held, "oversize <id> <bytes>" for
 -- a member over maxJobBytes (recorded in the failed list with a printable prefix, never
@@ -56,6 +68,42 @@ end
 
 local function printable(text)
   return (string.gsub(text, '%c', '?'))
+end
+
+-- The outcomes first: a job that finished frees its slot before the claim counts it.
+local stale = {}
+for i = 6, #ARGV, 4 do
+  local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HGET', KEYS[3], m) ~= held then
+    stale[#stale + 1] = (i - 2) / 4
+  else
+    local n, first = parse_attempts(held)
+    first = first or nows
+    if op == 'done' then
+      redis.call('HDEL', KEYS[3], m)
+    elseif op == 'fail' then
+      redis.call('RPUSH', KEYS[4], arg)
+      redis.call('HDEL', KEYS[3], m)
+    elseif op == 'retry' then
+      -- A producer may have added the same member again for later: keep its score.
+      if not redis.call('ZSCORE', KEYS[1], m) then
+        redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(arg) / 1000), m)
+      end
+      redis.call('HSET', KEYS[3], m, n .. ':' .. first)
+    elseif op == 'release' then
+      if not redis.call('ZSCORE', KEYS[1], m) then
+        redis.call('ZADD', KEYS[1], arg, m)
+      end
+      if n > 1 then
+        redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
+      else
+        redis.call('HDEL', KEYS[3], m)
+      end
+    else
+      return redis.error_reply('claim.lua: unknown outcome ' .. tostring(op))
+    end
+    redis.call('ZREM', KEYS[2], m)
+  end
 end
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
@@ -114,7 +162,7 @@ local function set_aside(m, record)
   return record.Id
 end
 
-local out = {nows, '', #expired, 0, ''}
+local out = {nows, '', #expired, 0, '', table.concat(stale, ' ')}
 local dropped = {}
 local max_bytes = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
