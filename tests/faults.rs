@@ -235,3 +235,39 @@ fn claim_whose_reply_is_lost_is_put_back_at_once() {
     });
     assert_no_bookkeeping(&mut con);
 }
+
+#[test]
+fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_its_lease() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
+    let mut con = redis.con();
+    // One worker, so the second job waits in the channel behind the first. A call may
+    // take 1 s and the lease is 1.3 s: a job may start at most 0.1 s after its claim.
+    // Started after waiting 0.8 s it would run past its lease and be taken back and
+    // sent twice; instead it goes back to the queue untried and is claimed afresh.
+    let daemon = Daemon::start(
+        &redis,
+        json!({"concurrency": 1, "timeoutMs": 1000, "redisTimeoutMs": 100, "leaseMs": 1300}),
+    );
+    daemon.wait_for_log("running");
+    let (a, b) = (
+        member(&endpoint.url("/a"), json!(1)),
+        member(&endpoint.url("/b"), json!(2)),
+    );
+    add(&mut con, &a, 0.0);
+    add(&mut con, &b, 0.0);
+    let requests = endpoint.wait_for(2);
+    std::thread::sleep(Duration::from_millis(1500)); // a second try would show by now
+    let per_job = endpoint.per_job();
+    assert_eq!(per_job.len(), 2, "{per_job:?}");
+    assert!(per_job.values().all(|&n| n == 1), "{per_job:?}");
+    assert!(
+        requests.iter().all(|r| r.attempt() == 1),
+        "handing a job back must not use up an attempt"
+    );
+    let log = daemon.log();
+    assert!(log.contains("waited too long for a free worker"), "{log}");
+    assert!(!log.contains("lease ran out"), "{log}");
+    assert!(!log.contains("took back"), "{log}");
+    assert_no_bookkeeping(&mut con);
+}
