@@ -9,7 +9,7 @@ use redis::{Commands, Connection, Script};
 use serde_json::{Value, json};
 
 use crate::config::{Config, Keys};
-use crate::job::{Job, shorten};
+use crate::job::{Job, job_id, shorten};
 use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
 
 /// Why a command could not do its work; `Usage` is the caller's fault.
@@ -38,11 +38,6 @@ impl Output {
             self.text.clone()
         }
     }
-}
-
-/// The job id: SHA-1 hex of the member string, as the daemon sends it.
-pub fn job_id(member: &[u8]) -> String {
-    sha1_smol::Sha1::from(member).hexdigest()
 }
 
 pub struct Admin {

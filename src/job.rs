@@ -11,6 +11,12 @@ use serde_json::{Map, Value};
 use crate::config::redact_url;
 use crate::options::Options;
 
+/// The job id: SHA-1 hex of the member string, stable across retries, restarts and
+/// daemons, and computable by a producer.
+pub fn job_id(member: &[u8]) -> String {
+    sha1_smol::Sha1::from(member).hexdigest()
+}
+
 /// A parsed, deliverable job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

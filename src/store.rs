@@ -9,6 +9,7 @@ use std::time::Duration;
 use redis::{Client, Connection, RedisError, RedisResult, Script, Value};
 
 use crate::config::{Config, Keys};
+use crate::job::job_id;
 
 /// A job taken out of the queue under a lease.
 #[derive(Debug, Clone)]
@@ -249,7 +250,7 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
             what.to_string(),
         ))
     };
-    if reply.len() < 6 || !(reply.len() - 6).is_multiple_of(6) {
+    if reply.len() < 6 || !(reply.len() - 6).is_multiple_of(5) {
         return Err(bad("wrong length"));
     }
     let mut it = reply.into_iter();
@@ -262,10 +263,10 @@ fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
     let stale: String = redis::from_redis_value(next()?)?;
     let mut jobs = Vec::new();
     while let Ok(member) = next() {
-        let member = redis::from_redis_value(member)?;
+        let member: Vec<u8> = redis::from_redis_value(member)?;
         let due = redis::from_redis_value(next()?)?;
         let attempt: u32 = redis::from_redis_value(next()?)?;
-        let id = redis::from_redis_value(next()?)?;
+        let id = job_id(&member);
         let lease = redis::from_redis_value(next()?)?;
         let first_due = redis::from_redis_value(next()?)?;
         jobs.push(Claimed {

@@ -23,7 +23,8 @@
 --            so undo the claim and queue the job at that score
 --
 -- Returns {now, next_due, recovered, merged, dropped, stale, member1, score1, attempt1,
--- id1, lease1, first_due1, ...} where next_due is the earliest score left in the queue
+-- lease1, first_due1, ...} (the daemon computes each job's id, the SHA-1 of its
+-- member) where next_due is the earliest score left in the queue
 -- ("" when it is empty), lease is the attempts value written (outcomes must present
 -- it), stale lists the 1-based numbers of the outcome groups whose lease was no longer
 -- held, space-separated (a late outcome: the job was already taken back, so it changed
@@ -70,20 +71,48 @@ local function printable(text)
   return (string.gsub(text, '%c', '?'))
 end
 
+-- Runs `cmd key args...` over a flat list of arguments, in slices small enough for
+-- unpack (Lua's C stack) and kept even for field-value pairs. One command per slice
+-- instead of one per job: the per-call cost dominated this script.
+local SLICE = 2000
+local function batched(cmd, key, args)
+  for i = 1, #args, SLICE do
+    redis.call(cmd, key, unpack(args, i, math.min(i + SLICE - 1, #args)))
+  end
+end
+
+local function hmget(key, fields)
+  local values = {}
+  for i = 1, #fields, SLICE do
+    local got = redis.call('HMGET', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    for j = 1, #got do
+      values[i + j - 1] = got[j]
+    end
+  end
+  return values
+end
+
 -- The outcomes first: a job that finished frees its slot before the claim counts it.
 local stale = {}
+local outcome_members = {}
 for i = 6, #ARGV, 4 do
+  outcome_members[#outcome_members + 1] = ARGV[i + 1]
+end
+local leases_now = hmget(KEYS[3], outcome_members)
+local forget, landed = {}, {}
+for g = 1, #outcome_members do
+  local i = 2 + 4 * g
   local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HGET', KEYS[3], m) ~= held then
-    stale[#stale + 1] = (i - 2) / 4
+  if leases_now[g] ~= held then
+    stale[#stale + 1] = g
   else
     local n, first = parse_attempts(held)
     first = first or nows
     if op == 'done' then
-      redis.call('HDEL', KEYS[3], m)
+      forget[#forget + 1] = m
     elseif op == 'fail' then
       redis.call('RPUSH', KEYS[4], arg)
-      redis.call('HDEL', KEYS[3], m)
+      forget[#forget + 1] = m
     elseif op == 'retry' then
       -- A producer may have added the same member again for later: keep its score.
       if not redis.call('ZSCORE', KEYS[1], m) then
@@ -97,14 +126,16 @@ for i = 6, #ARGV, 4 do
       if n > 1 then
         redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
       else
-        redis.call('HDEL', KEYS[3], m)
+        forget[#forget + 1] = m
       end
     else
       return redis.error_reply('claim.lua: unknown outcome ' .. tostring(op))
     end
-    redis.call('ZREM', KEYS[2], m)
+    landed[#landed + 1] = m
   end
 end
+batched('HDEL', KEYS[3], forget)
+batched('ZREM', KEYS[2], landed)
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
 -- They are due again at once; the cut attempt stays counted.
@@ -167,6 +198,12 @@ local dropped = {}
 local max_bytes = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 local deadline = string.format('%.6f', now + lease)
+local due_members = {}
+for i = 1, #due, 2 do
+  due_members[#due_members + 1] = due[i]
+end
+local counts = hmget(KEYS[3], due_members)
+local leases, in_flight, taken = {}, {}, {}
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
   if #m > max_bytes then
@@ -178,7 +215,7 @@ for i = 1, #due, 2 do
   elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way.
-    redis.call('ZREM', KEYS[1], m)
+    taken[#taken + 1] = m
     out[4] = out[4] + 1
   else
     local skip, unreadable = skip_reason(m)
@@ -193,21 +230,25 @@ for i = 1, #due, 2 do
       redis.call('ZREM', KEYS[1], m)
       dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. printable(skip)
     else
-      local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
+      local n, first = parse_attempts(counts[(i + 1) / 2])
       first = first or score
       local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
-      redis.call('HSET', KEYS[3], m, lease)
-      redis.call('ZADD', KEYS[2], deadline, m)
-      redis.call('ZREM', KEYS[1], m)
+      leases[#leases + 1] = m
+      leases[#leases + 1] = lease
+      in_flight[#in_flight + 1] = deadline
+      in_flight[#in_flight + 1] = m
+      taken[#taken + 1] = m
       out[#out + 1] = m
       out[#out + 1] = score
       out[#out + 1] = n + 1
-      out[#out + 1] = redis.sha1hex(m)
       out[#out + 1] = lease
       out[#out + 1] = first
     end
   end
 end
+batched('HSET', KEYS[3], leases)
+batched('ZADD', KEYS[2], in_flight)
+batched('ZREM', KEYS[1], taken)
 
 out[5] = table.concat(dropped, '\n')
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
