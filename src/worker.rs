@@ -14,9 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 use ureq::Agent;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
-use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector, RustlsConnector, TcpConnector,
-};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 
 use crate::allowlist;
 use crate::breaker::{Breakers, Change};
@@ -25,7 +23,7 @@ use crate::job::{Job, shorten};
 use crate::resolver::{CallbackResolver, Denied};
 use crate::signing;
 use crate::store::Claimed;
-use crate::transport::OneWrite;
+use crate::transport;
 
 pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
 
@@ -200,10 +198,9 @@ fn agent(http: &HttpSettings) -> Agent {
     Agent::with_parts(
         config,
         // ureq's default chain (less the SOCKS and native-tls links, which this build
-        // lacks), with one write per request between the socket and TLS.
+        // lacks), with our TCP link in place of ureq's (see transport.rs).
         ().chain(ConnectProxyConnector::default())
-            .chain(TcpConnector::default())
-            .chain(OneWrite)
+            .chain(transport::Tcp)
             .chain(RustlsConnector::default()),
         CallbackResolver::new(http.deny_private_networks),
     )

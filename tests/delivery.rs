@@ -252,3 +252,64 @@ fn hanging_endpoint_does_not_hold_up_other_jobs() {
     let error = record["error"].as_str().unwrap();
     assert!(error.to_lowercase().contains("timeout"), "{error}");
 }
+
+#[test]
+fn a_kept_alive_connection_the_endpoint_closed_is_not_used_again() {
+    let redis = RedisServer::start();
+    // Every answer closes its connection without a `Connection: close` header, as a
+    // server whose keep-alive timeout ran out does: the pooled connection is dead by
+    // the time the next job goes out, and sending on it would fail that attempt.
+    let endpoint = Endpoint::start(|_| Reply::success().then_close());
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"concurrency": 1, "maxRetryNum": 0}));
+    for i in 0..3 {
+        add(
+            &mut con,
+            &member(&endpoint.url("/cb"), json!(i)),
+            unix_now() + 0.3 * i as f64,
+        );
+    }
+    let requests = endpoint.wait_for(3);
+    assert_no_bookkeeping(&mut con);
+    assert!(failed_records(&mut con).is_empty());
+    assert!(requests.iter().all(|r| r.attempt() == 1), "{requests:?}");
+}
+
+#[test]
+fn a_slow_answer_times_out_at_timeout_ms_on_a_reused_connection() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| match r.path.as_str() {
+        "/slow" => Reply::success().after(Duration::from_millis(1600)),
+        _ => Reply::success(),
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(
+        &redis,
+        json!({"concurrency": 1, "timeoutMs": 1000, "maxRetryNum": 0}),
+    );
+    // The quick job opens the connection; the slow one reuses it, so its read runs
+    // under the receive timeout left on the socket by the first.
+    add(&mut con, &member(&endpoint.url("/fast"), json!(1)), 0.0);
+    add(
+        &mut con,
+        &member(&endpoint.url("/slow"), json!(2)),
+        unix_now() + 0.3,
+    );
+    wait_for_failed(&mut con, 1);
+    let record = &failed_records(&mut con)[0];
+    let error = record["error"].as_str().unwrap().to_lowercase();
+    assert!(error.contains("timeout"), "{record}");
+    // Not before the deadline either: the request was sent, then a second passed.
+    let sent = endpoint
+        .requests()
+        .iter()
+        .find(|r| r.path == "/slow")
+        .map(|r| r.at)
+        .unwrap();
+    let after = record["failedAt"].as_f64().unwrap() - sent;
+    assert!(
+        after >= 0.95,
+        "gave up {after:.3} s after sending, before timeoutMs"
+    );
+    assert_eq!(endpoint.count(), 2);
+}

@@ -265,6 +265,9 @@ pub struct Reply {
     /// Waits this long before answering.
     pub delay: Duration,
     pub headers: Vec<(String, String)>,
+    /// Closes the connection after answering, without saying so in a header (as a
+    /// server whose keep-alive ran out does).
+    pub close: bool,
 }
 
 impl Reply {
@@ -274,7 +277,13 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             headers: Vec::new(),
+            close: false,
         }
+    }
+
+    pub fn then_close(mut self) -> Reply {
+        self.close = true;
+        self
     }
 
     pub fn success() -> Reply {
@@ -407,7 +416,7 @@ fn serve(stream: TcpStream, recorded: &Mutex<Vec<Request>>, behaviour: &Behaviou
             reply.body.len(),
             reply.body
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if writer.write_all(response.as_bytes()).is_err() || reply.close {
             return;
         }
     }
