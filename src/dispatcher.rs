@@ -5,6 +5,7 @@
 //! Redis is away it keeps taking outcomes from the workers and holds them until they
 //! can be written.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use crate::config::{Config, HttpSettings};
 use crate::job::{Job, failure_record};
 use crate::logging;
 use crate::metrics::{self, Metrics};
+use crate::prefetch::Prefetch;
 use crate::signals::Signal;
 use crate::store::{Claimed, Settle, SettleOp, Store};
 use crate::worker::{self, Attempt, Delivery, Outcome};
@@ -29,12 +31,6 @@ const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long a shutdown keeps trying to write outcomes to an unreachable Redis.
 const SHUTDOWN_REDIS_GRACE: Duration = Duration::from_secs(10);
-/// Jobs held per worker: the one in its hands and three waiting in the channel, so a
-/// worker that finishes starts the next job at once instead of waiting for a Redis
-/// round trip, and a round moves a batch of `concurrency` jobs (measured: 2 per
-/// worker drained a burst 15 % slower). `Delivery::start_by` keeps a waiting job
-/// inside its lease.
-const HELD_PER_WORKER: usize = 4;
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,15 +62,16 @@ pub enum Readiness {
 /// Runs until a stop signal.
 pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
     let store = Store::new(&config).map_err(std::io::Error::other)?;
-    let held_max = HELD_PER_WORKER * config.concurrency;
-    // Neither side ever blocks: at most `held_max` jobs are out at once.
-    let (jobs_tx, jobs_rx) = bounded(held_max);
-    let (outcomes_tx, outcomes_rx) = bounded(held_max);
+    let prefetch = Prefetch::new(config.concurrency);
+    // Neither side ever blocks: no more jobs than this are out at once.
+    let (jobs_tx, jobs_rx) = bounded(prefetch.capacity());
+    let (outcomes_tx, outcomes_rx) = bounded(prefetch.capacity());
     let (bell_tx, bell_rx) = bounded(1);
+    let ring_at = Arc::new(AtomicUsize::new(prefetch.mark()));
     let links = worker::Links {
         outcomes: outcomes_tx,
         bell: bell_tx,
-        ring_at: refill_mark(config.concurrency),
+        ring_at: ring_at.clone(),
         breakers: Arc::new(Mutex::new(Breakers::new(
             config.host_failure_threshold,
             config.host_pause,
@@ -101,7 +98,8 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         http: Arc::new(config.http.clone()),
         control,
         held: 0,
-        held_max,
+        prefetch,
+        ring_at,
         next_round: Instant::now(),
         pending: Vec::new(),
         redis_down: None,
@@ -138,7 +136,10 @@ struct Dispatcher {
     control: Control,
     /// Jobs claimed and not yet come back from a worker.
     held: usize,
-    held_max: usize,
+    /// How many to hold, from how fast calls go (see prefetch.rs).
+    prefetch: Prefetch,
+    /// The workers' `Links::ring_at`, kept at the prefetch's mark.
+    ring_at: Arc<AtomicUsize>,
     /// When the next round is due, unless outcomes free enough room before.
     next_round: Instant,
     /// Outcomes not yet written to Redis.
@@ -174,7 +175,7 @@ impl Dispatcher {
             // Outcomes bring a round forward only once they have freed a batch's worth
             // of room: one round trip then writes them and refills the pool, instead of
             // one per outcome. The timer still bounds how long an outcome waits.
-            let room_for_a_batch = self.room() >= refill_mark(self.config.concurrency);
+            let room_for_a_batch = self.room() >= self.prefetch.mark();
             if !backing_off && (now >= self.next_round || room_for_a_batch) {
                 match self.step() {
                     Ok(wait) => {
@@ -203,7 +204,7 @@ impl Dispatcher {
 
     /// Claimed jobs the pool can still take.
     fn room(&self) -> usize {
-        self.held_max - self.held
+        self.prefetch.limit().saturating_sub(self.held)
     }
 
     /// One round: write outcomes and claim what is due in one call, hand it out.
@@ -406,7 +407,11 @@ impl Dispatcher {
         self.held -= 1;
         let Delivery { claimed, job, .. } = outcome.delivery;
         let result = match outcome.attempt {
-            Attempt::Made(result) => result,
+            Attempt::Made(result) => {
+                self.prefetch.observe(outcome.took);
+                self.ring_at.store(self.prefetch.mark(), Ordering::Relaxed);
+                result
+            }
             Attempt::TooLate => {
                 // Every worker was busy for so long that this attempt could not end
                 // inside the lease: undo the claim instead; the job runs next round.
@@ -772,12 +777,6 @@ impl Dispatcher {
     fn now(&self) -> f64 {
         self.clock.0 + self.clock.1.elapsed().as_secs_f64()
     }
-}
-
-/// The room that makes outcomes start a round before the timer: a batch worth a
-/// round trip, small enough that the jobs waiting in the channel outlast the trip.
-fn refill_mark(concurrency: usize) -> usize {
-    concurrency.max(1)
 }
 
 /// The names whose flag is set.

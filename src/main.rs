@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod options;
 mod pidfile;
+mod prefetch;
 mod resolver;
 mod signals;
 mod signing;

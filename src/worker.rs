@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -85,7 +86,8 @@ impl Failure {
 /// What the workers share with the main loop.
 ///
 /// The main loop sleeps on `bell`, not on `outcomes`: a worker rings it only when a
-/// round is worth making, once `ring_at` outcomes wait or no job waits for a worker.
+/// round is worth making, once `ring_at` outcomes wait (the main loop keeps it at
+/// its prefetch mark) or no job waits for a worker.
 /// A busy pool then wakes the loop once per batch rather than once per job; its timer
 /// bounds how long an outcome can wait unwritten.
 ///
@@ -96,7 +98,7 @@ impl Failure {
 pub struct Links {
     pub outcomes: Sender<Outcome>,
     pub bell: Sender<()>,
-    pub ring_at: usize,
+    pub ring_at: Arc<AtomicUsize>,
     pub breakers: Arc<Mutex<Breakers>>,
     /// `hostPauseMs`, for the log line of a trip.
     pub pause: Duration,
@@ -156,7 +158,7 @@ fn work(jobs: Receiver<Delivery>, links: Links) {
         if links.outcomes.send(outcome).is_err() {
             return; // the main loop is gone; its leases cover what we hold
         }
-        if links.outcomes.len() >= links.ring_at || jobs.is_empty() {
+        if links.outcomes.len() >= links.ring_at.load(Ordering::Relaxed) || jobs.is_empty() {
             // Full: the loop is awake already and will drain the outcomes.
             let _ = links.bell.try_send(());
         }

@@ -239,27 +239,32 @@ fn claim_whose_reply_is_lost_is_put_back_at_once() {
 #[test]
 fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_its_lease() {
     let redis = RedisServer::start();
-    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
+    let endpoint = Endpoint::start(|r| match r.path.as_str() {
+        "/slow" => Reply::success().after(Duration::from_millis(800)),
+        _ => Reply::success(),
+    });
     let mut con = redis.con();
-    // One worker, so the second job waits in the channel behind the first. A call may
-    // take 1 s and the lease is 1.3 s: a job may start at most 0.1 s after its claim.
-    // Started after waiting 0.8 s it would run past its lease and be taken back and
-    // sent twice; instead it goes back to the queue untried and is claimed afresh.
+    // One worker. Fast calls first, so the daemon claims jobs ahead of it; then two
+    // slow ones, claimed together, so the second waits 0.8 s behind the first. A call
+    // may take 1 s and the lease is 1.3 s: a job may start at most 0.1 s after its
+    // claim. Started late it would run past its lease and be taken back and sent
+    // twice; instead it goes back to the queue untried and is claimed afresh.
     let daemon = Daemon::start(
         &redis,
         json!({"concurrency": 1, "timeoutMs": 1000, "redisTimeoutMs": 100, "leaseMs": 1300}),
     );
     daemon.wait_for_log("running");
-    let (a, b) = (
-        member(&endpoint.url("/a"), json!(1)),
-        member(&endpoint.url("/b"), json!(2)),
-    );
-    add(&mut con, &a, 0.0);
-    add(&mut con, &b, 0.0);
-    let requests = endpoint.wait_for(2);
+    for i in 0..20 {
+        add(&mut con, &member(&endpoint.url("/fast"), json!(i)), 0.0);
+    }
+    let later = unix_now() + 0.7;
+    for i in 0..2 {
+        add(&mut con, &member(&endpoint.url("/slow"), json!(i)), later);
+    }
+    let requests = endpoint.wait_for(22);
     std::thread::sleep(Duration::from_millis(1500)); // a second try would show by now
     let per_job = endpoint.per_job();
-    assert_eq!(per_job.len(), 2, "{per_job:?}");
+    assert_eq!(per_job.len(), 22, "{per_job:?}");
     assert!(per_job.values().all(|&n| n == 1), "{per_job:?}");
     assert!(
         requests.iter().all(|r| r.attempt() == 1),
@@ -270,4 +275,31 @@ fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_
     assert!(!log.contains("lease ran out"), "{log}");
     assert!(!log.contains("took back"), "{log}");
     assert_no_bookkeeping(&mut con);
+}
+
+#[test]
+fn a_daemon_with_busy_workers_leaves_due_jobs_to_one_with_free_workers() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
+    let mut con = redis.con();
+    let a = Daemon::start(&redis, json!({"concurrency": 1}));
+    let b = Daemon::start(&redis, json!({"concurrency": 1}));
+    a.wait_for_log("running");
+    b.wait_for_log("running");
+    // Calls take 0.8 s, so neither daemon claims ahead of its one worker: whichever
+    // polls first takes one job, not all four, and the other daemon gets its share.
+    let mut pipe = redis::pipe();
+    for i in 0..4 {
+        pipe.cmd("ZADD")
+            .arg(QUEUE)
+            .arg("1")
+            .arg(member(&endpoint.url("/slow"), json!(i)));
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    endpoint.wait_for(4);
+    assert_no_bookkeeping(&mut con);
+    for daemon in [&a, &b] {
+        let delivered = daemon.log().matches(" delivered to ").count();
+        assert_eq!(delivered, 2, "{}", daemon.log());
+    }
 }
