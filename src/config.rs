@@ -301,14 +301,12 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         "" => None,
         path => Some(read_ca_file("redisCaFile", path)?),
     };
-    // After a callback returns, its outcome may wait for one Redis call in progress and
-    // then needs one of its own: the lease must cover that, or a slow success is sent again.
-    let floor = timeout + 2 * redis_timeout;
+    let floor = lease_floor(timeout, redis_timeout, poll_interval);
     let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
     let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
     if lease <= floor {
         return Err(format!(
-            "key `leaseMs`: {} must exceed `timeoutMs` + 2 × `redisTimeoutMs` = {} ms, or a slow callback would be taken back and sent twice",
+            "key `leaseMs`: {} must exceed `timeoutMs` + 2 × `redisTimeoutMs` + `pollIntervalMs` = {} ms, or a slow callback would be taken back and sent twice",
             lease.as_millis(),
             floor.as_millis()
         ));
@@ -378,6 +376,11 @@ impl Config {
         self.max_retries + 1
     }
 
+    /// See [`lease_floor`].
+    pub fn lease_floor(&self) -> Duration {
+        lease_floor(self.http.timeout, self.redis_timeout, self.poll_interval)
+    }
+
     /// A client for the configured Redis, with `redisCaFile` when set.
     pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
         match &self.redis_ca_pem {
@@ -395,6 +398,15 @@ impl Config {
     pub fn redis_url_redacted(&self) -> String {
         redact_url(&self.redis_url)
     }
+}
+
+/// What a lease must outlast once its job starts: the call (`timeoutMs`), the wait for
+/// the next round (at most `pollIntervalMs`), and the outcome's write behind one Redis
+/// call in progress (2 × `redisTimeoutMs`). A claimed job that has not started by
+/// lease − this goes back untried (`Delivery::start_by`), and a lease no longer than
+/// this is refused, or a slow success would be taken back and sent twice.
+pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
+    timeout + 2 * redis_timeout + poll
 }
 
 /// Reads a PEM file and checks it holds at least one certificate.
@@ -623,10 +635,15 @@ mod tests {
     #[test]
     fn lease_must_outlast_timeout() {
         let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#).unwrap_err();
-        assert!(e.contains("`leaseMs`") && e.contains("15000 ms"), "{e}");
+        assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
         let (c, _) =
             parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}"#).unwrap();
         assert_eq!(c.lease, Duration::from_millis(5300));
+        // Outcomes may wait a poll interval for their round: the lease covers it.
+        let slow_poll =
+            r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5300}"#;
+        let e = parse(slow_poll).unwrap_err();
+        assert!(e.contains("`pollIntervalMs` = 5700 ms"), "{e}");
     }
 
     #[test]

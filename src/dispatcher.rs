@@ -300,10 +300,9 @@ impl Dispatcher {
                 batch.merged
             );
         }
-        // The latest a claimed job may start: its attempt and the outcome's write must
-        // end inside the lease, which Redis started after `asked`.
-        let start_by =
-            asked + self.config.lease - self.config.http.timeout - 2 * self.config.redis_timeout;
+        // The latest a claimed job may start: its attempt, the wait for a round and the
+        // outcome's write must end inside the lease, which Redis started after `asked`.
+        let start_by = asked + self.config.lease - self.config.lease_floor();
         for claimed in batch.jobs {
             self.dispatch(claimed, start_by);
         }
@@ -620,10 +619,10 @@ impl Dispatcher {
             ..new.clone()
         };
         // The file was checked against its own redisTimeoutMs; the running one stays.
-        let floor = merged.http.timeout + 2 * merged.redis_timeout;
+        let floor = merged.lease_floor();
         if merged.lease <= floor {
             error!(
-                "config not reloaded, the running one stays: `leaseMs` {} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` = {} ms",
+                "config not reloaded, the running one stays: `leaseMs` {} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
                 merged.lease.as_millis(),
                 floor.as_millis()
             );

@@ -247,7 +247,7 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
         json!({"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}),
     );
     daemon.signal("HUP");
-    daemon.wait_for_log("2 × the running `redisTimeoutMs` = 15000 ms");
+    daemon.wait_for_log("2 × the running `redisTimeoutMs` + `pollIntervalMs` = 15020 ms");
     add(&mut con, &member(&endpoint.url("/still"), json!(3)), 0.0);
     endpoint.wait_for(3);
 }
