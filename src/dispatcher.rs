@@ -129,7 +129,7 @@ struct Dispatcher {
     /// Kept so that jobs no worker has started can be taken back at shutdown.
     jobs_rx: Receiver<Delivery>,
     outcomes: Receiver<Outcome>,
-    /// Rung by the workers when outcomes are worth a round (`worker::Report`).
+    /// Rung by the workers when outcomes are worth a round (`worker::Links`).
     bell: Receiver<()>,
     /// The HTTP settings handed to the workers with each job.
     http: Arc<HttpSettings>,
