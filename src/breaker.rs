@@ -48,6 +48,11 @@ impl Breakers {
         }
     }
 
+    /// How long a tripped host's jobs wait (`hostPauseMs`).
+    pub fn pause(&self) -> Duration {
+        self.pause
+    }
+
     /// How much longer a job for `host` must wait, if the host is paused. After the
     /// pause the first caller is let through as the probe (and `None` is returned),
     /// the others wait for its outcome.

@@ -76,7 +76,6 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
             config.host_failure_threshold,
             config.host_pause,
         ))),
-        pause: config.host_pause,
     };
     let workers = worker::start(config.concurrency, jobs_rx.clone(), links)?;
     info!(

@@ -100,8 +100,6 @@ pub struct Links {
     pub bell: Sender<()>,
     pub ring_at: Arc<AtomicUsize>,
     pub breakers: Arc<Mutex<Breakers>>,
-    /// `hostPauseMs`, for the log line of a trip.
-    pub pause: Duration,
 }
 
 /// Starts `n` named worker threads reading from `jobs`.
@@ -175,10 +173,15 @@ impl Links {
     /// Counts an attempt towards pausing its host, or towards its recovery.
     fn note(&self, host: &str, result: &Result<(), Failure>) {
         let trouble = matches!(result, Err(f) if f.host_trouble);
-        match self.breakers().record(host, trouble) {
+        // The lock is let go before logging: every worker takes it for every job.
+        let (change, pause) = {
+            let mut breakers = self.breakers();
+            (breakers.record(host, trouble), breakers.pause())
+        };
+        match change {
             Some(Change::Tripped(n)) => warn!(
                 "callbacks to {host} failed {n} times in a row; its jobs wait {:.0} s before the next try, other hosts go on",
-                self.pause.as_secs_f64()
+                pause.as_secs_f64()
             ),
             Some(Change::Recovered) => info!("callbacks to {host} answer again"),
             None => {}
