@@ -169,6 +169,17 @@ def member(n, due, callback):
     return '{"body":{"n":%d,"due":%.3f},"callback":"%s","sign":"b"}' % (n, due, callback)
 
 
+def delayqs_figures(a, b, jobs):
+    """CPU and memory of the delayqs process between two snaps, over `jobs` jobs."""
+    cpu = b["dq_cpu"] - a["dq_cpu"]
+    return {
+        "dq_cpu_s": cpu,
+        "cpu_s_per_1k": cpu / (jobs / 1000) if jobs else None,
+        "hwm_kb": b["hwm_kb"],
+        "rss_kb": b["rss_kb"],
+    }
+
+
 def zadd_commands(key, items, per_command=500):
     """items: (score, member) pairs -> ZADD commands of `per_command` pairs each."""
     commands = []
@@ -461,13 +472,10 @@ class Bench:
                 "connections": rep["connections"],
                 "jobs_per_s": (count - 1) / span if span > 0 else None,
                 "wall_s": wall,
-                "dq_cpu_s": b["dq_cpu"] - a["dq_cpu"],
+                **delayqs_figures(a, b, count),
                 "dq_cpu_pct": 100 * (b["dq_cpu"] - a["dq_cpu"]) / wall,
                 "redis_cpu_pct": 100 * (b["redis_cpu"] - a["redis_cpu"]) / wall,
                 "endpoint_cpu_pct": 100 * (b["endpoint_cpu"] - a["endpoint_cpu"]) / wall,
-                "cpu_s_per_1k": (b["dq_cpu"] - a["dq_cpu"]) / (count / 1000) if count else None,
-                "hwm_kb": b["hwm_kb"],
-                "rss_kb": b["rss_kb"],
                 "evalsha_calls": calls,
                 "evalsha_per_job": calls / count if count else None,
                 "claim_calls": len(claim),
@@ -512,10 +520,7 @@ class Bench:
                 "p99_ms": rep["late_ms"]["p99"],
                 "max_ms": rep["late_ms"]["max"],
                 "min_ms": rep["late_ms"]["min"],
-                "dq_cpu_s": b["dq_cpu"] - a["dq_cpu"],
-                "cpu_s_per_1k": (b["dq_cpu"] - a["dq_cpu"]) / (rep["count"] / 1000) if rep["count"] else None,
-                "hwm_kb": b["hwm_kb"],
-                "rss_kb": b["rss_kb"],
+                **delayqs_figures(a, b, rep["count"]),
                 "exit": code,
                 "left": left,
             })
@@ -539,9 +544,7 @@ class Bench:
             wall = b["t"] - a["t"]
             runs.append({
                 "cpu_pct": 100 * (b["dq_cpu"] - a["dq_cpu"]) / wall,
-                "dq_cpu_s": b["dq_cpu"] - a["dq_cpu"],
-                "rss_kb": b["rss_kb"],
-                "hwm_kb": b["hwm_kb"],
+                **delayqs_figures(a, b, 0),
                 "evalsha_per_s": calls / wall,
                 "exit": code,
             })
@@ -588,9 +591,7 @@ class Bench:
                 "late_p50_ms": rep["late_ms"]["p50"],
                 "late_p99_ms": rep["late_ms"]["p99"],
                 "late_max_ms": rep["late_ms"]["max"],
-                "cpu_s_per_1k": (b["dq_cpu"] - a["dq_cpu"]) / (rep["count"] / 1000) if rep["count"] else None,
-                "hwm_kb": b["hwm_kb"],
-                "rss_kb": b["rss_kb"],
+                **delayqs_figures(a, b, rep["count"]),
                 "exit": code,
             })
             if q != pending:
