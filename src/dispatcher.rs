@@ -217,6 +217,12 @@ impl Dispatcher {
             }
             self.warn_about_old_daemon_keys()?;
             self.first_contact = false;
+            // Tests and operators wait on this line: it comes after Redis answered.
+            info!(
+                "ready: Redis at {} answers and its keys check out; claiming from {:?}",
+                self.config.redis_url_redacted(),
+                self.config.keys.queue
+            );
             if let Some(tell) = self.control.readiness.as_mut() {
                 tell(Readiness::Ready);
             }
