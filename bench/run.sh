@@ -145,7 +145,7 @@ timeout --signal=TERM 600 python3 "$bench/bench.py" \
   --redis-port "$redis_port" --redis-pid "$redis_pid" \
   --endpoint-port "$endpoint_port" --endpoint-pid "$endpoint_pid" \
   --delayqs "$delayqs" \
-  --claim-script "$root/src/scripts/claim.lua" \
+  --claim-script "$root/src/store/scripts/claim.lua" \
   --workdir "$work" --pidfile "$pidfile" --out "$out" \
   --analysis "$bench/analysis.md" \
   --redis-cmd "redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no --dir \$WORK --loglevel warning" \

@@ -3,13 +3,13 @@
 //!
 //! Parsing is the one place that can fail: a [`Job`] that exists is deliverable.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::config::redact_url;
-use crate::options::Options;
+use crate::job::Malformed;
+use crate::job::callback::Callback;
+use crate::job::options::Options;
 
 /// The job id: SHA-1 hex of the member string, stable across retries, restarts and
 /// daemons, and computable by a producer.
@@ -20,10 +20,8 @@ pub fn job_id(member: &[u8]) -> String {
 /// A parsed, deliverable job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
-    /// Absolute http(s) URL with a host and no credentials.
-    pub callback: String,
-    /// The callback's `host[:port]`, lower case: what an endpoint's health is kept by.
-    pub host: String,
+    /// Absolute http(s) URL with a host and no credentials, normalised.
+    pub callback: Callback,
     /// The job's `body`, re-serialized as compact JSON with object keys sorted at every
     /// level and numbers exactly as written (PROTOCOL §2).
     pub body: String,
@@ -33,52 +31,41 @@ pub struct Job {
     pub options: Options,
 }
 
-/// Why a member cannot be delivered. Such a job is poison: it goes to the failed list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Malformed(pub String);
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed job: {}", self.0)
-    }
-}
-
 impl Job {
     /// Parses a member; `max_timeout` bounds a per-job `timeout`.
     pub fn parse(member: &[u8], max_timeout: Duration) -> Result<Job, Malformed> {
         let value: Value = serde_json::from_slice(member)
-            .map_err(|e| Malformed(format!("the member is not valid JSON ({e})")))?;
+            .map_err(|e| Malformed::member(format!("the member is not valid JSON ({e})")))?;
         let Value::Object(fields) = value else {
-            return Err(Malformed("the member is not a JSON object".into()));
+            return Err(Malformed::member("the member is not a JSON object"));
         };
-        let (callback, host) = match field(&fields, "callback") {
+        let callback = match field(&fields, "callback") {
             None | Some(Value::Null) => {
-                return Err(Malformed("the member has no `callback` field".into()));
+                return Err(Malformed::member("the member has no `callback` field"));
             }
-            Some(Value::String(url)) => check_callback(url)?,
+            Some(Value::String(url)) => Callback::parse(url)?,
             Some(other) => {
-                return Err(Malformed(format!(
-                    "`callback` must be a string, got {}",
-                    kind(other)
-                )));
+                return Err(Malformed::field(
+                    "callback",
+                    format!("must be a string, got {}", kind(other)),
+                ));
             }
         };
         let sign = match field(&fields, "sign") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
-                return Err(Malformed(format!(
-                    "`sign` must be a string, got {}",
-                    kind(other)
-                )));
+                return Err(Malformed::field(
+                    "sign",
+                    format!("must be a string, got {}", kind(other)),
+                ));
             }
         };
         let body = serde_json::to_string(field(&fields, "body").unwrap_or(&Value::Null))
-            .map_err(|e| Malformed(format!("`body` cannot be re-encoded ({e})")))?;
+            .map_err(|e| Malformed::field("body", format!("cannot be re-encoded ({e})")))?;
         let options = Options::parse(&fields, max_timeout)?;
         Ok(Job {
             callback,
-            host,
             body,
             sign,
             options,
@@ -114,35 +101,6 @@ fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     })
-}
-
-/// Accepts absolute `http://` and `https://` URLs with a host, and nothing else:
-/// credentials in a callback URL would end up in logs and failure records. Returns the
-/// URL and its `host[:port]`.
-fn check_callback(url: &str) -> Result<(String, String), Malformed> {
-    let bad = |why: &str| {
-        let shown = shorten(&redact_url(url), 200);
-        Malformed(format!("`callback` {shown:?} {why}"))
-    };
-    let uri: ureq::http::Uri = url.parse().map_err(|_| bad("is not a valid URL"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        Some(_) => return Err(bad("must use http or https")),
-        None => return Err(bad("is not an absolute http(s) URL")),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(bad("has no host"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(Malformed(
-            "`callback` carries credentials (user:password@); put them elsewhere, they would be logged"
-                .into(),
-        ));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("has no host"));
-    }
-    Ok((url.to_string(), authority.as_str().to_ascii_lowercase()))
 }
 
 /// The JSON appended to the failed list: the member's own fields (when it is an
@@ -290,14 +248,14 @@ mod tests {
         ];
         for (member, why) in cases {
             let e = parse(member).unwrap_err();
-            assert!(e.0.contains(why), "{member}: {e}");
+            assert!(e.to_string().contains(why), "{member}: {e}");
         }
         let e = Job::parse(
             b"{\"callback\":\"http://h/\",\"body\":\"\xff\"}",
             Duration::from_secs(30),
         )
         .unwrap_err();
-        assert!(e.0.contains("not valid JSON"), "{e}");
+        assert!(e.to_string().contains("not valid JSON"), "{e}");
     }
 
     #[test]
@@ -308,7 +266,7 @@ mod tests {
             "gopher://u:hunter2@h/",
         ] {
             let e = parse(&format!(r#"{{"callback":"{url}"}}"#)).unwrap_err();
-            assert!(!e.0.contains("hunter2"), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
         }
     }
 

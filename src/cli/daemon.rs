@@ -10,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 
-use crate::cli::{EX_OSERR, EX_UNAVAILABLE, Notify};
+use crate::cli::error::{EX_UNAVAILABLE, Error};
+use crate::cli::notify::{self, Line};
+use crate::cli::pidfile::{self, Status};
 use crate::config::Config;
-use crate::pidfile::{self, Status};
 use crate::timefmt::human;
 
 /// LSB init-script exit codes for `status`.
@@ -22,28 +23,24 @@ const LSB_STOPPED: u8 = 3;
 /// Starts `delayqs start` again as a detached child (new session, no terminal, stdin
 /// and stderr on /dev/null) and returns once it has its pid file and has reached
 /// Redis, or with its reason for failing.
-pub fn start_detached(config_path: &Path, config: &Config) -> ExitCode {
+pub fn start_detached(config_path: &Path, config: &Config) -> Result<ExitCode, Error> {
     if let Status::Running { pid, .. } = pidfile::status(&config.pid_file) {
-        eprintln!("delayqs: delayqs is already running (pid {pid})");
-        return ExitCode::from(1);
+        return Err(Error::PidFile(pidfile::PidFileError::AlreadyRunning(Some(
+            pid,
+        ))));
     }
-    match spawn_and_wait(config_path, config) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("delayqs: cannot start the daemon: {e}");
-            ExitCode::from(EX_OSERR)
-        }
-    }
+    spawn_and_wait(config_path, config)
+        .map_err(|e| Error::Os(format!("cannot start the daemon: {e}")))?
 }
 
-fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<ExitCode> {
+fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<Result<ExitCode, Error>> {
     let (reader, writer) = std::io::pipe()?;
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("start")
         .arg("--config")
         .arg(std::path::absolute(config_path)?)
-        .env(Notify::VAR, "1")
+        .env(notify::VAR, "1")
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(Stdio::null());
@@ -71,41 +68,43 @@ fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<ExitCo
     let deadline = Instant::now() + patience;
     let mut last_trouble = String::from("no word from it");
     loop {
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line == "ready" => {
+        let line = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        match line.as_deref().map(Line::parse) {
+            Ok(Line::Ready) => {
                 println!("delayqs started (pid {})", child.id());
                 if config.log_files.is_none() {
                     println!(
                         "note: no `logDir` in the config, so its log is discarded; set one to keep it"
                     );
                 }
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Ok(ExitCode::SUCCESS));
             }
-            Ok(line) => {
-                if let Some(why) = line.strip_prefix("failed: ") {
-                    eprintln!("delayqs: the daemon did not start: {why}");
-                    let status = child.wait()?;
-                    return Ok(ExitCode::from(
-                        status.code().unwrap_or(1).clamp(1, 255) as u8
-                    ));
-                }
-                if let Some(why) = line.strip_prefix("waiting: ") {
-                    last_trouble = why.to_string();
-                }
+            Ok(Line::Failed(why)) => {
+                let status = child.wait()?;
+                return Ok(Err(Error::Daemon {
+                    code: status.code().unwrap_or(1).clamp(1, 255) as u8,
+                    why: format!("the daemon did not start: {why}"),
+                }));
             }
+            Ok(Line::Waiting(why)) => last_trouble = why,
+            Ok(Line::Other) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 let status = child.wait()?;
-                eprintln!("delayqs: the daemon exited during start-up ({status})");
-                return Ok(ExitCode::from(1));
+                return Ok(Err(Error::Daemon {
+                    code: 1,
+                    why: format!("the daemon exited during start-up ({status})"),
+                }));
             }
             Err(RecvTimeoutError::Timeout) => {
                 signal(child.id(), libc::SIGTERM);
                 let _ = child.wait();
-                eprintln!(
-                    "delayqs: the daemon was not ready after {} s, so it was stopped: {last_trouble}",
-                    patience.as_secs()
-                );
-                return Ok(ExitCode::from(EX_UNAVAILABLE));
+                return Ok(Err(Error::Daemon {
+                    code: EX_UNAVAILABLE,
+                    why: format!(
+                        "the daemon was not ready after {} s, so it was stopped: {last_trouble}",
+                        patience.as_secs()
+                    ),
+                }));
             }
         }
     }
@@ -113,32 +112,25 @@ fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<ExitCo
 
 /// Sends SIGTERM and waits until the process has exited and removed its pid file;
 /// with `force`, sends SIGKILL when that takes too long.
-pub fn stop(config: &Config, force: bool) -> ExitCode {
+pub fn stop(config: &Config, force: bool) -> Result<ExitCode, Error> {
     let path = &config.pid_file;
     let pid = match pidfile::status(path) {
         Status::Stopped => {
             println!("delayqs is not running");
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
         Status::Dead { .. } => {
-            return match pidfile::remove_stale(path) {
-                Ok(()) => {
-                    println!("delayqs is not running (removed its stale pid file)");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!(
-                        "delayqs: cannot remove the stale pid file {}: {e}",
-                        path.display()
-                    );
-                    ExitCode::from(1)
-                }
-            };
+            pidfile::remove_stale(path).map_err(|e| Error::Daemon {
+                code: 1,
+                why: format!("cannot remove the stale pid file {}: {e}", path.display()),
+            })?;
+            println!("delayqs is not running (removed its stale pid file)");
+            return Ok(ExitCode::SUCCESS);
         }
         Status::Running { pid, .. } => pid,
     };
     // Its own stop waits up to `timeoutMs` + 1 s for callbacks, then up to 10 s for
-    // Redis (dispatcher::SHUTDOWN_REDIS_GRACE).
+    // Redis (dispatch::main_loop::SHUTDOWN_REDIS_GRACE).
     let patience = config.http.timeout + Duration::from_secs(13);
     println!(
         "stopping delayqs (pid {pid}); waiting up to {} s",
@@ -147,14 +139,16 @@ pub fn stop(config: &Config, force: bool) -> ExitCode {
     signal(pid, libc::SIGTERM);
     if wait_until_stopped(path, patience) {
         println!("delayqs stopped");
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     if !force {
-        eprintln!(
-            "delayqs: pid {pid} has not stopped after {} s; `delayqs stop --force` kills it (its jobs in flight come back when their leases expire)",
-            patience.as_secs()
-        );
-        return ExitCode::from(1);
+        return Err(Error::Daemon {
+            code: 1,
+            why: format!(
+                "pid {pid} has not stopped after {} s; `delayqs stop --force` kills it (its jobs in flight come back when their leases expire)",
+                patience.as_secs()
+            ),
+        });
     }
     signal(pid, libc::SIGKILL);
     // A killed process leaves its pid file behind.
@@ -164,10 +158,12 @@ pub fn stop(config: &Config, force: bool) -> ExitCode {
         println!(
             "delayqs killed (pid {pid}); its jobs in flight come back when their leases expire"
         );
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("delayqs: pid {pid} survived SIGKILL");
-    ExitCode::from(1)
+    Err(Error::Daemon {
+        code: 1,
+        why: format!("pid {pid} survived SIGKILL"),
+    })
 }
 
 /// Prints whether the daemon runs, with LSB exit codes.

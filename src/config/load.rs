@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::signing::Secret;
+use crate::deliver::allowlist::Allowed;
+use crate::deliver::signing::Secret;
+pub use crate::deliver::{HttpSettings, SuccessRule};
+pub use crate::job::backoff::RetryPolicy;
 
 /// The files tried, in order, when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config.json"];
@@ -39,7 +42,7 @@ pub struct Config {
     pub redis_ca_pem: Option<Vec<u8>>,
     pub log_level: log::LevelFilter,
     /// Log files instead of stderr, when `logDir` is set.
-    pub log_files: Option<crate::logging::FileLog>,
+    pub log_files: Option<crate::telemetry::logging::FileLog>,
     /// The pid file `start` writes and `stop` and `status` read (`pid`).
     pub pid_file: PathBuf,
     /// Prometheus text file written every `metrics_interval`, when set.
@@ -71,55 +74,50 @@ pub struct Keys {
     pub old_bodies: String,
 }
 
-/// Exponential backoff between attempts: `base * 2^(n-1)`, capped, minus jitter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-    /// Fraction (0..=1) of the delay that may be randomly taken off.
-    pub jitter: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpSettings {
-    /// `signingSecret`: each signs every callback (Standard Webhooks); empty: none.
-    pub signing: Vec<Secret>,
-    /// `denyPrivateNetworks`: connect to public addresses only.
-    pub deny_private_networks: bool,
-    /// `caFile`: PEM certificates trusted for HTTPS instead of the built-in roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// `allowedCallbacks`: where callbacks (and redirects) may go; empty allows all.
-    pub allowed: Vec<crate::allowlist::Allowed>,
-    /// `followRedirects`: 307 and 308 answers followed per attempt (0: none).
-    pub follow_redirects: u32,
-    pub connect_timeout: Duration,
-    /// Bound on the whole call: connect, send, headers and the body read.
-    pub timeout: Duration,
-    pub max_response_bytes: u64,
-    pub success: SuccessRule,
-}
-
-/// When an attempt counts as delivered.
+/// What is wrong with a config's text: the key at fault (when one is) and the problem,
+/// which names the value and what is allowed. Never repeats a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SuccessRule {
-    /// The old daemon's rule: the body contains the text, any case; status ignored.
-    BodyContains(String),
-    /// Any 2xx status, whatever the body.
-    Status2xx,
-    /// A 2xx status and the body contains the text, any case.
-    Status2xxAndBodyContains(String),
+pub struct Problem {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn key(key: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// The file as a whole is at fault.
+    pub fn file(message: impl Into<String>) -> Problem {
+        Problem {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "key `{key}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
 }
 
 /// Why a configuration was refused. Displays as one line naming the file and key.
 #[derive(Debug)]
 pub struct ConfigError {
     pub path: PathBuf,
-    pub message: String,
+    pub problem: Problem,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config {}: {}", self.path.display(), self.message)
+        write!(f, "config {}: {}", self.path.display(), self.problem)
     }
 }
 
@@ -136,20 +134,21 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         .find(|p| p.exists())
         .ok_or_else(|| ConfigError {
             path: PathBuf::from(DEFAULT_PATHS[0]),
-            message: format!(
+            problem: Problem::file(format!(
                 "no config file found (tried {}); pass --config PATH",
                 DEFAULT_PATHS.join(", ")
-            ),
+            )),
         })
 }
 
 /// Reads and validates a config file. Unknown keys come back as warnings.
 pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let err = |message: String| ConfigError {
+    let err = |problem: Problem| ConfigError {
         path: path.to_path_buf(),
-        message,
+        problem,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(Problem::file(format!("cannot read: {e}"))))?;
     let (config, mut warnings) = parse(&text).map_err(err)?;
     let has_secret =
         !config.http.signing.is_empty() || redact_url(&config.redis_url) != config.redis_url;
@@ -166,18 +165,22 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
 }
 
 /// Validates the text of a config file.
-pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Problem::file(format!("not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
-        return Err("expected a JSON object at the top level".into());
+        return Err(Problem::file("expected a JSON object at the top level"));
     };
     let mut f = Fields { map };
 
     let redis_url = f.string("redis", "redis://localhost:6379/")?;
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
-        return Err(format!(
-            "key `redis`: {:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path",
-            redact_url(&redis_url)
+        return Err(Problem::key(
+            "redis",
+            format!(
+                "{:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path",
+                redact_url(&redis_url)
+            ),
         ));
     }
     // Old settings the new design does not use (see README): any value the old daemon
@@ -204,9 +207,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     ];
     for (i, (a, va)) in names.iter().enumerate() {
         if let Some((b, _)) = names[i + 1..].iter().find(|(_, vb)| vb == va) {
-            return Err(format!(
+            return Err(Problem::file(format!(
                 "keys `{a}` and `{b}` are both {va:?}; each must name its own Redis key"
-            ));
+            )));
         }
     }
 
@@ -228,10 +231,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         jitter: f.number("retryJitter", 0.2, 0.0, 1.0)?,
     };
     if retry.cap < retry.base {
-        return Err(format!(
-            "key `retryMaxMs`: {} is below `retryBaseMs` {}; the cap must be at least the base",
-            retry.cap.as_millis(),
-            retry.base.as_millis()
+        return Err(Problem::key(
+            "retryMaxMs",
+            format!(
+                "{} is below `retryBaseMs` {}; the cap must be at least the base",
+                retry.cap.as_millis(),
+                retry.base.as_millis()
+            ),
         ));
     }
 
@@ -240,15 +246,18 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let connect_default = (timeout.as_millis() as u64).min(5_000);
     let connect_timeout = f.millis("connectTimeoutMs", connect_default, 1, 600_000)?;
     if connect_timeout > timeout {
-        return Err(format!(
-            "key `connectTimeoutMs`: {} exceeds `timeoutMs` {}; the connect timeout is part of the total",
-            connect_timeout.as_millis(),
-            timeout.as_millis()
+        return Err(Problem::key(
+            "connectTimeoutMs",
+            format!(
+                "{} exceeds `timeoutMs` {}; the connect timeout is part of the total",
+                connect_timeout.as_millis(),
+                timeout.as_millis()
+            ),
         ));
     }
     let success_text = f.string("successText", "success")?;
     if success_text.is_empty() {
-        return Err("key `successText`: must not be empty".into());
+        return Err(Problem::key("successText", "must not be empty"));
     }
     let rule = f.string("successRule", "body")?;
     let success = match rule.as_str() {
@@ -256,15 +265,21 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         "2xx" => SuccessRule::Status2xx,
         "2xx+body" => SuccessRule::Status2xxAndBodyContains(success_text),
         other => {
-            return Err(format!(
-                "key `successRule`: {other:?} is not a rule; expected \"body\" (the old daemon's: body contains `successText`), \"2xx\" or \"2xx+body\""
+            return Err(Problem::key(
+                "successRule",
+                format!(
+                    "{other:?} is not a rule; expected \"body\" (the old daemon's: body contains `successText`), \"2xx\" or \"2xx+body\""
+                ),
             ));
         }
     };
     let max_response_bytes = f.integer("maxResponseBytes", 65_536, 0, 16 << 20)?;
     if max_response_bytes == 0 && success != SuccessRule::Status2xx {
-        return Err(format!(
-            "key `maxResponseBytes`: 0 reads no body, so `successRule` {rule:?} could never succeed; use at least the length of `successText`"
+        return Err(Problem::key(
+            "maxResponseBytes",
+            format!(
+                "0 reads no body, so `successRule` {rule:?} could never succeed; use at least the length of `successText`"
+            ),
         ));
     }
     let signing = f
@@ -272,7 +287,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         .iter()
         .map(|s| Secret::parse(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("key `signingSecret`: {e}"))?;
+        .map_err(|e| Problem::key("signingSecret", e.to_string()))?;
     let ca_file = f.string("caFile", "")?;
     let ca_pem = match ca_file.as_str() {
         "" => None,
@@ -281,9 +296,9 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let allowed = f
         .strings("allowedCallbacks")?
         .iter()
-        .map(|e| crate::allowlist::Allowed::parse(e))
+        .map(|e| Allowed::parse(e))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("key `allowedCallbacks`: {e}"))?;
+        .map_err(|e| Problem::key("allowedCallbacks", e.to_string()))?;
     let http = HttpSettings {
         allowed,
         follow_redirects: f.integer("followRedirects", 0, 0, 10)? as u32,
@@ -305,10 +320,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
     let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
     if lease <= floor {
-        return Err(format!(
-            "key `leaseMs`: {} must exceed `timeoutMs` + 2 × `redisTimeoutMs` + `pollIntervalMs` = {} ms, or a slow callback would be taken back and sent twice",
-            lease.as_millis(),
-            floor.as_millis()
+        return Err(Problem::key(
+            "leaseMs",
+            format!(
+                "{} must exceed `timeoutMs` + 2 × `redisTimeoutMs` + `pollIntervalMs` = {} ms, or a slow callback would be taken back and sent twice",
+                lease.as_millis(),
+                floor.as_millis()
+            ),
         ));
     }
 
@@ -321,8 +339,11 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
         "debug" => log::LevelFilter::Debug,
         "trace" => log::LevelFilter::Trace,
         _ => {
-            return Err(format!(
-                "key `logLevel`: {level:?} is not a level; expected one of off, error, warn, info, debug, trace"
+            return Err(Problem::key(
+                "logLevel",
+                format!(
+                    "{level:?} is not a level; expected one of off, error, warn, info, debug, trace"
+                ),
             ));
         }
     };
@@ -336,7 +357,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     let metrics_interval = f.millis("metricsIntervalMs", 5_000, 100, 3_600_000)?;
     let log_dir = f.string("logDir", "")?;
     let keep_days = f.integer("logKeepDays", 30, 1, 36_500)? as usize;
-    let log_files = (!log_dir.is_empty()).then(|| crate::logging::FileLog {
+    let log_files = (!log_dir.is_empty()).then(|| crate::telemetry::logging::FileLog {
         dir: PathBuf::from(log_dir),
         keep_days,
     });
@@ -410,13 +431,17 @@ pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -
 }
 
 /// Reads a PEM file and checks it holds at least one certificate.
-fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("key `{key}`: cannot read {path}: {e}"))?;
+fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, Problem> {
+    let pem =
+        std::fs::read(path).map_err(|e| Problem::key(key, format!("cannot read {path}: {e}")))?;
     let certs = ureq::tls::parse_pem(&pem)
         .filter(|item| matches!(item, Ok(ureq::tls::PemItem::Certificate(_))))
         .count();
     if certs == 0 {
-        return Err(format!("key `{key}`: {path} holds no PEM certificate"));
+        return Err(Problem::key(
+            key,
+            format!("{path} holds no PEM certificate"),
+        ));
     }
     Ok(pem)
 }
@@ -440,25 +465,28 @@ struct Fields {
 }
 
 impl Fields {
-    fn string(&mut self, key: &str, default: &str) -> Result<String, String> {
+    fn string(&mut self, key: &str, default: &str) -> Result<String, Problem> {
         match self.map.remove(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s),
-            Some(other) => Err(format!("key `{key}`: expected a string, got {other}")),
+            Some(other) => Err(Problem::key(key, format!("expected a string, got {other}"))),
         }
     }
 
-    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, String> {
+    fn boolean(&mut self, key: &str, default: bool) -> Result<bool, Problem> {
         match self.map.remove(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(b),
-            Some(other) => Err(format!("key `{key}`: expected true or false, got {other}")),
+            Some(other) => Err(Problem::key(
+                key,
+                format!("expected true or false, got {other}"),
+            )),
         }
     }
 
     /// A string or a list of strings; absent is an empty list. Values are not
     /// repeated in errors: they may be secrets.
-    fn strings(&mut self, key: &str) -> Result<Vec<String>, String> {
+    fn strings(&mut self, key: &str) -> Result<Vec<String>, Problem> {
         match self.map.remove(key) {
             None => Ok(Vec::new()),
             Some(Value::String(s)) => Ok(vec![s]),
@@ -466,56 +494,56 @@ impl Fields {
                 .into_iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s),
-                    _ => Err(format!("key `{key}`: expected strings in the list")),
+                    _ => Err(Problem::key(key, "expected strings in the list")),
                 })
                 .collect(),
-            Some(_) => Err(format!(
-                "key `{key}`: expected a string or a list of strings"
-            )),
+            Some(_) => Err(Problem::key(key, "expected a string or a list of strings")),
         }
     }
 
-    fn key_name(&mut self, key: &str, default: &str) -> Result<String, String> {
+    fn key_name(&mut self, key: &str, default: &str) -> Result<String, Problem> {
         let name = self.string(key, default)?;
         if name.is_empty() {
-            return Err(format!("key `{key}`: the Redis key name must not be empty"));
+            return Err(Problem::key(key, "the Redis key name must not be empty"));
         }
         Ok(name)
     }
 
-    fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
+    fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, Problem> {
         let Some(value) = self.map.remove(key) else {
             return Ok(default);
         };
         match value.as_u64() {
             Some(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "key `{key}`: expected a whole number from {min} to {max}, got {value}"
+            _ => Err(Problem::key(
+                key,
+                format!("expected a whole number from {min} to {max}, got {value}"),
             )),
         }
     }
 
-    fn millis(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<Duration, String> {
+    fn millis(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<Duration, Problem> {
         self.integer(key, default, min, max)
             .map(Duration::from_millis)
     }
 
     /// A key that is only accepted: any JSON number will do.
-    fn any_number(&mut self, key: &str) -> Result<(), String> {
+    fn any_number(&mut self, key: &str) -> Result<(), Problem> {
         match self.map.remove(key) {
             None | Some(Value::Number(_)) => Ok(()),
-            Some(other) => Err(format!("key `{key}`: expected a number, got {other}")),
+            Some(other) => Err(Problem::key(key, format!("expected a number, got {other}"))),
         }
     }
 
-    fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, String> {
+    fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, Problem> {
         let Some(value) = self.map.remove(key) else {
             return Ok(default);
         };
         match value.as_f64() {
             Some(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "key `{key}`: expected a number from {min} to {max}, got {value}"
+            _ => Err(Problem::key(
+                key,
+                format!("expected a number from {min} to {max}, got {value}"),
             )),
         }
     }
@@ -560,12 +588,14 @@ mod tests {
 
     #[test]
     fn bad_value_names_key_value_and_range() {
-        let e = parse(r#"{"concurrency": -3}"#).unwrap_err();
+        let e = parse(r#"{"concurrency": -3}"#).unwrap_err().to_string();
         assert_eq!(
             e,
             "key `concurrency`: expected a whole number from 1 to 1024, got -3"
         );
-        let e = parse(r#"{"successRule": "always"}"#).unwrap_err();
+        let e = parse(r#"{"successRule": "always"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("`successRule`") && e.contains("\"always\""),
             "{e}"
@@ -604,7 +634,9 @@ mod tests {
             !format!("{c:?}").contains("MfKQ9r8"),
             "Debug shows a secret"
         );
-        let e = parse(r#"{"signingSecret": "hunter2hunter2"}"#).unwrap_err();
+        let e = parse(r#"{"signingSecret": "hunter2hunter2"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("`signingSecret`") && !e.contains("hunter2"),
             "{e}"
@@ -620,7 +652,9 @@ mod tests {
 
     #[test]
     fn shared_key_names_are_refused() {
-        let e = parse(r#"{"failKey": "DelayQs:job_zqueue"}"#).unwrap_err();
+        let e = parse(r#"{"failKey": "DelayQs:job_zqueue"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`key` and `failKey`"), "{e}");
     }
 
@@ -628,13 +662,17 @@ mod tests {
     fn short_timeout_shortens_the_default_connect_timeout() {
         let (c, _) = parse(r#"{"timeoutMs": 2000}"#).unwrap();
         assert_eq!(c.http.connect_timeout, Duration::from_millis(2000));
-        let e = parse(r#"{"timeoutMs": 2000, "connectTimeoutMs": 3000}"#).unwrap_err();
+        let e = parse(r#"{"timeoutMs": 2000, "connectTimeoutMs": 3000}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`connectTimeoutMs`"), "{e}");
     }
 
     #[test]
     fn lease_must_outlast_timeout() {
-        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#).unwrap_err();
+        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
         let (c, _) =
             parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}"#).unwrap();
@@ -642,13 +680,15 @@ mod tests {
         // Outcomes may wait a poll interval for their round: the lease covers it.
         let slow_poll =
             r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5300}"#;
-        let e = parse(slow_poll).unwrap_err();
+        let e = parse(slow_poll).unwrap_err().to_string();
         assert!(e.contains("`pollIntervalMs` = 5700 ms"), "{e}");
     }
 
     #[test]
     fn bad_redis_url_is_refused_without_its_password() {
-        let e = parse(r#"{"redis": "http://:hunter2@host/"}"#).unwrap_err();
+        let e = parse(r#"{"redis": "http://:hunter2@host/"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`redis`"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
     }

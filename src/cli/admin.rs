@@ -8,18 +8,13 @@ use std::time::Duration;
 use redis::{Commands, Connection, Script};
 use serde_json::{Value, json};
 
+use crate::cli::error::Error;
 use crate::config::{Config, Keys};
 use crate::job::{Job, job_id, shorten};
+use crate::store::lua;
 use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
 
-/// Why a command could not do its work; `Usage` is the caller's fault.
-#[derive(Debug)]
-pub enum AdminError {
-    Usage(String),
-    Redis(String),
-}
-
-pub type AdminResult = Result<Output, AdminError>;
+pub type AdminResult = Result<Output, Error>;
 
 /// What a command prints: a table for people, or one JSON document.
 pub struct Output {
@@ -49,10 +44,9 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn connect(config: &Config) -> Result<Admin, AdminError> {
+    pub fn connect(config: &Config) -> Result<Admin, Error> {
         let url = config.redis_url_redacted();
-        let unreachable =
-            |e: redis::RedisError| AdminError::Redis(format!("cannot reach Redis at {url}: {e}"));
+        let unreachable = |e: redis::RedisError| Error::redis(&url, &e);
         let con = config
             .redis_client()
             .and_then(|c| c.get_connection_with_timeout(config.redis_timeout))
@@ -69,7 +63,7 @@ impl Admin {
     }
 
     /// Redis's clock, which the daemons judge due times by.
-    fn now(&mut self) -> Result<f64, AdminError> {
+    fn now(&mut self) -> Result<f64, Error> {
         let (secs, micros): (u64, u64) = on(&self.url, redis::cmd("TIME").query(&mut self.con))?;
         Ok(secs as f64 + micros as f64 / 1e6)
     }
@@ -84,15 +78,13 @@ impl Admin {
         after: Option<&str>,
     ) -> AdminResult {
         let (mode, secs) = match (at, after) {
-            (Some(at), None) => ("at", parse_time(at).map_err(AdminError::Usage)?),
+            (Some(at), None) => ("at", parse_time(at).map_err(Error::Usage)?),
             (None, Some(after)) => (
                 "in",
-                parse_duration(after)
-                    .map_err(AdminError::Usage)?
-                    .as_secs_f64(),
+                parse_duration(after).map_err(Error::Usage)?.as_secs_f64(),
             ),
             _ => {
-                return Err(AdminError::Usage(
+                return Err(Error::Usage(
                     "give exactly one of --at TIME and --in DURATION".into(),
                 ));
             }
@@ -100,7 +92,7 @@ impl Admin {
         let body: Value = match body {
             None => Value::Null,
             Some(text) => serde_json::from_str(text)
-                .map_err(|e| AdminError::Usage(format!("--body is not valid JSON: {e}")))?,
+                .map_err(|e| Error::Usage(format!("--body is not valid JSON: {e}")))?,
         };
         let mut fields = serde_json::Map::new();
         fields.insert("body".into(), body);
@@ -110,11 +102,11 @@ impl Admin {
         }
         let member = Value::Object(fields).to_string();
         Job::parse(member.as_bytes(), self.max_timeout)
-            .map_err(|e| AdminError::Usage(format!("--callback: {}", e.0)))?;
+            .map_err(|e| Error::Usage(format!("--callback: {e}")))?;
 
         let (score, added): (String, u8) = on(
             &self.url,
-            Script::new(include_str!("scripts/add.lua"))
+            Script::new(lua::ADD)
                 .key(&self.keys.queue)
                 .arg(&member)
                 .arg(mode)
@@ -188,7 +180,7 @@ impl Admin {
     fn attempts_of<'a>(
         &mut self,
         members: impl Iterator<Item = &'a Vec<u8>>,
-    ) -> Result<Vec<u32>, AdminError> {
+    ) -> Result<Vec<u32>, Error> {
         let members: Vec<&Vec<u8>> = members.collect();
         if members.is_empty() {
             return Ok(Vec::new());
@@ -300,7 +292,7 @@ impl Admin {
 
     /// `failed retry` and `failed purge`: `op` is "retry" or "purge"; `which` selects.
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
-        let failed = Script::new(include_str!("scripts/failed.lua"));
+        let failed = Script::new(lua::FAILED);
         let mut script = failed.prepare_invoke();
         script
             .key(&self.keys.queue)
@@ -372,7 +364,7 @@ impl Admin {
         } else {
             on(
                 &self.url,
-                Script::new(include_str!("scripts/cancel.lua"))
+                Script::new(lua::CANCEL)
                     .key(&self.keys.queue)
                     .key(&self.keys.inflight)
                     .key(&self.keys.attempts)
@@ -404,8 +396,8 @@ impl Admin {
     }
 }
 
-fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, AdminError> {
-    r.map_err(|e| AdminError::Redis(format!("Redis at {url} failed: {e}")))
+fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, Error> {
+    r.map_err(|e| Error::redis(url, &e))
 }
 
 /// Which failed records a command acts on.
@@ -422,7 +414,7 @@ fn callback_of(member: &[u8]) -> String {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("callback"))
             .and_then(|(_, v)| v.as_str())
-            .map(crate::config::redact_url)
+            .map(crate::job::callback::mask)
             .unwrap_or_else(|| "?".into()),
         _ => "?".into(),
     }

@@ -1,28 +1,20 @@
-//! The command line: parse arguments, run the command, turn the result into an exit
-//! code (sysexits where one fits, LSB codes for `status`).
+//! The commands and their arguments, and `main`: parse, run, print the one error
+//! (`cli::error`) and exit with its code.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
 use log::warn;
 
-use crate::admin::{Admin, AdminError, AdminResult, Selection};
+use crate::cli::admin::{Admin, AdminResult, Selection};
+use crate::cli::daemon;
+use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
+use crate::cli::notify::Notify;
+use crate::cli::pidfile::PidFile;
 use crate::config::{self, Config};
-use crate::daemon;
-use crate::dispatcher::{self, Control, Exit, Readiness};
-use crate::logging;
-use crate::pidfile::{PidFile, PidFileError};
-use crate::signals;
-
-/// Exit codes from sysexits.h.
-pub const EX_USAGE: u8 = 64;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_OSERR: u8 = 71;
-pub const EX_CANTCREAT: u8 = 73;
-pub const EX_TEMPFAIL: u8 = 75;
-pub const EX_CONFIG: u8 = 78;
+use crate::dispatch::{self, Control, Exit, signals};
+use crate::telemetry::logging;
 
 #[derive(FromArgs)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
@@ -277,41 +269,49 @@ impl Command {
 
 pub fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
+    let notify = Notify::from_env();
+    match run(cli, &notify) {
+        Ok(code) => code,
+        Err(e) => {
+            notify.failed(&e.to_string());
+            eprintln!("delayqs: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
     if cli.version {
         println!("delayqs {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = cli.command else {
-        eprintln!("delayqs: no command given; try `delayqs run --config PATH` or `delayqs --help`");
-        return ExitCode::from(EX_USAGE);
+        return Err(Error::Usage(
+            "no command given; try `delayqs run --config PATH` or `delayqs --help`".into(),
+        ));
     };
-    let notify = Notify::from_env();
-    let (path, config, warnings) = match load(command.config()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            notify.failed(&e);
-            eprintln!("delayqs: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
+    let path = config::locate(command.config())?;
+    let (config, warnings) = config::load(&path)?;
     match command {
         Command::Run(args) if args.check => {
             for w in &warnings {
                 eprintln!("delayqs: config {}: {w}", path.display());
             }
             println!("delayqs: config {} is valid", path.display());
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run(_) => serve(&path, config, &warnings, false, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
         Command::Start(_) => serve(&path, config, &warnings, true, notify),
         Command::Stop(args) => daemon::stop(&config, args.force),
-        Command::Restart(args) => match daemon::stop(&config, args.force) {
-            code if code != ExitCode::SUCCESS => code,
-            _ if args.detach => daemon::start_detached(&path, &config),
-            _ => serve(&path, config, &warnings, true, notify),
-        },
-        Command::Status(_) => daemon::status(&config),
+        Command::Restart(args) => {
+            daemon::stop(&config, args.force)?;
+            match args.detach {
+                true => daemon::start_detached(&path, &config),
+                false => serve(&path, config, &warnings, true, notify),
+            }
+        }
+        Command::Status(_) => Ok(daemon::status(&config)),
         Command::Add(a) => admin(&config, a.json, |admin| {
             let (at, after) = (a.at.as_deref(), a.after.as_deref());
             admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
@@ -321,26 +321,20 @@ pub fn main() -> ExitCode {
         Command::Failed(f) => match f.command {
             FailedCommand::List(a) => admin(&config, a.json, |admin| admin.failed_list(a.limit)),
             FailedCommand::Retry(a) => {
-                let which = select(a.all, None, a.ids, false);
-                admin(&config, a.json, |admin| {
-                    admin.failed_change("retry", which?)
-                })
+                let which = select(a.all, None, a.ids, false)?;
+                admin(&config, a.json, |admin| admin.failed_change("retry", which))
             }
             FailedCommand::Purge(a) => {
-                let which = select(a.all, a.older_than.as_deref(), a.ids, true);
-                admin(&config, a.json, |admin| {
-                    admin.failed_change("purge", which?)
-                })
+                let which = select(a.all, a.older_than.as_deref(), a.ids, true)?;
+                admin(&config, a.json, |admin| admin.failed_change("purge", which))
             }
         },
-        Command::Cancel(a) => admin(&config, a.json, |admin| {
+        Command::Cancel(a) => {
             if a.ids.is_empty() {
-                return Err(AdminError::Usage(
-                    "name at least one job id to cancel".into(),
-                ));
+                return Err(Error::Usage("name at least one job id to cancel".into()));
             }
-            admin.cancel(&a.ids)
-        }),
+            admin(&config, a.json, |admin| admin.cancel(&a.ids))
+        }
     }
 }
 
@@ -350,7 +344,7 @@ fn select(
     older_than: Option<&str>,
     ids: Vec<String>,
     older_allowed: bool,
-) -> Result<Selection, AdminError> {
+) -> Result<Selection, Error> {
     let given = usize::from(all) + usize::from(older_than.is_some()) + usize::from(!ids.is_empty());
     if given != 1 {
         let choices = if older_allowed {
@@ -358,50 +352,37 @@ fn select(
         } else {
             "--all or job ids"
         };
-        return Err(AdminError::Usage(format!("give exactly one of {choices}")));
+        return Err(Error::Usage(format!("give exactly one of {choices}")));
     }
     Ok(match (all, older_than) {
         (true, _) => Selection::All,
         (_, Some(d)) => {
-            Selection::OlderThan(crate::timefmt::parse_duration(d).map_err(AdminError::Usage)?)
+            Selection::OlderThan(crate::timefmt::parse_duration(d).map_err(Error::Usage)?)
         }
         _ => Selection::Ids(ids),
     })
 }
 
 /// Runs an operator command and prints what it says.
-fn admin(config: &Config, json: bool, f: impl FnOnce(&mut Admin) -> AdminResult) -> ExitCode {
-    let result = Admin::connect(config).and_then(|mut admin| f(&mut admin));
-    match result {
-        Ok(output) => {
-            let text = output.render(json);
-            print!("{text}");
-            if json {
-                println!();
-            }
-            match output.shortfall {
-                None => ExitCode::SUCCESS,
-                Some(what) => {
-                    eprintln!("delayqs: {what}");
-                    ExitCode::from(EX_USAGE)
-                }
-            }
-        }
-        Err(AdminError::Usage(message)) => {
-            eprintln!("delayqs: {message}");
-            ExitCode::from(EX_USAGE)
-        }
-        Err(AdminError::Redis(message)) => {
-            eprintln!("delayqs: {message}");
-            ExitCode::from(EX_UNAVAILABLE)
+fn admin(
+    config: &Config,
+    json: bool,
+    f: impl FnOnce(&mut Admin) -> AdminResult,
+) -> Result<ExitCode, Error> {
+    let output = f(&mut Admin::connect(config)?)?;
+    let text = output.render(json);
+    print!("{text}");
+    if json {
+        println!();
+    }
+    match output.shortfall {
+        None => Ok(ExitCode::SUCCESS),
+        Some(what) => {
+            // What was done is printed above; this says what was not.
+            eprintln!("delayqs: {what}");
+            Ok(ExitCode::from(EX_USAGE))
         }
     }
-}
-
-fn load(explicit: Option<&Path>) -> Result<(PathBuf, Config, Vec<String>), String> {
-    let path = config::locate(explicit).map_err(|e| e.to_string())?;
-    let (config, warnings) = config::load(&path).map_err(|e| e.to_string())?;
-    Ok((path, config, warnings))
 }
 
 /// Runs the dispatcher in this process, with a pid file for `start`.
@@ -410,53 +391,34 @@ fn serve(
     config: Config,
     warnings: &[String],
     with_pid_file: bool,
-    notify: Notify,
-) -> ExitCode {
-    // The pid lock first: a refused start must not roll the running daemon's logs.
-    let _pid_file = if with_pid_file {
-        match PidFile::create(&config.pid_file) {
-            Ok(pid_file) => Some(pid_file),
-            Err(e) => {
-                // Before the logger, so that a refused start touches no log file.
-                notify.failed(&e.to_string());
-                eprintln!("delayqs: {e}");
-                return ExitCode::from(match e {
-                    PidFileError::AlreadyRunning(_) => 1,
-                    PidFileError::Io(..) => EX_CANTCREAT,
-                });
-            }
-        }
-    } else {
-        None
+    notify: &Notify,
+) -> Result<ExitCode, Error> {
+    // The pid lock first, and before the logger: a refused start must not roll (or
+    // touch) the running daemon's logs.
+    let _pid_file = match with_pid_file {
+        true => Some(PidFile::create(&config.pid_file)?),
+        false => None,
     };
-    if let Err(e) = logging::init(config.log_level, config.log_files.as_ref()) {
+    logging::init(config.log_level, config.log_files.as_ref()).map_err(|e| {
         let dir = config
             .log_files
             .as_ref()
             .map(|f| f.dir.display().to_string());
-        let message = format!(
+        Error::CantCreate(format!(
             "cannot open the log files in {} (config `logDir`): {e}",
             dir.unwrap_or_default()
-        );
-        notify.failed(&message);
-        eprintln!("delayqs: {message}");
-        return ExitCode::from(EX_CANTCREAT);
-    }
+        ))
+    })?;
     for w in warnings {
         warn!("config {}: {w}", path.display());
     }
-    let signals = match signals::channel() {
-        Ok(signals) => signals,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
+    let signals = signals::channel()
+        .map_err(|e| Error::Os(format!("cannot install signal handlers: {e}")))?;
     let reload_path = path.to_path_buf();
     let control = Control {
         signals,
         reload: Box::new(move || {
-            let (config, warnings) = config::load(&reload_path).map_err(|e| e.to_string())?;
+            let (config, warnings) = config::load(&reload_path)?;
             for w in warnings {
                 warn!("config {}: {w}", reload_path.display());
             }
@@ -464,46 +426,14 @@ fn serve(
         }),
         readiness: notify.into_readiness(),
     };
-    match dispatcher::run(config, control) {
-        Ok(Exit::Clean) => ExitCode::SUCCESS,
-        Ok(Exit::Unrecorded(_)) => ExitCode::from(EX_TEMPFAIL),
-        Ok(Exit::Misconfigured) => ExitCode::from(EX_CONFIG),
+    match dispatch::run(config, control) {
+        Ok(Exit::Clean) => Ok(ExitCode::SUCCESS),
+        Ok(Exit::Unrecorded(_)) => Ok(ExitCode::from(EX_TEMPFAIL)),
+        Ok(Exit::Misconfigured) => Ok(ExitCode::from(EX_CONFIG)),
         Err(e) => {
+            // Logged rather than printed: stderr may be a log file by now.
             log::error!("cannot run with config {}: {e}", path.display());
-            ExitCode::from(EX_OSERR)
+            Ok(ExitCode::from(crate::cli::error::EX_OSERR))
         }
-    }
-}
-
-/// The child side of `start -d`: when the parent asked for it, stdout is a pipe to the
-/// parent and carries `ready`, `waiting: …` and `failed: …` lines.
-pub struct Notify(bool);
-
-impl Notify {
-    /// The variable `start -d` sets for its child.
-    pub const VAR: &'static str = "DELAYQS_NOTIFY_PARENT";
-
-    fn from_env() -> Notify {
-        Notify(std::env::var_os(Self::VAR).is_some())
-    }
-
-    fn say(&self, line: &str) {
-        if self.0 {
-            // The parent may have given up and gone; nothing to do about that here.
-            let _ = writeln!(std::io::stdout(), "{}", line.replace('\n', " "));
-        }
-    }
-
-    fn failed(&self, why: &str) {
-        self.say(&format!("failed: {why}"));
-    }
-
-    fn into_readiness(self) -> Option<Box<dyn FnMut(Readiness)>> {
-        self.0.then(|| {
-            Box::new(move |r: Readiness| match r {
-                Readiness::Ready => self.say("ready"),
-                Readiness::Waiting(why) => self.say(&format!("waiting: {why}")),
-            }) as Box<dyn FnMut(Readiness)>
-        })
     }
 }

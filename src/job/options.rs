@@ -62,7 +62,7 @@ fn forbidden(name: &str) -> bool {
 impl Options {
     /// Reads the options out of a member's fields. `max_timeout` is the daemon's.
     pub fn parse(fields: &Map<String, Value>, max_timeout: Duration) -> Result<Options, Malformed> {
-        let bad = |field: &str, why: String| Malformed(format!("`{field}` {why}"));
+        let bad = |field: &'static str, why: String| Malformed::field(field, why);
         let mut o = Options::default();
         if let Some(v) = fields.get("maxRetry") {
             o.max_retry = Some(v.as_u64().filter(|n| *n <= 1000).ok_or_else(|| {
@@ -251,7 +251,7 @@ mod tests {
         ];
         for (json, why) in cases {
             let e = parse(json).unwrap_err();
-            assert!(e.0.contains(why), "{json}: {e}");
+            assert!(e.to_string().contains(why), "{json}: {e}");
         }
     }
 }

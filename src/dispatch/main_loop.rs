@@ -3,7 +3,8 @@
 //!
 //! This thread is the only one that talks to Redis. It never blocks on HTTP, and while
 //! Redis is away it keeps taking outcomes from the workers and holds them until they
-//! can be written.
+//! can be written. What an outcome means is `settle`'s to decide; this file does the
+//! I/O, the log lines and the counting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,17 +14,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{debug, error, info, warn};
 
-use crate::allowlist;
-use crate::backoff::{job_retry_delay, random_unit};
-use crate::breaker::Breakers;
-use crate::config::{Config, HttpSettings};
+use crate::config::{self, Config, HttpSettings, Problem};
+use crate::deliver::breaker::Breakers;
+use crate::deliver::worker::{self, Attempt};
+use crate::dispatch::prefetch::Prefetch;
+use crate::dispatch::settle::{self, Decision, Event, Op, Policy};
+use crate::dispatch::signals::Signal;
+use crate::job::backoff::random_unit;
 use crate::job::{Job, failure_record};
-use crate::logging;
-use crate::metrics::{self, Metrics};
-use crate::prefetch::Prefetch;
-use crate::signals::Signal;
-use crate::store::{Claimed, Settle, SettleOp, Store};
-use crate::worker::{self, Attempt, Delivery, Outcome};
+use crate::store::{ClaimBatch, Claimed, SetAside, Settle, SettleOp, Store};
+use crate::telemetry::logging;
+use crate::telemetry::metrics::{self, Metrics};
+
+type Delivery = worker::Delivery<Claimed>;
+type Outcome = worker::Outcome<Claimed>;
 
 /// Longest wait between two tries while Redis is unreachable.
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -47,7 +51,7 @@ pub enum Exit {
 pub struct Control {
     pub signals: Receiver<Signal>,
     /// Re-reads the config file, for SIGHUP.
-    pub reload: Box<dyn Fn() -> Result<Config, String>>,
+    pub reload: Box<dyn Fn() -> Result<Config, config::ConfigError>>,
     /// Told once Redis has answered and its keys check out, and of Redis trouble
     /// before that (`start -d` waits on it).
     pub readiness: Option<Box<dyn FnMut(Readiness)>>,
@@ -260,7 +264,7 @@ impl Dispatcher {
             &token,
             self.config.max_job_bytes,
         );
-        let batch = match claim {
+        let mut batch: ClaimBatch = match claim {
             Ok(batch) => batch,
             Err(e) => {
                 // Redis may have run the claim and only the reply got lost. The
@@ -280,24 +284,22 @@ impl Dispatcher {
                 batch.recovered
             );
         }
-        for line in &batch.dropped {
-            if let Some(skip) = line.strip_prefix("skip ") {
-                info!("job {skip} holds: dropped without a request");
-                self.metrics.skipped += 1;
-            } else if let Some(unreadable) = line.strip_prefix("unreadable ") {
-                error!(
-                    "job {unreadable}; moved to {:?} without a request",
-                    self.config.keys.failed
-                );
-                self.metrics.poison += 1;
-            } else if let Some(oversize) = line.strip_prefix("oversize ") {
-                let (id, bytes) = oversize.split_once(' ').unwrap_or((oversize, "?"));
-                error!(
-                    "job {id}: malformed job: the member is {bytes} bytes, over maxJobBytes; moved to {:?} without a request",
-                    self.config.keys.failed
-                );
-                self.metrics.poison += 1;
-            }
+        for set_aside in &batch.set_aside {
+            self.set_aside_by_script(set_aside);
+        }
+        for bad in std::mem::take(&mut batch.bad) {
+            error!(
+                "job {}: cannot read its claim: {}; moved to {:?} without a request",
+                bad.id, bad.problem, self.config.keys.failed
+            );
+            self.metrics.poison += 1;
+            let record = failure_record(&bad.member, &bad.id, 0, &bad.problem, 0.0, self.now());
+            self.pending.push(Settle {
+                member: bad.member,
+                id: bad.id,
+                lease: bad.lease,
+                op: SettleOp::Fail(record),
+            });
         }
         if batch.merged > 0 {
             info!(
@@ -315,90 +317,70 @@ impl Dispatcher {
         // pool waits for outcomes to free room instead.
         let until_next = batch
             .next_due
-            .map_or(Duration::MAX, |due| secs(due - batch.now));
+            .map_or(Duration::MAX, |due| secs(due.value() - batch.now));
         if self.room() == 0 {
             return Ok(self.config.poll_interval);
         }
         Ok(until_next.min(self.config.poll_interval))
     }
 
-    fn dispatch(&mut self, claimed: Claimed, start_by: Instant) {
-        let job = match Job::parse(&claimed.member, self.config.http.timeout) {
-            Ok(job) => job,
-            Err(malformed) => {
+    /// Logs and counts a job the claim script set aside itself.
+    fn set_aside_by_script(&mut self, set_aside: &SetAside) {
+        let failed = &self.config.keys.failed;
+        match set_aside {
+            SetAside::Skipped { id, field, key } => {
+                info!("job {id}: {field} {key} holds: dropped without a request");
+                self.metrics.skipped += 1;
+            }
+            SetAside::Unreadable { id, error } => {
+                error!("job {id}: {error}; moved to {failed:?} without a request");
+                self.metrics.poison += 1;
+            }
+            SetAside::Oversize { id, bytes } => {
                 error!(
-                    "job {}: {malformed}; moved to {:?} without a request",
-                    claimed.id, self.config.keys.failed
+                    "job {id}: malformed job: the member is {bytes} bytes, over maxJobBytes; moved to {failed:?} without a request"
                 );
                 self.metrics.poison += 1;
-                let made = claimed.attempt - 1;
-                self.fail(claimed, made, &malformed.to_string());
-                return;
             }
+        }
+    }
+
+    /// The settings `settle` decides by.
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            retry: &self.config.retry,
+            max_attempts: self.config.max_attempts(),
+            retry_after_max: self.config.retry_after_max,
+            allowed: &self.config.http.allowed,
+        }
+    }
+
+    fn dispatch(&mut self, claimed: Claimed, start_by: Instant) {
+        let job = Job::parse(&claimed.member, self.config.http.timeout);
+        if let Some(decision) = settle::at_claim(&job, claimed.attempt, &self.policy()) {
+            self.settle(claimed, job.as_ref().ok(), Duration::ZERO, decision);
+            return;
+        }
+        let Ok(job) = job else {
+            return; // not reached: a job that did not parse was set aside above
         };
-        if !allowlist::allows(&self.config.http.allowed, &job.callback) {
-            let reason =
-                "malformed job: `callback` is outside allowedCallbacks; no connection was made";
-            error!(
-                "job {} to {}: {reason}; moved to {:?}",
-                claimed.id, job.callback, self.config.keys.failed
-            );
-            self.metrics.poison += 1;
-            let made = claimed.attempt - 1;
-            self.fail(claimed, made, reason);
-            return;
-        }
-        let max = self.max_attempts(&job);
-        if claimed.attempt > max {
-            let reason = format!(
-                "no attempts left: this would be attempt {} of {max} (the last one was cut short by a daemon dying or losing Redis, or maxRetryNum was lowered)",
-                claimed.attempt
-            );
-            warn!(
-                "job {} to {}: {reason}; moved to {:?}",
-                claimed.id, job.callback, self.config.keys.failed
-            );
-            self.metrics.failed_for_good += 1;
-            self.fail(claimed, max, &reason);
-            return;
-        }
         let Some(tx) = &self.jobs_tx else {
             return; // not reached: nothing is claimed while shutting down
         };
         // Never blocks: the batch was sized by the room left in the pool. A paused
         // host is the worker's to check, when the job's turn comes.
-        let http = self.http.clone();
         let delivery = Delivery {
-            claimed,
             job,
-            http,
+            id: claimed.id.clone(),
+            attempt: claimed.attempt,
+            first_due: claimed.first_due.value(),
+            http: self.http.clone(),
             start_by,
+            back: claimed,
         };
         if tx.send(delivery).is_ok() {
             self.held += 1;
         }
-    }
-
-    /// Sets a job aside into the failed list, with what we know of why.
-    fn fail(&mut self, claimed: Claimed, attempts: u32, reason: &str) {
-        let record = failure_record(
-            &claimed.member,
-            &claimed.id,
-            attempts,
-            reason,
-            first_due(&claimed),
-            self.now(),
-        );
-        self.settle_later(claimed, SettleOp::Fail(record));
-    }
-
-    fn settle_later(&mut self, claimed: Claimed, op: SettleOp) {
-        self.pending.push(Settle {
-            member: claimed.member,
-            lease: claimed.lease,
-            id: claimed.id,
-            op,
-        });
     }
 
     fn take_outcomes(&mut self) {
@@ -409,100 +391,111 @@ impl Dispatcher {
 
     fn record(&mut self, outcome: Outcome) {
         self.held -= 1;
-        let Delivery { claimed, job, .. } = outcome.delivery;
-        let result = match outcome.attempt {
-            Attempt::Made(result) => {
-                self.prefetch.observe(outcome.took);
-                self.ring_at.store(self.prefetch.mark(), Ordering::Relaxed);
-                result
-            }
-            Attempt::TooLate => {
-                // Every worker was busy for so long that this attempt could not end
-                // inside the lease: undo the claim instead; the job runs next round.
-                info!(
-                    "job {}: waited too long for a free worker to start inside its lease; claimed again",
-                    claimed.id
-                );
-                let due = claimed.due.clone();
-                self.settle_later(claimed, SettleOp::Release { due });
-                return;
-            }
-            Attempt::HostPaused(wait) => {
-                // Not an attempt: the claim is undone and the job waits out the pause,
-                // spread over a quarter of it so the host's backlog does not return
-                // at once.
-                let spread = wait.mul_f64(0.25 * random_unit());
-                let back_in = (wait + spread).as_secs_f64();
-                debug!(
-                    "job {}: {} is paused; back in {back_in:.1} s",
-                    claimed.id, job.host
-                );
-                let due = format!("{:.6}", self.now() + back_in);
-                self.settle_later(claimed, SettleOp::Release { due });
-                return;
-            }
-        };
-        let took = outcome.took.as_millis();
-        let took_secs = outcome.took.as_secs_f64();
-        let max = self.max_attempts(&job);
-        self.metrics.duration.observe(took_secs);
-        let failure = match result {
-            Ok(()) => {
-                self.metrics.delivered += 1;
-                // The request went out when the attempt started.
-                let sent_at = self.now() - took_secs;
-                self.metrics.lateness.observe(sent_at - due(&claimed));
-                debug!(
-                    "job {} delivered to {} (attempt {}, {took} ms)",
-                    claimed.id, job.callback, claimed.attempt
-                );
-                self.settle_later(claimed, SettleOp::Done);
-                return;
-            }
-            Err(failure) => failure,
-        };
-        self.metrics.failed_attempts += 1;
-        let reason = &failure.reason;
-        if failure.give_up || claimed.attempt >= max {
-            let why = if failure.give_up {
-                "the endpoint refused the job for good"
-            } else {
-                "no attempts left"
-            };
-            warn!(
-                "job {} attempt {}/{max} to {} failed: {reason}; {why}, moved to {:?}",
-                claimed.id, claimed.attempt, job.callback, self.config.keys.failed
-            );
-            self.metrics.failed_for_good += 1;
-            let made = claimed.attempt;
-            self.fail(claimed, made, reason);
-            return;
+        let Outcome {
+            delivery,
+            attempt: report,
+            took,
+        } = outcome;
+        if let Attempt::Made(_) = report {
+            self.prefetch.observe(took);
+            self.ring_at.store(self.prefetch.mark(), Ordering::Relaxed);
+            self.metrics.duration.observe(took.as_secs_f64());
         }
-        let mut delay = job_retry_delay(
-            &self.config.retry,
-            job.options.backoff.as_ref(),
-            claimed.attempt,
+        let claimed = delivery.back;
+        let back = settle::Returned {
+            report: &report,
+            attempt: claimed.attempt,
+            due: &claimed.due,
+            took,
+        };
+        let decision = settle::on_outcome(
+            back,
+            &delivery.job,
+            self.now(),
+            &self.policy(),
+            random_unit(),
         );
-        if let Some(asked) = failure.retry_after {
-            // The endpoint's Retry-After is a floor, within the configured bound.
-            delay = delay.max(asked.min(self.config.retry_after_max));
-        }
-        warn!(
-            "job {} attempt {}/{max} to {} failed after {took} ms: {reason}; next attempt in {:.1} s",
-            claimed.id,
-            claimed.attempt,
-            job.callback,
-            delay.as_secs_f64()
-        );
-        self.metrics.retries_scheduled += 1;
-        self.settle_later(claimed, SettleOp::Retry(delay));
+        self.settle(claimed, Some(&delivery.job), took, decision);
     }
 
-    /// Attempts a job gets: the first plus its own `maxRetry`, or the daemon's.
-    fn max_attempts(&self, job: &Job) -> u32 {
-        job.options
-            .max_retry
-            .map_or(self.config.max_attempts(), |r| r + 1)
+    /// Logs and counts what happened to a job, and queues its write for the next round.
+    /// `job` is `None` when the member did not parse; `took` is how long the attempt
+    /// ran.
+    fn settle(&mut self, claimed: Claimed, job: Option<&Job>, took: Duration, decision: Decision) {
+        let Decision { op, event } = decision;
+        let (id, n, failed) = (&claimed.id, claimed.attempt, &self.config.keys.failed);
+        let to = job.map_or(String::new(), |j| format!(" to {}", j.callback));
+        let took = took.as_millis();
+        let m = &mut self.metrics;
+        match &event {
+            Event::Malformed | Event::NotAllowed => {
+                let reason = match &op {
+                    Op::Fail { reason, .. } => reason.as_str(),
+                    _ => "",
+                };
+                error!("job {id}{to}: {reason}; moved to {failed:?} without a request");
+                m.poison += 1;
+            }
+            Event::NoAttemptsLeft => {
+                if let Op::Fail { reason, .. } = &op {
+                    warn!("job {id}{to}: {reason}; moved to {failed:?}");
+                }
+                m.failed_for_good += 1;
+            }
+            Event::TooLate => info!(
+                "job {id}: waited too long for a free worker to start inside its lease; claimed again"
+            ),
+            Event::HostPaused { back_in } => debug!(
+                "job {id}: {} is paused; back in {:.1} s",
+                job.map_or(String::new(), |j| j.callback.host_key()),
+                back_in.as_secs_f64()
+            ),
+            Event::Delivered { lateness } => {
+                m.delivered += 1;
+                m.lateness.observe(*lateness);
+                debug!("job {id} delivered{to} (attempt {n}, {took} ms)");
+            }
+            Event::Retrying { reason, delay, of } => {
+                m.failed_attempts += 1;
+                m.retries_scheduled += 1;
+                warn!(
+                    "job {id} attempt {n}/{of}{to} failed after {took} ms: {reason}; next attempt in {:.1} s",
+                    delay.as_secs_f64()
+                );
+            }
+            Event::FailedForGood {
+                reason,
+                refused,
+                of,
+            } => {
+                m.failed_attempts += 1;
+                m.failed_for_good += 1;
+                let why = match refused {
+                    true => "the endpoint refused the job for good",
+                    false => "no attempts left",
+                };
+                warn!("job {id} attempt {n}/{of}{to} failed: {reason}; {why}, moved to {failed:?}");
+            }
+        }
+        let op = match op {
+            Op::Done => SettleOp::Done,
+            Op::Retry(delay) => SettleOp::Retry(delay),
+            Op::Release(due) => SettleOp::Release { due },
+            Op::Fail { attempts, reason } => SettleOp::Fail(failure_record(
+                &claimed.member,
+                &claimed.id,
+                attempts,
+                &reason,
+                claimed.first_due.value(),
+                self.now(),
+            )),
+        };
+        self.pending.push(Settle {
+            member: claimed.member,
+            lease: claimed.lease,
+            id: claimed.id,
+            op,
+        });
     }
 
     /// Writes the pending outcomes without claiming. On error they stay pending, to
@@ -601,92 +594,36 @@ impl Dispatcher {
     }
 
     /// Applies a re-read config: what can change while running does, the rest is
-    /// named as needing a restart. A config that does not load changes nothing.
+    /// named as needing a restart (`config::reload` declares which is which). A config
+    /// that does not load changes nothing.
     fn reload(&mut self) {
-        let new = match (self.control.reload)() {
-            Ok(new) => new,
+        let reloaded = (self.control.reload)()
+            .map_err(|e| e.to_string())
+            .and_then(|new| config::reload(&self.config, new).map_err(|e: Problem| e.to_string()));
+        let r = match reloaded {
+            Ok(r) => r,
             Err(e) => {
                 error!("config not reloaded, the running one stays: {e}");
                 return;
             }
         };
-        let old = &self.config;
-        let merged = Config {
-            redis_url: old.redis_url.clone(),
-            keys: old.keys.clone(),
-            concurrency: old.concurrency,
-            redis_timeout: old.redis_timeout,
-            redis_ca_pem: old.redis_ca_pem.clone(),
-            host_failure_threshold: old.host_failure_threshold,
-            host_pause: old.host_pause,
-            log_files: old.log_files.clone(),
-            pid_file: old.pid_file.clone(),
-            ..new.clone()
-        };
-        // The file was checked against its own redisTimeoutMs; the running one stays.
-        let floor = merged.lease_floor();
-        if merged.lease <= floor {
-            error!(
-                "config not reloaded, the running one stays: `leaseMs` {} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
-                merged.lease.as_millis(),
-                floor.as_millis()
-            );
-            return;
-        }
-        let applied = changed(&[
-            ("logLevel", old.log_level != new.log_level),
-            ("pollIntervalMs", old.poll_interval != new.poll_interval),
-            (
-                "HTTP settings (timeouts, success rule, signing, allow-list, TLS, redirects)",
-                old.http != new.http,
-            ),
-            ("retry backoff", old.retry != new.retry),
-            ("maxRetryNum", old.max_retries != new.max_retries),
-            ("leaseMs", old.lease != new.lease),
-            (
-                "retryAfterMaxMs",
-                old.retry_after_max != new.retry_after_max,
-            ),
-            ("maxJobBytes", old.max_job_bytes != new.max_job_bytes),
-            (
-                "metricsFile or metricsIntervalMs",
-                old.metrics_file != new.metrics_file
-                    || old.metrics_interval != new.metrics_interval,
-            ),
-        ]);
-        let restart = changed(&[
-            ("redis", old.redis_url != new.redis_url),
-            ("key names", old.keys != new.keys),
-            ("concurrency", old.concurrency != new.concurrency),
-            (
-                "redisTimeoutMs or redisCaFile",
-                old.redis_timeout != new.redis_timeout || old.redis_ca_pem != new.redis_ca_pem,
-            ),
-            (
-                "hostFailureThreshold or hostPauseMs",
-                old.host_failure_threshold != new.host_failure_threshold
-                    || old.host_pause != new.host_pause,
-            ),
-            ("logDir or logKeepDays", old.log_files != new.log_files),
-            ("pid", old.pid_file != new.pid_file),
-        ]);
         // The new level first, so that a reload to a chattier level says so.
-        logging::set_level(new.log_level);
-        if applied.is_empty() {
+        logging::set_level(r.config.log_level);
+        if r.applied.is_empty() {
             info!("config reloaded: nothing that applies while running changed");
         } else {
-            info!("config reloaded: {} now in effect", applied.join(", "));
+            info!("config reloaded: {} now in effect", r.applied.join(", "));
         }
-        if !restart.is_empty() {
+        if !r.restart.is_empty() {
             warn!(
                 "config changes that need a restart were not applied: {}",
-                restart.join(", ")
+                r.restart.join(", ")
             );
         }
-        if old.http != merged.http {
-            self.http = Arc::new(merged.http.clone());
+        if self.config.http != r.config.http {
+            self.http = Arc::new(r.config.http.clone());
         }
-        self.config = merged;
+        self.config = r.config;
     }
 
     /// Logs the first failure of a run of them, and says how long to back off.
@@ -736,8 +673,14 @@ impl Dispatcher {
         self.jobs_tx = None; // the workers end once the channel is empty
         while let Ok(unstarted) = self.jobs_rx.try_recv() {
             self.held -= 1;
-            let due = unstarted.claimed.due.clone();
-            self.settle_later(unstarted.claimed, SettleOp::Release { due });
+            let claimed = unstarted.back;
+            let due = claimed.due.clone();
+            self.pending.push(Settle {
+                member: claimed.member,
+                lease: claimed.lease,
+                id: claimed.id,
+                op: SettleOp::Release { due },
+            });
         }
         let deadline = Instant::now() + self.config.http.timeout + Duration::from_secs(1);
         while self.held > 0 {
@@ -781,25 +724,6 @@ impl Dispatcher {
     fn now(&self) -> f64 {
         self.clock.0 + self.clock.1.elapsed().as_secs_f64()
     }
-}
-
-/// The names whose flag is set.
-fn changed(pairs: &[(&'static str, bool)]) -> Vec<&'static str> {
-    pairs
-        .iter()
-        .filter(|(_, c)| *c)
-        .map(|(name, _)| *name)
-        .collect()
-}
-
-/// The score a job was claimed at, as a number.
-fn due(claimed: &Claimed) -> f64 {
-    claimed.due.parse().unwrap_or(0.0)
-}
-
-/// When a job was first due, before retries moved it.
-fn first_due(claimed: &Claimed) -> f64 {
-    claimed.first_due.parse().unwrap_or(0.0)
 }
 
 fn secs(s: f64) -> Duration {

@@ -17,34 +17,40 @@ use ureq::Agent;
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 
-use crate::allowlist;
-use crate::breaker::{Breakers, Change};
-use crate::config::{HttpSettings, SuccessRule};
+use crate::deliver::breaker::{Breakers, Change};
+use crate::deliver::resolver::{CallbackResolver, Denied};
+use crate::deliver::{HttpSettings, SuccessRule, allowlist, signing, transport};
+use crate::job::callback::Callback;
 use crate::job::{Job, shorten};
-use crate::resolver::{CallbackResolver, Denied};
-use crate::signing;
-use crate::store::Claimed;
-use crate::transport;
 
 pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
 
-/// A job handed to a worker, with the HTTP settings in force when it was claimed (a
-/// config reload hands out new ones; no lock is shared with the workers).
+/// A job handed to a worker: what its attempt needs, with the HTTP settings in force
+/// when it was claimed (a config reload hands out new ones; no lock is shared with the
+/// workers).
 #[derive(Debug)]
-pub struct Delivery {
-    pub claimed: Claimed,
+pub struct Delivery<T> {
     pub job: Job,
+    /// `X-Delayqs-Job-Id`.
+    pub id: String,
+    /// `X-Delayqs-Attempt`: 1 for the first.
+    pub attempt: u32,
+    /// `X-Delayqs-Due`: when the job was first due, Unix seconds.
+    pub first_due: f64,
     pub http: Arc<HttpSettings>,
     /// The last moment the attempt may start and still end, outcome written, inside
     /// the lease. A job waits in the channel while every worker is busy, and a hung
     /// endpoint could hold it there for a whole `timeoutMs`.
     pub start_by: Instant,
+    /// The main loop's own record of the job (its lease), handed back untouched with
+    /// the outcome: workers never look inside.
+    pub back: T,
 }
 
 /// What became of a job a worker took.
 #[derive(Debug)]
-pub struct Outcome {
-    pub delivery: Delivery,
+pub struct Outcome<T> {
+    pub delivery: Delivery<T>,
     pub attempt: Attempt,
     pub took: Duration,
 }
@@ -94,19 +100,30 @@ impl Failure {
 /// The workers keep the host breakers: each checks a job's host when it takes the
 /// job and notes how the attempt went, so a pause holds back the very next job, even
 /// one that was already waiting in the channel.
-#[derive(Clone)]
-pub struct Links {
-    pub outcomes: Sender<Outcome>,
+pub struct Links<T> {
+    pub outcomes: Sender<Outcome<T>>,
     pub bell: Sender<()>,
     pub ring_at: Arc<AtomicUsize>,
     pub breakers: Arc<Mutex<Breakers>>,
 }
 
+// By hand: a derived Clone would ask for `T: Clone`, which the channels do not need.
+impl<T> Clone for Links<T> {
+    fn clone(&self) -> Links<T> {
+        Links {
+            outcomes: self.outcomes.clone(),
+            bell: self.bell.clone(),
+            ring_at: self.ring_at.clone(),
+            breakers: self.breakers.clone(),
+        }
+    }
+}
+
 /// Starts `n` named worker threads reading from `jobs`.
-pub fn start(
+pub fn start<T: Send + 'static>(
     n: usize,
-    jobs: Receiver<Delivery>,
-    links: Links,
+    jobs: Receiver<Delivery<T>>,
+    links: Links<T>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..n)
         .map(|i| {
@@ -119,7 +136,7 @@ pub fn start(
         .collect()
 }
 
-fn work(jobs: Receiver<Delivery>, links: Links) {
+fn work<T>(jobs: Receiver<Delivery<T>>, links: Links<T>) {
     // The agent keeps connections alive between calls; it is rebuilt only when a
     // reload changed the settings it was built with.
     let mut current: Option<(Arc<HttpSettings>, Agent)> = None;
@@ -134,7 +151,7 @@ fn work(jobs: Receiver<Delivery>, links: Links) {
         let started = Instant::now();
         let attempt = if started > delivery.start_by {
             Attempt::TooLate
-        } else if let Some(wait) = links.breakers().hold(&delivery.job.host) {
+        } else if let Some(wait) = links.breakers().hold(&delivery.job.callback.host_key()) {
             Attempt::HostPaused(wait)
         } else {
             // A panic must not lose the outcome: the main loop counts on one per job.
@@ -145,7 +162,7 @@ fn work(jobs: Receiver<Delivery>, links: Links) {
                         ..Failure::default()
                     })
                 });
-            links.note(&delivery.job.host, &result);
+            links.note(&delivery.job.callback.host_key(), &result);
             Attempt::Made(result)
         };
         let outcome = Outcome {
@@ -163,7 +180,7 @@ fn work(jobs: Receiver<Delivery>, links: Links) {
     }
 }
 
-impl Links {
+impl<T> Links<T> {
     fn breakers(&self) -> MutexGuard<'_, Breakers> {
         // The breakers stay consistent even if a holder panicked: each call is one
         // small update.
@@ -226,7 +243,7 @@ fn tls(http: &HttpSettings) -> TlsConfig {
     TlsConfig::builder().root_certs(roots).build()
 }
 
-fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
+fn attempt<T>(agent: &Agent, d: &Delivery<T>) -> Result<(), Failure> {
     let http = &d.http;
     let mut url = d.job.callback.clone();
     let mut hops = 0;
@@ -240,7 +257,7 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
                 .headers()
                 .get("location")
                 .and_then(|v| v.to_str().ok());
-            let next = location.and_then(|l| redirect_target(&url, l));
+            let next = location.and_then(|l| url.follow(l));
             url = match next {
                 Some(next) if allowlist::allows(&http.allowed, &next) => next,
                 _ => {
@@ -261,42 +278,26 @@ fn attempt(agent: &Agent, d: &Delivery) -> Result<(), Failure> {
     }
 }
 
-/// Where a redirect's `Location` points, resolved against the URL it came from: an
-/// absolute http(s) URL, or a path on the same origin.
-fn redirect_target(from: &str, location: &str) -> Option<String> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return Some(location.to_string());
-    }
-    let path = location.strip_prefix('/')?;
-    let uri: ureq::http::Uri = from.parse().ok()?;
-    Some(format!(
-        "{}://{}/{path}",
-        uri.scheme_str()?,
-        uri.authority()?
-    ))
-}
-
 /// Sends the job to `url`: the method, headers, signature and body of PROTOCOL §2
 /// and the job's options.
-fn send(
+fn send<T>(
     agent: &Agent,
-    d: &Delivery,
-    url: &str,
+    d: &Delivery<T>,
+    url: &Callback,
 ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
     let (http, job, options) = (&d.http, &d.job, &d.job.options);
     let mut request = match options.put {
-        true => agent.put(url),
-        false => agent.post(url),
+        true => agent.put(url.as_str()),
+        false => agent.post(url.as_str()),
     };
     if let Some(timeout) = options.timeout {
         request = request.config().timeout_global(Some(timeout)).build();
     }
     // When the job was first due: a retry does not make a stale action fresh.
-    let due: f64 = d.claimed.first_due.parse().unwrap_or(0.0);
     request = request
-        .header("X-Delayqs-Job-Id", &d.claimed.id)
-        .header("X-Delayqs-Attempt", d.claimed.attempt.to_string())
-        .header("X-Delayqs-Due", format!("{due:.3}"));
+        .header("X-Delayqs-Job-Id", &d.id)
+        .header("X-Delayqs-Attempt", d.attempt.to_string())
+        .header("X-Delayqs-Due", format!("{:.3}", d.first_due));
     for (name, value) in &options.headers {
         request = request.header(name, value);
     }
@@ -309,7 +310,7 @@ fn send(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        for (name, value) in signing::headers(&http.signing, &d.claimed.id, now, body.as_bytes()) {
+        for (name, value) in signing::headers(&http.signing, &d.id, now, body.as_bytes()) {
             request = request.header(name, value);
         }
     }

@@ -1,51 +1,13 @@
-//! The Redis side: one connection, owned by the main loop, and the Lua scripts that
-//! claim jobs and record their outcomes atomically.
-//!
-//! Every key a script touches is passed in `KEYS`, so a move to Redis Cluster needs only
-//! hash tags in the key names.
+//! The main loop's connection to Redis and its calls: one round of the claim script,
+//! the undo of a claim whose reply was lost, the sweep, and the reads for checks and
+//! metrics. Connects lazily and drops the connection on any error.
 
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisError, RedisResult, Script, Value};
+use redis::{Client, Connection, RedisResult, Script, Value};
 
 use crate::config::{Config, Keys};
-use crate::job::job_id;
-
-/// A job taken out of the queue under a lease.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The member string exactly as the producer wrote it.
-    pub member: Vec<u8>,
-    /// The score it had in the queue: when it was due, in Unix seconds.
-    pub due: String,
-    /// 1 for the first attempt; counts survive restarts because they live in Redis.
-    pub attempt: u32,
-    /// SHA-1 hex of the member: the same for every attempt and every daemon.
-    pub id: String,
-    /// What the claim wrote into the attempts hash; outcomes must present it.
-    pub lease: String,
-    /// When the job was first due, before any retry moved it (Unix seconds).
-    pub first_due: String,
-}
-
-/// What one call of the claim script saw and did.
-#[derive(Debug)]
-pub struct ClaimBatch {
-    /// Redis's clock at the claim, Unix seconds.
-    pub now: f64,
-    /// The earliest score still in the queue.
-    pub next_due: Option<f64>,
-    /// Expired leases put back into the queue.
-    pub recovered: u64,
-    /// Due copies of members already in flight, merged into the attempt under way.
-    pub merged: u64,
-    /// Jobs the claim set aside: "skip <id> <field> <key>" or "oversize <id> <bytes>".
-    pub dropped: Vec<String>,
-    /// Indexes of the outcomes whose lease had already been taken back: they changed
-    /// nothing.
-    pub stale: Vec<usize>,
-    pub jobs: Vec<Claimed>,
-}
+use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
 
 /// An outcome to record. Each names the job's member and the lease it was claimed under.
 #[derive(Debug, Clone)]
@@ -53,7 +15,7 @@ pub struct Settle {
     pub member: Vec<u8>,
     /// The job id, for messages about this outcome.
     pub id: String,
-    pub lease: String,
+    pub lease: LeaseToken,
     pub op: SettleOp,
 }
 
@@ -65,8 +27,9 @@ pub enum SettleOp {
     Retry(Duration),
     /// Failed for good or malformed: append this JSON record to the failed list.
     Fail(String),
-    /// Claimed but never started (shutdown): back into the queue at its old score.
-    Release { due: String },
+    /// Claimed but never started (shutdown, a paused host, too late to start): the
+    /// claim is undone and the job queued at this score.
+    Release { due: Score },
 }
 
 /// How many expired leases one claim takes back; the rest wait for the next call.
@@ -126,13 +89,13 @@ impl Store {
                     SettleOp::Done => ("done", Vec::new()),
                     SettleOp::Retry(delay) => ("retry", delay.as_millis().to_string().into()),
                     SettleOp::Fail(record) => ("fail", record.clone().into_bytes()),
-                    SettleOp::Release { due } => ("release", due.clone().into_bytes()),
+                    SettleOp::Release { due } => ("release", due.text().as_bytes().to_vec()),
                 };
-                inv.arg(op).arg(&o.member).arg(&o.lease).arg(arg);
+                inv.arg(op).arg(&o.member).arg(o.lease.as_str()).arg(arg);
             }
             inv.invoke(con)
         })?;
-        parse_claim(reply)
+        Ok(claim::parse(reply)?)
     }
 
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
@@ -185,7 +148,7 @@ impl Store {
     }
 
     /// The queue's state for the metrics file: pending, due by `now`, in flight.
-    pub fn gauges(&mut self, now: f64) -> RedisResult<crate::metrics::Gauges> {
+    pub fn gauges(&mut self, now: f64) -> RedisResult<crate::telemetry::metrics::Gauges> {
         let (pending, due, inflight) = self.call(|con, s| {
             redis::pipe()
                 .zcard(&s.keys.queue)
@@ -193,7 +156,7 @@ impl Store {
                 .zcard(&s.keys.inflight)
                 .query(con)
         })?;
-        Ok(crate::metrics::Gauges {
+        Ok(crate::telemetry::metrics::Gauges {
             pending,
             due,
             inflight,
@@ -240,54 +203,4 @@ impl Store {
         con.set_write_timeout(Some(self.timeout))?;
         Ok(con)
     }
-}
-
-fn parse_claim(reply: Vec<Value>) -> RedisResult<ClaimBatch> {
-    let bad = |what: &str| {
-        RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "claim.lua returned an unexpected reply",
-            what.to_string(),
-        ))
-    };
-    if reply.len() < 6 || !(reply.len() - 6).is_multiple_of(5) {
-        return Err(bad("wrong length"));
-    }
-    let mut it = reply.into_iter();
-    let mut next = || it.next().ok_or_else(|| bad("too short"));
-    let now: String = redis::from_redis_value(next()?)?;
-    let next_due: String = redis::from_redis_value(next()?)?;
-    let recovered: u64 = redis::from_redis_value(next()?)?;
-    let merged: u64 = redis::from_redis_value(next()?)?;
-    let dropped: String = redis::from_redis_value(next()?)?;
-    let stale: String = redis::from_redis_value(next()?)?;
-    let mut jobs = Vec::new();
-    while let Ok(member) = next() {
-        let member: Vec<u8> = redis::from_redis_value(member)?;
-        let due = redis::from_redis_value(next()?)?;
-        let attempt: u32 = redis::from_redis_value(next()?)?;
-        let id = job_id(&member);
-        let lease = redis::from_redis_value(next()?)?;
-        let first_due = redis::from_redis_value(next()?)?;
-        jobs.push(Claimed {
-            member,
-            due,
-            attempt,
-            id,
-            lease,
-            first_due,
-        });
-    }
-    Ok(ClaimBatch {
-        now: now.parse().map_err(|_| bad("now is not a number"))?,
-        next_due: next_due.parse().ok(),
-        recovered,
-        merged,
-        dropped: dropped.lines().map(str::to_string).collect(),
-        stale: stale
-            .split(' ')
-            .filter_map(|n| n.parse::<usize>().ok()?.checked_sub(1))
-            .collect(),
-        jobs,
-    })
 }

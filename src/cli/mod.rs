@@ -1,0 +1,15 @@
+//! The command line: the commands and their arguments (`commands`), the operator's
+//! commands on Redis (`admin`), the old daemon's way of running with a pid file and
+//! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
+//! printed line and an exit code (`error`).
+//!
+//! The top of the tree: it wires the other modules, and no module imports it.
+
+mod admin;
+mod commands;
+mod daemon;
+mod error;
+mod notify;
+mod pidfile;
+
+pub use commands::main;
