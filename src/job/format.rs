@@ -1,5 +1,5 @@
-//! The job format (PROTOCOL §1–2): parsing a member string, the form body a callback
-//! receives, and the record kept for a job that failed for good.
+//! The job format (PROTOCOL §1, §2, §3.4): parsing a member string, the form body a
+//! callback receives, and the record kept for a job that failed for good.
 //!
 //! Parsing is the one place that can fail: a [`Job`] that exists is deliverable.
 
