@@ -3,8 +3,13 @@
 //!
 //! After `threshold` attempts in a row that failed for the host's own sake (no
 //! connection, a timeout, 429, 5xx) its jobs wait `pause` before going out again. Then
-//! one attempt probes, alone: the host's other jobs keep waiting until it answers. A
-//! failure pauses the host again at once; an answer of any kind ends the trouble.
+//! one attempt probes, alone: the host's other jobs wait as long as the probe may take
+//! (its timeout), not less, so that a backlog is not claimed and put back over and
+//! over while it runs. A failure pauses the host again at once; an answer of any kind
+//! ends the trouble.
+//!
+//! The main loop reads the breakers too (`paused`), so a paused host's job claimed
+//! anew goes back to the queue before it takes a worker's place.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,6 +20,8 @@ const MAX_HOSTS: usize = 10_000;
 pub struct Breakers {
     threshold: u32,
     pause: Duration,
+    /// The longest a probe may take: the call's timeout.
+    probe_window: Duration,
     hosts: HashMap<String, Host>,
 }
 
@@ -22,12 +29,12 @@ pub struct Breakers {
 struct Host {
     failures: u32,
     paused_until: Option<Instant>,
-    /// The one attempt let through after a pause is under way.
-    probing: bool,
+    /// The one attempt let through after a pause is under way, and may run until then.
+    probe_ends: Option<Instant>,
 }
 
-/// How long other jobs wait while a probe is under way.
-const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// The least a job waits while a probe is under way.
+const PROBE_WAIT_MIN: Duration = Duration::from_millis(100);
 
 /// What an attempt changed about its host, for a log line.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,11 +46,12 @@ pub enum Change {
 }
 
 impl Breakers {
-    /// `threshold` 0 never pauses a host.
-    pub fn new(threshold: u32, pause: Duration) -> Breakers {
+    /// `threshold` 0 never pauses a host; `probe_window` is the longest a call takes.
+    pub fn new(threshold: u32, pause: Duration, probe_window: Duration) -> Breakers {
         Breakers {
             threshold,
             pause,
+            probe_window,
             hosts: HashMap::new(),
         }
     }
@@ -57,17 +65,26 @@ impl Breakers {
     /// pause the first caller is let through as the probe (and `None` is returned),
     /// the others wait for its outcome.
     pub fn hold(&mut self, host: &str) -> Option<Duration> {
+        if let Some(wait) = self.paused(host) {
+            return Some(wait);
+        }
         let h = self.hosts.get_mut(host)?;
-        let until = h.paused_until?;
-        let left = until.saturating_duration_since(Instant::now());
+        h.paused_until?;
+        h.probe_ends = Some(Instant::now() + self.probe_window);
+        None
+    }
+
+    /// How much longer a job for `host` must wait, without letting a probe through:
+    /// the rest of the pause, or of the probe under way.
+    pub fn paused(&self, host: &str) -> Option<Duration> {
+        let h = self.hosts.get(host)?;
+        let now = Instant::now();
+        let left = h.paused_until?.saturating_duration_since(now);
         if !left.is_zero() {
             return Some(left);
         }
-        if h.probing {
-            return Some(PROBE_WAIT.min(self.pause));
-        }
-        h.probing = true;
-        None
+        let probe_left = h.probe_ends?.saturating_duration_since(now);
+        Some(probe_left.max(PROBE_WAIT_MIN))
     }
 
     /// Notes an attempt's result: `trouble` when it failed for the host's own sake.
@@ -80,10 +97,19 @@ impl Breakers {
             return None;
         }
         if self.hosts.len() >= MAX_HOSTS && !self.hosts.contains_key(host) {
-            self.hosts.retain(|_, h| h.paused_until.is_some());
+            // Forget the hosts that are merely counting, or whose pause is over.
+            let now = Instant::now();
+            self.hosts.retain(|_, h| {
+                h.paused_until.is_some_and(|until| until > now) || h.probe_ends.is_some()
+            });
+            if self.hosts.len() >= MAX_HOSTS {
+                // Every remembered host is paused: this one goes uncounted rather
+                // than make the map, which every worker locks, grow without bound.
+                return None;
+            }
         }
         let entry = self.hosts.entry(host.to_string()).or_default();
-        entry.probing = false;
+        entry.probe_ends = None;
         entry.failures += 1;
         if entry.failures < self.threshold {
             return None;
@@ -100,7 +126,7 @@ mod tests {
 
     #[test]
     fn trips_after_threshold_and_recovers_on_an_answer() {
-        let mut b = Breakers::new(3, Duration::from_secs(60));
+        let mut b = Breakers::new(3, Duration::from_secs(60), Duration::from_secs(5));
         assert_eq!(b.record("h:1", true), None);
         assert_eq!(b.record("h:1", true), None);
         assert_eq!(b.hold("h:1"), None);
@@ -115,12 +141,20 @@ mod tests {
 
     #[test]
     fn after_the_pause_one_probe_goes_alone() {
-        let mut b = Breakers::new(1, Duration::from_millis(20));
+        let mut b = Breakers::new(1, Duration::from_millis(20), Duration::from_secs(5));
         assert_eq!(b.record("h", true), Some(Change::Tripped(1)));
         assert!(b.hold("h").is_some());
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(b.hold("h"), None, "the probe");
-        assert!(b.hold("h").is_some(), "others wait for the probe");
+        let wait = b.hold("h").expect("others wait for the probe");
+        assert!(
+            wait > Duration::from_secs(4),
+            "as long as the probe may take: {wait:?}"
+        );
+        assert_eq!(
+            b.paused("h").map(|w| w > Duration::from_secs(4)),
+            Some(true)
+        );
         assert_eq!(b.record("h", true), None, "the probe failed: paused again");
         assert!(b.hold("h").is_some());
         std::thread::sleep(Duration::from_millis(30));
@@ -131,12 +165,12 @@ mod tests {
 
     #[test]
     fn an_answer_resets_the_count_and_zero_disables() {
-        let mut b = Breakers::new(2, Duration::from_secs(60));
+        let mut b = Breakers::new(2, Duration::from_secs(60), Duration::from_secs(5));
         b.record("h", true);
         b.record("h", false);
         assert_eq!(b.record("h", true), None);
         assert_eq!(b.hold("h"), None);
-        let mut off = Breakers::new(0, Duration::from_secs(60));
+        let mut off = Breakers::new(0, Duration::from_secs(60), Duration::from_secs(5));
         for _ in 0..100 {
             assert_eq!(off.record("h", true), None);
         }

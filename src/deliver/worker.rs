@@ -214,6 +214,10 @@ fn agent(http: &HttpSettings) -> Agent {
         // A redirect would turn the POST into a GET somewhere else; an endpoint that
         // moved should get its jobs' callback changed instead.
         .max_redirects(0)
+        // No proxy from HTTP_PROXY, HTTPS_PROXY or ALL_PROXY: through a proxy only the
+        // proxy's address would be resolved, and `denyPrivateNetworks` would judge it
+        // instead of the callback's. delayqs connects to callbacks directly.
+        .proxy(None)
         .user_agent(USER_AGENT)
         .tls_config(tls(http))
         .build();
@@ -243,12 +247,23 @@ fn tls(http: &HttpSettings) -> TlsConfig {
     TlsConfig::builder().root_certs(roots).build()
 }
 
+/// One attempt: the request, and the redirects it may follow. Every hop shares one
+/// deadline, the job's `timeout` or `timeoutMs` from the start, since the lease
+/// allows one such span per attempt, whatever the number of hops.
 fn attempt<T>(agent: &Agent, d: &Delivery<T>) -> Result<(), Failure> {
     let http = &d.http;
+    let deadline = Instant::now() + d.job.options.timeout.unwrap_or(http.timeout);
     let mut url = d.job.callback.clone();
     let mut hops = 0;
     loop {
-        let mut response = send(agent, d, &url)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::transport(format!(
+                "timed out after {hops} redirects, at {url}"
+            )));
+        }
+        let cross_origin = !url.same_origin(&d.job.callback);
+        let mut response = send(agent, d, &url, left, cross_origin)?;
         let status = response.status().as_u16();
         // Only the redirects that keep the method and body, only as many as allowed,
         // and only to where a callback itself may go.
@@ -278,28 +293,31 @@ fn attempt<T>(agent: &Agent, d: &Delivery<T>) -> Result<(), Failure> {
     }
 }
 
-/// Sends the job to `url`: the method, headers, signature and body of PROTOCOL §2
-/// and the job's options.
+/// Sends the job to `url` within `left`: the method, headers, signature and body of
+/// PROTOCOL §2 and the job's options. On another origin than the callback's (a
+/// redirect), the job's credential headers stay behind, as browsers and curl do.
 fn send<T>(
     agent: &Agent,
     d: &Delivery<T>,
     url: &Callback,
+    left: Duration,
+    cross_origin: bool,
 ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
     let (http, job, options) = (&d.http, &d.job, &d.job.options);
-    let mut request = match options.put {
+    let request = match options.put {
         true => agent.put(url.as_str()),
         false => agent.post(url.as_str()),
     };
-    if let Some(timeout) = options.timeout {
-        request = request.config().timeout_global(Some(timeout)).build();
-    }
+    let mut request = request.config().timeout_global(Some(left)).build();
     // When the job was first due: a retry does not make a stale action fresh.
     request = request
         .header("X-Delayqs-Job-Id", &d.id)
         .header("X-Delayqs-Attempt", d.attempt.to_string())
         .header("X-Delayqs-Due", format!("{:.3}", d.first_due));
     for (name, value) in &options.headers {
-        request = request.header(name, value);
+        if !(cross_origin && credential(name)) {
+            request = request.header(name, value);
+        }
     }
     if options.json && !job.sign.is_empty() {
         // The form's `sign` field has no place in a JSON body.
@@ -326,6 +344,18 @@ fn send<T>(
             },
             e => Failure::transport(format!("request failed: {e}")),
         })
+}
+
+/// A header that carries credentials: never sent to an origin the job did not name.
+fn credential(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "cookie"
+        || [
+            "auth", "token", "secret", "session", "password", "api-key", "apikey",
+        ]
+        .iter()
+        .any(|word| n.contains(word))
 }
 
 /// Reads at most `maxResponseBytes` of the response and applies the success rule,

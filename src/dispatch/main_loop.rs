@@ -7,7 +7,7 @@
 //! I/O, the log lines and the counting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,14 +72,16 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
     let (outcomes_tx, outcomes_rx) = bounded(prefetch.capacity());
     let (bell_tx, bell_rx) = bounded(1);
     let ring_at = Arc::new(AtomicUsize::new(prefetch.mark()));
+    let breakers = Arc::new(Mutex::new(Breakers::new(
+        config.host_failure_threshold,
+        config.host_pause,
+        config.http.timeout,
+    )));
     let links = worker::Links {
         outcomes: outcomes_tx,
         bell: bell_tx,
         ring_at: ring_at.clone(),
-        breakers: Arc::new(Mutex::new(Breakers::new(
-            config.host_failure_threshold,
-            config.host_pause,
-        ))),
+        breakers: breakers.clone(),
     };
     let workers = worker::start(config.concurrency, jobs_rx.clone(), links)?;
     info!(
@@ -103,6 +105,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         held: 0,
         prefetch,
         ring_at,
+        breakers,
         next_round: Instant::now(),
         pending: Vec::new(),
         redis_down: None,
@@ -143,6 +146,9 @@ struct Dispatcher {
     prefetch: Prefetch,
     /// The workers' `Links::ring_at`, kept at the prefetch's mark.
     ring_at: Arc<AtomicUsize>,
+    /// The workers' host breakers: a job of a paused host goes back before it takes
+    /// a worker's place.
+    breakers: Arc<Mutex<Breakers>>,
     /// When the next round is due, unless outcomes free enough room before.
     next_round: Instant,
     /// Outcomes not yet written to Redis.
@@ -364,6 +370,22 @@ impl Dispatcher {
         let Ok(job) = job else {
             return; // not reached: a job that did not parse was set aside above
         };
+        let paused = {
+            let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+            breakers.paused(&job.callback.host_key())
+        };
+        if let Some(wait) = paused {
+            let back = settle::Returned {
+                report: &Attempt::HostPaused(wait),
+                attempt: claimed.attempt,
+                due: &claimed.due,
+                took: Duration::ZERO,
+            };
+            let decision =
+                settle::on_outcome(back, &job, self.now(), &self.policy(), random_unit());
+            self.settle(claimed, Some(&job), Duration::ZERO, decision);
+            return;
+        }
         let Some(tx) = &self.jobs_tx else {
             return; // not reached: nothing is claimed while shutting down
         };
