@@ -83,7 +83,9 @@ impl Breakers {
         if !left.is_zero() {
             return Some(left);
         }
-        let probe_left = h.probe_ends?.saturating_duration_since(now);
+        // A probe past its window was never reported (it cannot be: every attempt
+        // ends by then); the next caller probes instead of the host staying stuck.
+        let probe_left = h.probe_ends?.checked_duration_since(now)?;
         Some(probe_left.max(PROBE_WAIT_MIN))
     }
 
@@ -174,5 +176,16 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.record("h", true), None);
         }
+    }
+
+    #[test]
+    fn a_probe_never_reported_gives_way_after_its_window() {
+        let mut b = Breakers::new(1, Duration::from_millis(10), Duration::from_millis(40));
+        b.record("h", true);
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(b.hold("h"), None, "the probe");
+        assert!(b.hold("h").is_some());
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(b.hold("h"), None, "a new probe, not a host stuck for ever");
     }
 }

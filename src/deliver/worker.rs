@@ -141,30 +141,20 @@ fn work<T>(jobs: Receiver<Delivery<T>>, links: Links<T>) {
     // reload changed the settings it was built with.
     let mut current: Option<(Arc<HttpSettings>, Agent)> = None;
     for delivery in jobs.iter() {
-        let agent = match &current {
-            Some((http, agent)) if Arc::ptr_eq(http, &delivery.http) => agent,
-            _ => {
-                let agent = agent(&delivery.http);
-                &current.insert((delivery.http.clone(), agent)).1
-            }
-        };
         let started = Instant::now();
-        let attempt = if started > delivery.start_by {
-            Attempt::TooLate
-        } else if let Some(wait) = links.breakers().hold(&delivery.job.callback.host_key()) {
-            Attempt::HostPaused(wait)
-        } else {
-            // A panic must not lose the outcome: the main loop counts on one per job.
-            let result = catch_unwind(AssertUnwindSafe(|| attempt(agent, &delivery)))
-                .unwrap_or_else(|_| {
-                    Err(Failure {
-                        reason: "internal error: the attempt panicked".into(),
-                        ..Failure::default()
-                    })
-                });
-            links.note(&delivery.job.callback.host_key(), &result);
-            Attempt::Made(result)
-        };
+        // Everything between taking a job and reporting it runs under the guard: a
+        // panic anywhere in it (building the agent, the breakers, the attempt) must not
+        // lose the outcome, since the main loop counts on one per job it handed out.
+        let attempt = catch_unwind(AssertUnwindSafe(|| {
+            take(&mut current, &delivery, &links, started)
+        }))
+        .unwrap_or_else(|_| {
+            current = None; // it may be half-built: start afresh
+            Attempt::Made(Err(Failure {
+                reason: "internal error: the attempt panicked".into(),
+                ..Failure::default()
+            }))
+        });
         let outcome = Outcome {
             delivery,
             attempt,
@@ -178,6 +168,34 @@ fn work<T>(jobs: Receiver<Delivery<T>>, links: Links<T>) {
             let _ = links.bell.try_send(());
         }
     }
+}
+
+/// What becomes of one job taken from the channel: too late to start, held back by
+/// its host's pause, or an attempt.
+fn take<T>(
+    current: &mut Option<(Arc<HttpSettings>, Agent)>,
+    delivery: &Delivery<T>,
+    links: &Links<T>,
+    started: Instant,
+) -> Attempt {
+    if started > delivery.start_by {
+        return Attempt::TooLate;
+    }
+    let host = delivery.job.callback.host_key();
+    if let Some(wait) = links.breakers().hold(&host) {
+        return Attempt::HostPaused(wait);
+    }
+    let agent = match current {
+        Some((http, agent)) if Arc::ptr_eq(http, &delivery.http) => agent,
+        _ => {
+            &current
+                .insert((delivery.http.clone(), agent(&delivery.http)))
+                .1
+        }
+    };
+    let result = attempt(agent, delivery);
+    links.note(&host, &result);
+    Attempt::Made(result)
 }
 
 impl<T> Links<T> {
