@@ -12,17 +12,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 
 use crate::config::{self, Config, HttpSettings, Problem};
 use crate::deliver::breaker::Breakers;
 use crate::deliver::worker::{self, Attempt};
 use crate::dispatch::prefetch::Prefetch;
-use crate::dispatch::settle::{self, Decision, Event, Op, Policy};
+use crate::dispatch::report;
+use crate::dispatch::settle::{self, Decision, Op, Policy};
 use crate::dispatch::signals::Signal;
 use crate::job::backoff::random_unit;
 use crate::job::{Job, failure_record};
-use crate::store::{ClaimBatch, Claimed, SetAside, Settle, SettleOp, Store};
+use crate::store::{ClaimBatch, Claimed, Settle, SettleOp, Store};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::{self, Metrics};
 
@@ -291,7 +292,7 @@ impl Dispatcher {
             );
         }
         for set_aside in &batch.set_aside {
-            self.set_aside_by_script(set_aside);
+            report::set_aside(&mut self.metrics, set_aside, &self.config.keys.failed);
         }
         for bad in std::mem::take(&mut batch.bad) {
             error!(
@@ -328,27 +329,6 @@ impl Dispatcher {
             return Ok(self.config.poll_interval);
         }
         Ok(until_next.min(self.config.poll_interval))
-    }
-
-    /// Logs and counts a job the claim script set aside itself.
-    fn set_aside_by_script(&mut self, set_aside: &SetAside) {
-        let failed = &self.config.keys.failed;
-        match set_aside {
-            SetAside::Skipped { id, field, key } => {
-                info!("job {id}: {field} {key} holds: dropped without a request");
-                self.metrics.skipped += 1;
-            }
-            SetAside::Unreadable { id, error } => {
-                error!("job {id}: {error}; moved to {failed:?} without a request");
-                self.metrics.poison += 1;
-            }
-            SetAside::Oversize { id, bytes } => {
-                error!(
-                    "job {id}: malformed job: the member is {bytes} bytes, over maxJobBytes; moved to {failed:?} without a request"
-                );
-                self.metrics.poison += 1;
-            }
-        }
     }
 
     /// The settings `settle` decides by.
@@ -445,60 +425,19 @@ impl Dispatcher {
     /// ran.
     fn settle(&mut self, claimed: Claimed, job: Option<&Job>, took: Duration, decision: Decision) {
         let Decision { op, event } = decision;
-        let (id, n, failed) = (&claimed.id, claimed.attempt, &self.config.keys.failed);
-        let to = job.map_or(String::new(), |j| format!(" to {}", j.callback));
-        let took = took.as_millis();
-        let m = &mut self.metrics;
-        match &event {
-            Event::Malformed | Event::NotAllowed => {
-                let reason = match &op {
-                    Op::Fail { reason, .. } => reason.as_str(),
-                    _ => "",
-                };
-                error!("job {id}{to}: {reason}; moved to {failed:?} without a request");
-                m.poison += 1;
-            }
-            Event::NoAttemptsLeft => {
-                if let Op::Fail { reason, .. } = &op {
-                    warn!("job {id}{to}: {reason}; moved to {failed:?}");
-                }
-                m.failed_for_good += 1;
-            }
-            Event::TooLate => info!(
-                "job {id}: waited too long for a free worker to start inside its lease; claimed again"
-            ),
-            Event::HostPaused { back_in } => debug!(
-                "job {id}: {} is paused; back in {:.1} s",
-                job.map_or(String::new(), |j| j.callback.host_key()),
-                back_in.as_secs_f64()
-            ),
-            Event::Delivered { lateness } => {
-                m.delivered += 1;
-                m.lateness.observe(*lateness);
-                debug!("job {id} delivered{to} (attempt {n}, {took} ms)");
-            }
-            Event::Retrying { reason, delay, of } => {
-                m.failed_attempts += 1;
-                m.retries_scheduled += 1;
-                warn!(
-                    "job {id} attempt {n}/{of}{to} failed after {took} ms: {reason}; next attempt in {:.1} s",
-                    delay.as_secs_f64()
-                );
-            }
-            Event::FailedForGood {
-                reason,
-                refused,
-                of,
-            } => {
-                m.failed_attempts += 1;
-                m.failed_for_good += 1;
-                let why = match refused {
-                    true => "the endpoint refused the job for good",
-                    false => "no attempts left",
-                };
-                warn!("job {id} attempt {n}/{of}{to} failed: {reason}; {why}, moved to {failed:?}");
-            }
-        }
+        let seen = report::Seen {
+            id: &claimed.id,
+            attempt: claimed.attempt,
+            job,
+            took,
+        };
+        report::event(
+            &mut self.metrics,
+            &seen,
+            &event,
+            &op,
+            &self.config.keys.failed,
+        );
         let op = match op {
             Op::Done => SettleOp::Done,
             Op::Retry(delay) => SettleOp::Retry(delay),
