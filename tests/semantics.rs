@@ -134,11 +134,13 @@ fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
     let redis = RedisServer::start();
     let healthy = Arc::new(AtomicBool::new(false));
     let flag = healthy.clone();
+    // Failing slowly: the host's other jobs come due while the probe is under way, so
+    // a probe that did not go alone would show.
     let sick = Endpoint::start(move |_| {
         if flag.load(Ordering::SeqCst) {
             Reply::success()
         } else {
-            Reply::new(503, "down")
+            Reply::new(503, "down").after(Duration::from_millis(800))
         }
     });
     let fine = Endpoint::succeeding();
@@ -172,16 +174,17 @@ fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
     // After the pause one probe goes, alone; it fails, and the host is paused again.
     wait_until(PATIENCE, "the probe", || sick.count() > at_trip);
     let probe_at = sick.requests()[at_trip].at;
-    // A second probe would be one of the host's jobs sent before the new pause ends, 3 s
-    // after the probe failed. Each of them is due again well within 2 s of the probe:
-    // those held for the first pause come back at most a quarter of it (0.75 s) after
-    // its end, which the probe went after; those held while the probe ran, after at
-    // most 1.25 s (a second, plus a quarter); the probe's own retry, after tens of ms.
-    // So each has been claimed, and sent or held again, ahead of markers due 2 s after
-    // the probe. Two markers held at once keep both workers busy, so each has finished
-    // what it took before; counting only the requests from before that moment leaves
-    // out the next probe, rightly sent once the new pause is over.
-    let markers_held = wait_for_marker(&mut con, probe_at + 2.0, 2);
+    // A second probe would be one of the host's jobs sent before the new pause ends:
+    // 3 s after the probe failed, which is 0.8 s after it went. Each of those jobs is
+    // due again within 2.1 s of the probe. Those held for the first pause come back at
+    // most 0.75 s (a quarter of the pause) after its end, and the probe went after that
+    // end; those held while the probe ran (0.8 s) come back 1 to 1.25 s later; the
+    // probe's own retry comes tens of ms after it failed. So each has been claimed, and
+    // sent or held again, ahead of markers due 2.5 s after the probe. Two markers held
+    // at once keep both workers busy, so each has finished what it took before; and
+    // counting only the requests from before that moment leaves out the next probe,
+    // rightly sent once the new pause is over.
+    let markers_held = wait_for_marker(&mut con, probe_at + 2.5, 2);
     let probes = sick
         .requests()
         .iter()
