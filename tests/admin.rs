@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -326,17 +325,19 @@ fn failed_purge_by_age_id_and_all() {
 fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::new(503, "busy"));
-    let config = config_file(&redis, json!({"retryBaseMs": 2000}));
+    // One worker, so that the marker below proves the retry time has passed.
+    let config = config_file(&redis, json!({"retryBaseMs": 2000, "concurrency": 1}));
     let _daemon = Daemon::start_with_file(&config);
     let mut con = redis.con();
     let m = member(&endpoint.url("/cancel"), json!({"orderId": 3}));
     add(&mut con, &m, 0.0);
     let id = job_id(&mut con, &m);
     endpoint.wait_for(1);
+    let mut retry_due = 0.0;
     wait_until(PATIENCE, "the retry scheduled", || {
-        con.zscore::<_, _, Option<f64>>(QUEUE, &m)
-            .unwrap()
-            .is_some()
+        let score: Option<f64> = con.zscore(QUEUE, &m).unwrap();
+        retry_due = score.unwrap_or(0.0);
+        score.is_some()
     });
 
     let out = delayqs(&config, &["cancel", &id, "ffff", "--json"]);
@@ -352,7 +353,10 @@ fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
     );
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
     assert_eq!(con.hlen::<_, usize>(ATTEMPTS).unwrap(), 0);
-    std::thread::sleep(Duration::from_millis(2500));
+    // A marker due just after the cancelled retry was: claims go in due order, so had
+    // the retry still been queued it would have been claimed first, and with one worker
+    // its request would have arrived before the marker's.
+    wait_for_marker(&mut con, retry_due + 0.1, 1);
     assert_eq!(endpoint.count(), 1, "a cancelled job was delivered");
 }
 

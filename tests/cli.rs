@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -63,7 +62,7 @@ fn old_daemon_config_file_loads_unchanged() {
 }
 
 #[test]
-fn bad_values_stop_start_up_with_exit_78_and_one_line() {
+fn bad_values_fail_run_check_with_exit_78_and_one_line() {
     let cases = [
         (
             r#"{"concurrency": -3}"#,
@@ -103,7 +102,7 @@ fn missing_config_file_is_an_error() {
 }
 
 #[test]
-fn unknown_keys_warn_but_start() {
+fn unknown_keys_warn_but_pass_run_check() {
     let out = check(r#"{"concurency": 8}"#);
     assert!(out.status.success());
     assert!(
@@ -147,10 +146,15 @@ fn old_daemon_leftovers_cause_no_loss_and_no_second_delivery() {
     let _: () = con.hset("DelayQs:body", "old-id-1", &m).unwrap();
     let _: () = con.rpush("DelayQs:retry_id", "old-id-1").unwrap();
 
-    let daemon = Daemon::start(&redis, json!({}));
+    // One worker, so that the marker below keeps strict order.
+    let daemon = Daemon::start(&redis, json!({"concurrency": 1}));
     endpoint.wait_for(1);
     daemon.wait_for_log("keys of the old daemon exist");
-    std::thread::sleep(Duration::from_millis(500));
+    // The old keys are looked at on first contact, before the first claim. A second
+    // delivery (from the old body hash or retry list, or the job queued again) would be
+    // a job due by now, so claimed ahead of a marker due now; with one worker its
+    // request would arrive before the marker's.
+    wait_for_marker(&mut con, unix_now(), 1);
     assert_eq!(endpoint.count(), 1, "delivered twice");
     // Left for the operator, as the README says.
     assert_eq!(con.hlen::<_, usize>("DelayQs:body").unwrap(), 1);
@@ -169,9 +173,17 @@ fn redis_password_never_reaches_the_log() {
         .unwrap();
     add(&mut con, &member(&endpoint.url("/pw"), json!(1)), 0.0);
     endpoint.wait_for(1);
-    daemon.wait_for_log("running");
+    // Both the `running:` and the `ready:` line name the Redis URL, redacted.
+    daemon.wait_ready();
     let log = daemon.log();
-    assert!(log.contains("redis://***@127.0.0.1"), "{log}");
+    assert!(
+        log.contains("running: redis redis://***@127.0.0.1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ready: Redis at redis://***@127.0.0.1"),
+        "{log}"
+    );
     assert!(!log.contains("s3cret-pw"), "{log}");
 }
 

@@ -209,7 +209,9 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     let config = config_file(&redis, json!({"logLevel": "warn", "pollIntervalMs": 10000}));
     let daemon = Daemon::start_with_file(&config);
     endpoint.wait_for(1);
-    std::thread::sleep(Duration::from_millis(200));
+    // The main loop logs "delivered" (at debug) as it takes the outcome, before it
+    // writes the outcome to Redis: once no bookkeeping is left, the line would be in.
+    assert_no_bookkeeping(&mut con);
     assert!(
         !daemon.log().contains("delivered"),
         "debug lines at level warn"
@@ -224,8 +226,13 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     daemon.wait_for_log("config reloaded: logLevel, pollIntervalMs now in effect");
     daemon.wait_for_log("need a restart were not applied: concurrency");
 
-    // Added while the loop sleeps: found within the new 20 ms interval, not the old 10 s.
-    std::thread::sleep(Duration::from_millis(300));
+    // The job below must be added while the loop sleeps out its poll interval, not be
+    // caught by a round that something else set off: the reload's own, or one for an
+    // outcome. A marker added now is claimed in a round after the reload; its outcome
+    // is written in the round its worker rings for; once that left no bookkeeping, the
+    // loop sleeps for the poll interval, new (20 ms) or old (10 s).
+    wait_for_marker(&mut con, unix_now(), 1);
+    assert_no_bookkeeping(&mut con);
     let added = Instant::now();
     add(&mut con, &member(&endpoint.url("/after"), json!(2)), 0.0);
     endpoint.wait_for(2);
@@ -234,7 +241,7 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
         took < Duration::from_secs(5),
         "took {took:?}: the old poll interval still applies"
     );
-    daemon.wait_for_log("delivered to");
+    daemon.wait_for_log(&format!("delivered to {}", endpoint.url("/after")));
 
     fs::write(&config, "{\"concurrency\": ").unwrap();
     daemon.signal("HUP");

@@ -17,8 +17,8 @@ fn two_daemons_on_one_redis_deliver_each_job_once() {
     let mut con = redis.con();
     let a = Daemon::start(&redis, json!({"concurrency": 8}));
     let b = Daemon::start(&redis, json!({"concurrency": 8}));
-    a.wait_for_log("running");
-    b.wait_for_log("running");
+    a.wait_ready();
+    b.wait_ready();
 
     // Half due at once, half spread over the next second and a half.
     let now = unix_now();
@@ -40,13 +40,35 @@ fn two_daemons_on_one_redis_deliver_each_job_once() {
     wait_until(PATIENCE, "every outcome written", || {
         con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });
-    std::thread::sleep(Duration::from_millis(200)); // a duplicate would show up by now
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    // A duplicate would be a job claimed a second time. Markers due now, until each
+    // daemon has delivered one: each daemon's loop has then claimed past this point, and
+    // handed every job it claimed before to a worker ahead of its marker. With 8
+    // workers, one could still be sending such a job as the marker arrives; but a
+    // claimed job keeps its lease until its outcome is written, after its request, so
+    // no bookkeeping left after the markers means every such request has arrived.
+    let (mut seen_a, mut seen_b) = (false, false);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !(seen_a && seen_b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "markers went to one daemon only"
+        );
+        let marker = Marker::add(&mut con, unix_now(), 1);
+        marker.wait();
+        let line = format!("delivered to {}", marker.url());
+        wait_until(PATIENCE, "the marker's delivery in a daemon log", || {
+            let (in_a, in_b) = (a.log().contains(&line), b.log().contains(&line));
+            seen_a |= in_a;
+            seen_b |= in_b;
+            in_a || in_b
+        });
+    }
+    assert_no_bookkeeping(&mut con);
     let per_job = endpoint.per_job();
     let twice: Vec<_> = per_job.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert_eq!(per_job.len(), JOBS);
-    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
-    assert_no_bookkeeping(&mut con);
     for daemon in [&a, &b] {
         assert!(daemon.log().contains("delivered"), "one daemon did no work");
     }
@@ -124,14 +146,17 @@ fn sigterm_lets_callbacks_in_flight_finish_and_puts_the_rest_back() {
     wait_until(PATIENCE, "queue drained", || {
         con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // A job delivered twice would be claimed again, so ahead of markers due now; two
+    // markers held at once keep both workers busy, so each has finished what it took
+    // before, and every request for a job claimed ahead has arrived.
+    wait_for_marker(&mut con, unix_now(), 2);
     let per_job = endpoint.per_job();
     assert_eq!(per_job.len(), JOBS);
     assert!(per_job.values().all(|n| *n == 1), "{per_job:?}");
 }
 
 #[test]
-fn second_stop_signal_exits_at_once() {
+fn second_stop_signal_exits_without_waiting_for_the_callback_in_flight() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_secs(20)));
     let mut con = redis.con();
@@ -187,7 +212,8 @@ fn job_added_again_while_in_flight_is_delivered_once() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
     let mut con = redis.con();
-    let daemon = Daemon::start(&redis, json!({}));
+    // Two workers: the copy is claimed (and merged) while the first attempt runs.
+    let daemon = Daemon::start(&redis, json!({"concurrency": 2}));
     let m = member(&endpoint.url("/dup"), json!({"orderId": 5}));
     add(&mut con, &m, 0.0);
     endpoint.wait_for(1);
@@ -197,15 +223,18 @@ fn job_added_again_while_in_flight_is_delivered_once() {
     wait_until(PATIENCE, "the job settled", || {
         con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(endpoint.count(), 1, "one member is one job");
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+    // A second delivery would be the copy claimed as a job of its own: due by now, so
+    // ahead of markers due now. Two markers held at once keep both workers busy, so
+    // each has finished what it took before, and any such request has arrived.
+    wait_for_marker(&mut con, unix_now(), 2);
+    assert_eq!(endpoint.count(), 1, "one member is one job");
     assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
     assert_no_bookkeeping(&mut con);
 }
 
 #[test]
-fn claim_whose_reply_is_lost_is_put_back_at_once() {
+fn claim_whose_reply_is_lost_is_put_back_without_waiting_for_its_lease() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::succeeding();
     let mut con = redis.con();
@@ -214,7 +243,7 @@ fn claim_whose_reply_is_lost_is_put_back_at_once() {
         &redis,
         json!({"redisTimeoutMs": 150, "leaseMs": 600000, "pollIntervalMs": 10}),
     );
-    daemon.wait_for_log("running");
+    daemon.wait_ready();
     let m = member(&endpoint.url("/lost-reply"), json!(1));
     add(&mut con, &m, unix_now() + 0.2);
     // Block Redis for a second with a busy script: the daemon's claim, sent meanwhile,
@@ -253,7 +282,7 @@ fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_
         &redis,
         json!({"concurrency": 1, "timeoutMs": 1000, "redisTimeoutMs": 100, "leaseMs": 1300}),
     );
-    daemon.wait_for_log("running");
+    daemon.wait_ready();
     for i in 0..20 {
         add(&mut con, &member(&endpoint.url("/fast"), json!(i)), 0.0);
     }
@@ -261,8 +290,16 @@ fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_
     for i in 0..2 {
         add(&mut con, &member(&endpoint.url("/slow"), json!(i)), later);
     }
-    let requests = endpoint.wait_for(22);
-    std::thread::sleep(Duration::from_millis(1500)); // a second try would show by now
+    endpoint.wait_for(22);
+    // A second try would come from a lease running out. Every lease now held was taken
+    // before the 22nd request, so runs out before now + 1.3 s: the round that claims a
+    // marker due after that first takes back any expired lease (the claim script does
+    // so before it claims). A job taken back is queued, and leased again when claimed,
+    // until its outcome is written after its request: so once no bookkeeping is left
+    // after the marker, a second try would have reached the endpoint.
+    wait_for_marker(&mut con, unix_now() + 1.3 + 0.1, 1);
+    assert_no_bookkeeping(&mut con);
+    let requests = endpoint.requests();
     let per_job = endpoint.per_job();
     assert_eq!(per_job.len(), 22, "{per_job:?}");
     assert!(per_job.values().all(|&n| n == 1), "{per_job:?}");
@@ -274,7 +311,6 @@ fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_
     assert!(log.contains("waited too long for a free worker"), "{log}");
     assert!(!log.contains("lease ran out"), "{log}");
     assert!(!log.contains("took back"), "{log}");
-    assert_no_bookkeeping(&mut con);
 }
 
 #[test]
@@ -284,8 +320,8 @@ fn a_daemon_with_busy_workers_leaves_due_jobs_to_one_with_free_workers() {
     let mut con = redis.con();
     let a = Daemon::start(&redis, json!({"concurrency": 1}));
     let b = Daemon::start(&redis, json!({"concurrency": 1}));
-    a.wait_for_log("running");
-    b.wait_for_log("running");
+    a.wait_ready();
+    b.wait_ready();
     // Calls take 0.8 s, so neither daemon claims ahead of its one worker: whichever
     // polls first takes one job, not all four, and the other daemon gets its share.
     let mut pipe = redis::pipe();

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::json;
 
@@ -71,7 +69,8 @@ fn retry_then_success_delivers_once_and_keeps_no_bookkeeping() {
         }
     });
     let mut con = redis.con();
-    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 50}));
+    // One worker, so that the marker below keeps strict order.
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 50, "concurrency": 1}));
     add(&mut con, &member(&endpoint.url("/flaky"), json!(1)), 0.0);
     endpoint.wait_for(3);
     wait_until(PATIENCE, "attempt counts cleared", || {
@@ -80,7 +79,10 @@ fn retry_then_success_delivers_once_and_keeps_no_bookkeeping() {
     assert_no_bookkeeping(&mut con);
     assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
-    std::thread::sleep(Duration::from_millis(300));
+    // The third attempt's outcome is written. A fourth attempt would be a retry after
+    // it, 200 ms on (50 ms doubled twice, no jitter), so claimed ahead of a marker due
+    // after that; with one worker its request would arrive before the marker's.
+    wait_for_marker(&mut con, unix_now() + 0.2 + 0.1, 1);
     assert_eq!(endpoint.count(), 3);
 }
 
@@ -89,16 +91,18 @@ fn job_waiting_for_a_retry_can_be_cancelled_with_zrem() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::new(500, "no"));
     let mut con = redis.con();
-    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 1500}));
+    // One worker, so that the marker below proves the retry time has passed.
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 1500, "concurrency": 1}));
     let m = member(&endpoint.url("/cancel-me"), json!({"orderId": 42}));
     add(&mut con, &m, 0.0);
     endpoint.wait_for(1);
 
     // The job goes back into the queue under its original member string...
+    let mut retry_due = 0.0;
     wait_until(PATIENCE, "the job back in the queue", || {
-        con.zscore::<_, _, Option<f64>>(QUEUE, &m)
-            .unwrap()
-            .is_some()
+        let score: Option<f64> = con.zscore(QUEUE, &m).unwrap();
+        retry_due = score.unwrap_or(0.0);
+        score.is_some()
     });
     // ...so the producer's ZREM (the order got paid) still cancels it.
     let removed: usize = con.zrem(QUEUE, &m).unwrap();
@@ -108,7 +112,10 @@ fn job_waiting_for_a_retry_can_be_cancelled_with_zrem() {
     wait_until(PATIENCE, "the attempt count to be swept", || {
         con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });
-    std::thread::sleep(Duration::from_millis(2000)); // past the retry time
+    // A marker due just after the removed retry was: had the retry still been queued
+    // it would have been claimed first, and with one worker its request would have
+    // arrived before the marker's.
+    wait_for_marker(&mut con, retry_due + 0.1, 1);
     assert_eq!(endpoint.count(), 1, "a cancelled job was delivered");
     assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
     assert_no_bookkeeping(&mut con);

@@ -13,7 +13,7 @@ fn hostile_members_are_set_aside_and_memory_stays_bounded() {
     let endpoint = Endpoint::succeeding();
     let mut con = redis.con();
     let daemon = Daemon::start(&redis, json!({"maxJobBytes": 65536}));
-    daemon.wait_for_log("running");
+    daemon.wait_ready();
     let url = endpoint.url("/ok");
     let huge = format!(r#"{{"callback":"{url}","body":"{}"}}"#, "x".repeat(8 << 20));
     let deep = format!(
@@ -261,7 +261,7 @@ fn callbacks_outside_the_allow_list_fail_without_a_connection() {
         "{record}"
     );
     assert_eq!(
-        other.count(),
+        other.connections(),
         0,
         "a connection was made outside the allow-list"
     );
@@ -289,7 +289,7 @@ fn deny_private_networks_refuses_loopback_even_by_name() {
 }
 
 #[test]
-fn redis_over_a_unix_socket_with_an_acl_user() {
+fn redis_with_an_acl_user_and_over_a_unix_socket() {
     let redis = RedisServer::start();
     let mut con = redis.con();
     let acl_url = redis.acl_user("delayqs", "acl-pw-1", "*");
@@ -527,6 +527,11 @@ fn redis_over_tls_verified_against_the_redis_ca_file() {
     unverified.wait_for_log("Redis at rediss://localhost");
     assert!(
         unverified.log().to_lowercase().contains("certificate"),
+        "{}",
+        unverified.log()
+    );
+    assert!(
+        !unverified.log().contains("] ready:"),
         "{}",
         unverified.log()
     );

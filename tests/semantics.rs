@@ -30,8 +30,8 @@ fn a_daemon_with_a_skewed_clock_never_delivers_early() {
     };
     let ahead = skewed("+1h");
     let behind = skewed("-1h");
-    ahead.wait_for_log("running");
-    behind.wait_for_log("running");
+    ahead.wait_ready();
+    behind.wait_ready();
     // The skew took: each daemon logs with its own clock.
     let second_of_day = |log: String| -> i64 {
         let hms: Vec<i64> = log[11..19].split(':').map(|p| p.parse().unwrap()).collect();
@@ -97,18 +97,25 @@ fn retry_after_holds_the_next_attempt_and_the_attempt_counts() {
 }
 
 #[test]
-fn gone_and_abort_end_a_job_at_once() {
+fn gone_and_abort_end_a_job_without_a_retry() {
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|r| match r.path.as_str() {
         "/gone" => Reply::new(410, "order deleted"),
         _ => Reply::new(500, "no").header("delayqs-retry", "abort"),
     });
     let mut con = redis.con();
-    let _daemon = Daemon::start(&redis, json!({"maxRetryNum": 5, "retryBaseMs": 50}));
+    // One worker, so that the marker below keeps strict order.
+    let _daemon = Daemon::start(
+        &redis,
+        json!({"maxRetryNum": 5, "retryBaseMs": 50, "concurrency": 1}),
+    );
     add(&mut con, &member(&endpoint.url("/gone"), json!(1)), 0.0);
     add(&mut con, &member(&endpoint.url("/abort"), json!(2)), 0.0);
     wait_for_failed(&mut con, 2);
-    std::thread::sleep(Duration::from_millis(300));
+    // Both outcomes are written. A retry would have been queued with them, due 50 ms
+    // on (no jitter), so claimed ahead of a marker due after that; with one worker its
+    // request would arrive before the marker's.
+    wait_for_marker(&mut con, unix_now() + 0.05 + 0.1, 1);
     assert_eq!(endpoint.count(), 2, "no retry after 410 or abort");
     let errors: Vec<String> = failed_records(&mut con)
         .iter()
@@ -127,11 +134,13 @@ fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
     let redis = RedisServer::start();
     let healthy = Arc::new(AtomicBool::new(false));
     let flag = healthy.clone();
+    // Failing slowly: the host's other jobs come due while the probe is under way, so
+    // a probe that did not go alone would show.
     let sick = Endpoint::start(move |_| {
         if flag.load(Ordering::SeqCst) {
             Reply::success()
         } else {
-            Reply::new(503, "down")
+            Reply::new(503, "down").after(Duration::from_millis(800))
         }
     });
     let fine = Endpoint::succeeding();
@@ -164,8 +173,24 @@ fn a_failing_host_is_paused_while_other_hosts_flow_then_probed_once() {
 
     // After the pause one probe goes, alone; it fails, and the host is paused again.
     wait_until(PATIENCE, "the probe", || sick.count() > at_trip);
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(sick.count(), at_trip + 1, "more than one probe");
+    let probe_at = sick.requests()[at_trip].at;
+    // A second probe would be one of the host's jobs sent before the new pause ends:
+    // 3 s after the probe failed, which is 0.8 s after it went. Each of those jobs is
+    // due again within 2.1 s of the probe. Those held for the first pause come back at
+    // most 0.75 s (a quarter of the pause) after its end, and the probe went after that
+    // end; those held while the probe ran (0.8 s) come back 1 to 1.25 s later; the
+    // probe's own retry comes tens of ms after it failed. So each has been claimed, and
+    // sent or held again, ahead of markers due 2.5 s after the probe. Two markers held
+    // at once keep both workers busy, so each has finished what it took before; and
+    // counting only the requests from before that moment leaves out the next probe,
+    // rightly sent once the new pause is over.
+    let markers_held = wait_for_marker(&mut con, probe_at + 2.5, 2);
+    let probes = sick
+        .requests()
+        .iter()
+        .filter(|r| r.at >= probe_at && r.at < markers_held)
+        .count();
+    assert_eq!(probes, 1, "more than one probe");
 
     healthy.store(true, Ordering::SeqCst);
     daemon.wait_for_log("answer again");
@@ -217,11 +242,12 @@ fn per_job_options_change_one_job_only() {
         json!({"callback": url("/fail"), "body": 3, "backoff": [0.4, 0.8], "maxRetry": 2}),
         json!({"callback": url("/put"), "body": {"b": 1}, "sign": "s", "method": "PUT", "contentType": "json", "headers": {"X-Shop": "7"}}),
         json!({"callback": url("/never"), "body": 5, "method": "GET"}),
+        json!({"callback": url("/fail"), "body": 6}),
     ];
     for job in &jobs {
         add(&mut con, &job.to_string(), 0.0);
     }
-    wait_for_failed(&mut con, 4);
+    wait_for_failed(&mut con, 5);
     let records = failed_records(&mut con);
     let by_body = |b: i64| {
         records
@@ -234,6 +260,11 @@ fn per_job_options_change_one_job_only() {
     assert!(slow.contains("timeout"), "{slow}");
     assert_eq!(by_body(3)["attempts"], 3);
     assert!(by_body(5)["error"].as_str().unwrap().contains("`method`"));
+    assert_eq!(
+        by_body(6)["attempts"],
+        4,
+        "a job without options keeps the daemon's maxRetryNum"
+    );
 
     let requests = endpoint.requests();
     let backoff: Vec<f64> = requests
@@ -392,7 +423,8 @@ fn a_copy_added_while_in_flight_with_its_skip_key_set_does_not_break_the_lease()
     let redis = RedisServer::start();
     let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(800)));
     let mut con = redis.con();
-    let daemon = Daemon::start(&redis, json!({}));
+    // Two workers: the copy is claimed (and merged) while the first attempt runs.
+    let daemon = Daemon::start(&redis, json!({"concurrency": 2}));
     let job = json!({"callback": endpoint.url("/paid"), "body": 7, "skipIfExists": "order:7:paid"})
         .to_string();
     add(&mut con, &job, 0.0);
@@ -402,7 +434,15 @@ fn a_copy_added_while_in_flight_with_its_skip_key_set_does_not_break_the_lease()
     wait_until(PATIENCE, "settled", || {
         con.zcard::<_, usize>(QUEUE).unwrap() == 0 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // A broken lease shows when the attempt's outcome is written: it is found stale
+    // ("lease ran out"). The loop logs the delivery as it takes the outcome, and the
+    // next claim writes it, so a marker added after that line is claimed no earlier
+    // than the write, and the write's log line comes before the marker goes out.
+    daemon.wait_for_log(&format!("delivered to {}", endpoint.url("/paid")));
+    // A second delivery would be the copy claimed as a job of its own, due by now, so
+    // ahead of markers due now. Two markers held at once keep both workers busy, so
+    // each has finished what it took before, and any such request has arrived.
+    wait_for_marker(&mut con, unix_now(), 2);
     assert_eq!(endpoint.count(), 1);
     assert!(!daemon.log().contains("lease ran out"), "{}", daemon.log());
     assert_no_bookkeeping(&mut con);

@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -308,6 +308,7 @@ type Behaviour = dyn Fn(&Request) -> Reply + Send + Sync;
 pub struct Endpoint {
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
@@ -317,14 +318,21 @@ impl Endpoint {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
         let recorded = requests.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let recorded = recorded.clone();
                 let behaviour = behaviour.clone();
                 thread::spawn(move || serve(stream, &recorded, &*behaviour));
             }
         });
-        Endpoint { port, requests }
+        Endpoint {
+            port,
+            requests,
+            connections,
+        }
     }
 
     /// Answers `success` to everything.
@@ -342,6 +350,11 @@ impl Endpoint {
 
     pub fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+
+    /// TCP connections accepted so far, whether or not a request came on them.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests per job id.
@@ -505,6 +518,14 @@ impl Daemon {
         });
     }
 
+    /// Waits until the daemon is up: its `ready:` line says Redis answered and the keys
+    /// check out, and it claims from then on. (The `running:` line comes before Redis
+    /// was tried.) Needs `logLevel` info or chattier, and the log on stderr (no
+    /// `logDir`).
+    pub fn wait_ready(&self) {
+        self.wait_for_log("] ready: Redis at ");
+    }
+
     pub fn signal(&self, name: &str) {
         signal(self.child.as_ref().expect("running").id(), name);
     }
@@ -650,4 +671,98 @@ pub fn assert_no_bookkeeping(con: &mut redis::Connection) {
         );
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+// ---------------------------------------------------------------- markers
+
+/// How long a marker's request is held for the others of its set. Under the daemon's
+/// default `timeoutMs` (5 s), so that holding it never fails the attempt.
+const MARKER_HOLD: Duration = Duration::from_secs(3);
+
+/// Proof that a window has passed, instead of a fixed sleep: marker jobs, each to its
+/// own path on an endpoint of their own (so they touch no other endpoint's counts),
+/// added to the queue and waited for.
+///
+/// Why their arrival proves it: one main loop claims due jobs in due-score order and
+/// hands them to the workers through a first-in, first-out channel. So once a marker
+/// due at `due` has been claimed, every job that was in the queue due before `due` by
+/// then has been claimed too, and handed to a worker ahead of the marker. With one
+/// worker, a job handed out ahead has also been attempted: its request reached its
+/// endpoint before the marker's did. With `workers` workers, `workers` markers are
+/// added and each request is held until all of them are held at once: then every
+/// worker is busy with a marker, so each has finished the job it took before, and
+/// every job handed out ahead of the markers has been attempted (or set aside without
+/// a request, as a paused host's are).
+///
+/// What it does not cover: a job written to the queue, with an earlier score, after the
+/// marker was claimed. Callers add the marker once what would schedule such a job (an
+/// outcome, a cancel) is known to have happened.
+pub struct Marker {
+    endpoint: Endpoint,
+    hold: Arc<(Mutex<MarkerHold>, Condvar)>,
+    workers: usize,
+}
+
+#[derive(Default)]
+struct MarkerHold {
+    /// Marker requests being held now.
+    held: usize,
+    /// When `workers` of them were first held at once (Unix seconds).
+    all_at: Option<f64>,
+}
+
+impl Marker {
+    /// Adds `workers` marker jobs due at `due` (Unix seconds); `workers` is the
+    /// daemon's `concurrency` (1 is enough to show the loop claimed past `due`).
+    pub fn add(con: &mut redis::Connection, due: f64, workers: usize) -> Marker {
+        assert!(workers >= 1);
+        let hold = Arc::new((Mutex::new(MarkerHold::default()), Condvar::new()));
+        let shared = hold.clone();
+        let endpoint = Endpoint::start(move |r| {
+            let (lock, all_held) = &*shared;
+            let mut h = lock.lock().unwrap();
+            h.held += 1;
+            if h.held >= workers && h.all_at.is_none() {
+                h.all_at = Some(r.at);
+                all_held.notify_all();
+            }
+            let (mut h, _) = all_held
+                .wait_timeout_while(h, MARKER_HOLD, |h| h.all_at.is_none())
+                .unwrap();
+            h.held -= 1;
+            Reply::success()
+        });
+        for i in 0..workers {
+            let url = endpoint.url(&format!("/marker/{i}"));
+            add(con, &member(&url, serde_json::json!({ "marker": i })), due);
+        }
+        Marker {
+            endpoint,
+            hold,
+            workers,
+        }
+    }
+
+    /// Waits until the markers' requests were all held at once; returns when that was
+    /// (Unix seconds, by the endpoint's clock, as `Request::at`).
+    pub fn wait(&self) -> f64 {
+        let what = format!("{} marker requests held at once", self.workers);
+        let mut at = None;
+        wait_until(PATIENCE, &what, || {
+            at = self.hold.0.lock().unwrap().all_at;
+            at.is_some()
+        });
+        at.unwrap()
+    }
+
+    /// The first marker's callback URL, as the daemon logs it.
+    pub fn url(&self) -> String {
+        self.endpoint.url("/marker/0")
+    }
+}
+
+/// Adds markers due at `due` and waits for them: see [`Marker`]. Returns when their
+/// requests were all held at once.
+pub fn wait_for_marker(con: &mut redis::Connection, due: f64, workers: usize) -> f64 {
+    Marker::add(con, due, workers).wait()
 }
