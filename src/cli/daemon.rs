@@ -189,11 +189,11 @@ pub fn status(config: &Config) -> ExitCode {
     }
 }
 
-/// Polls until the pid file's lock is free and the file gone (or stale).
+/// Polls until the pid file is gone (or stale) and its lock free: the process has exited.
 fn wait_until_stopped(path: &Path, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
-        if !matches!(pidfile::status(path), Status::Running { .. }) {
+        if !matches!(pidfile::status(path), Status::Running { .. }) && !pidfile::lock_held(path) {
             return true;
         }
         thread::sleep(Duration::from_millis(50));

@@ -131,6 +131,16 @@ pub fn status(path: &Path) -> Status {
     }
 }
 
+/// Whether some process still holds the lock beside the pid file. A stopping daemon
+/// removes its pid file a moment before it exits and lets go of the lock: until then
+/// a new start would be refused.
+pub fn lock_held(path: &Path) -> bool {
+    match File::open(lock_path(path)) {
+        Ok(lock) => matches!(lock.try_lock(), Err(TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
 /// Removes a pid file no process holds any more, if it still names `pid` (a new
 /// daemon may have written its own meanwhile).
 pub fn remove_stale_of(path: &Path, pid: u32) -> io::Result<()> {
