@@ -258,7 +258,13 @@ fn claim_whose_reply_is_lost_is_put_back_without_waiting_for_its_lease() {
         .unwrap();
     let r = &endpoint.wait_for(1)[0];
     assert_eq!(r.attempt(), 1, "the lost claim did not use up an attempt");
-    assert!(daemon.log().contains("put back 1 jobs"), "{}", daemon.log());
+    // Redis runs a command it had read even when its client has gone by then, so the
+    // lost claim took the job and the put-back path brought it back. Valkey drops a
+    // gone client's unread commands: the lost call claimed nothing, and the job went
+    // out on a later claim, still inside the lease and at attempt 1.
+    if server_program() != "valkey-server" {
+        assert!(daemon.log().contains("put back 1 jobs"), "{}", daemon.log());
+    }
     wait_until(PATIENCE, "the job settled", || {
         con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
     });

@@ -68,6 +68,13 @@ pub fn scratch_dir() -> PathBuf {
 
 // ---------------------------------------------------------------- redis-server
 
+/// The server program the tests start: `redis-server`, or the one named by
+/// `DELAYQS_TEST_SERVER` (`make test` also runs the delivery, retry and fault tests
+/// with `valkey-server`).
+pub fn server_program() -> String {
+    std::env::var("DELAYQS_TEST_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
@@ -98,7 +105,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(server_program());
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--daemonize", "no"])
             .arg("--dir")
@@ -111,9 +118,12 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .expect("redis-server not found: run `make test`, which installs it");
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "{} not found ({e}): run `make test`, which installs it",
+                server_program()
+            )
+        });
         self.child = Some(child);
         wait_until(PATIENCE, "redis-server to answer PING", || {
             self.try_con()
