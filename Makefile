@@ -8,7 +8,7 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build bench chaos chaos-short chaos-ci test test-valkey lint check-install check-static redis-server valkey-server python-deps faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -16,14 +16,14 @@ build:
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, the short chaos run, every test against redis-server, then the
 # delivery, retry and fault tests again against valkey-server.
-test: redis-server valkey-server faketime python-deps lint check-install check-static chaos-ci
+test: redis-server redis-sentinel valkey-server faketime python-deps lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
 # The tests that touch Redis most, against Valkey 8 (Debian's bookworm-backports).
 test-valkey: valkey-server
 	@valkey-server --version
-	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults
+	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -42,6 +42,11 @@ redis-server:
 
 valkey-server:
 	@scripts/need.sh valkey-server valkey-server bookworm-backports
+	@scripts/need.sh valkey-sentinel valkey-sentinel bookworm-backports
+
+# The Sentinel test runs three sentinels beside a master and a replica.
+redis-sentinel:
+	@scripts/need.sh redis-sentinel redis-sentinel
 
 # The clock-skew test runs a daemon under libfaketime.
 faketime:

@@ -47,13 +47,7 @@ impl Admin {
     pub fn connect(config: &Config) -> Result<Admin, Error> {
         let url = config.redis_url_redacted();
         let unreachable = |e: redis::RedisError| Error::redis(&url, &e);
-        let con = config
-            .redis_client()
-            .and_then(|c| c.get_connection_with_timeout(config.redis_timeout))
-            .map_err(unreachable)?;
-        con.set_read_timeout(Some(config.redis_timeout))
-            .and_then(|()| con.set_write_timeout(Some(config.redis_timeout)))
-            .map_err(unreachable)?;
+        let con = crate::store::open(config).map_err(unreachable)?;
         Ok(Admin {
             con,
             keys: config.keys.clone(),

@@ -23,7 +23,10 @@ pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Redis URL; may hold a password, so log [`Config::redis_url_redacted`] instead.
+    /// Unused when `sentinel` is set.
     pub redis_url: String,
+    /// `sentinel`: find the master through these sentinels instead of `redis`.
+    pub sentinel: Option<SentinelSettings>,
     pub keys: Keys,
     /// Worker threads, each with one HTTP call in flight.
     pub concurrency: usize,
@@ -55,6 +58,18 @@ pub struct Config {
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
     pub max_job_bytes: usize,
+}
+
+/// Redis Sentinel: where the sentinels are and how to reach the master they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// One URL per sentinel, each with its own password and TLS (`rediss://`).
+    pub sentinels: Vec<String>,
+    /// The master's name, as the sentinels know it: the host part of `master`.
+    pub master_name: String,
+    /// `master`: a Redis URL whose host is the master's name; its scheme, user,
+    /// password and db are used for the data nodes.
+    pub master_url: String,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -150,8 +165,13 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(Problem::file(format!("cannot read: {e}"))))?;
     let (config, mut warnings) = parse(&text).map_err(err)?;
-    let has_secret =
-        !config.http.signing.is_empty() || redact_url(&config.redis_url) != config.redis_url;
+    let sentinel_urls = config
+        .sentinel
+        .iter()
+        .flat_map(|s| s.sentinels.iter().chain(std::iter::once(&s.master_url)));
+    let has_secret = !config.http.signing.is_empty()
+        || redact_url(&config.redis_url) != config.redis_url
+        || sentinel_urls.clone().any(|u| redact_url(u) != *u);
     let world_readable = std::fs::metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o004 != 0
@@ -173,6 +193,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
     let mut f = Fields { map };
 
+    let sentinel = sentinel_settings(f.map.remove("sentinel"))?;
+    if sentinel.is_some() && f.map.contains_key("redis") {
+        return Err(Problem::key(
+            "sentinel",
+            "cannot be combined with `redis`: with Sentinel the master's address comes from the sentinels; put its credentials and db in `sentinel.master`",
+        ));
+    }
     let redis_url = f.string("redis", "redis://localhost:6379/")?;
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
         return Err(Problem::key(
@@ -369,6 +396,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         .collect();
     let config = Config {
         redis_url,
+        sentinel,
         keys,
         concurrency,
         max_retries,
@@ -417,7 +445,18 @@ impl Config {
     }
 
     pub fn redis_url_redacted(&self) -> String {
-        redact_url(&self.redis_url)
+        match &self.sentinel {
+            None => redact_url(&self.redis_url),
+            Some(s) => format!(
+                "master {:?} of sentinels {}",
+                s.master_name,
+                s.sentinels
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     }
 }
 
@@ -428,6 +467,86 @@ impl Config {
 /// this is refused, or a slow success would be taken back and sent twice.
 pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
     timeout + 2 * redis_timeout + poll
+}
+
+/// The `sentinel` object: `sentinels` (a list of URLs) and `master` (a URL whose host
+/// is the master's name). Every value is checked as a Redis URL here, so that a typo
+/// stops the start, not the first failover.
+fn sentinel_settings(value: Option<Value>) -> Result<Option<SentinelSettings>, Problem> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let key = "sentinel";
+    let Value::Object(mut map) = value else {
+        return Err(Problem::key(
+            key,
+            "expected an object: {\"sentinels\": [\"redis://host:26379\", …], \"master\": \"redis://[:password@]mastername/0\"}",
+        ));
+    };
+    let usable = |what: &str, url: &str| {
+        redis::Client::open(url).map(|_| ()).map_err(|e| {
+            Problem::key(
+                key,
+                format!(
+                    "{what} {:?} is not a usable Redis URL ({e})",
+                    redact_url(url)
+                ),
+            )
+        })
+    };
+    let sentinels = match map.remove("sentinels") {
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .into_iter()
+            .map(|v| match v {
+                Value::String(url) => usable("`sentinels` entry", &url).map(|()| url),
+                _ => Err(Problem::key(
+                    key,
+                    "`sentinels` must be a list of Redis URLs",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => {
+            return Err(Problem::key(
+                key,
+                "`sentinels` must be a non-empty list of Redis URLs, one per sentinel",
+            ));
+        }
+    };
+    let master_url = match map.remove("master") {
+        Some(Value::String(url)) => url,
+        _ => {
+            return Err(Problem::key(
+                key,
+                "`master` must be a Redis URL whose host is the master's name, e.g. \"redis://:password@mymaster/0\"",
+            ));
+        }
+    };
+    usable("`master`", &master_url)?;
+    let master_name =
+        match redis::IntoConnectionInfo::into_connection_info(master_url.as_str())
+            .map(|info| info.addr().clone())
+        {
+            Ok(
+                redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. },
+            ) if !host.is_empty() => host,
+            _ => {
+                return Err(Problem::key(
+                    key,
+                    "`master` must be a redis:// or rediss:// URL whose host is the master's name",
+                ));
+            }
+        };
+    if let Some(unknown) = map.keys().next() {
+        return Err(Problem::key(
+            key,
+            format!("unknown key `{unknown}` (expected `sentinels` and `master`)"),
+        ));
+    }
+    Ok(Some(SentinelSettings {
+        sentinels,
+        master_name,
+        master_url,
+    }))
 }
 
 /// Reads a PEM file and checks it holds at least one certificate.
@@ -699,5 +818,55 @@ mod tests {
         assert_eq!(redact_url("redis://u:p@h/"), "redis://***@h/");
         assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
         assert_eq!(redact_url("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+    }
+
+    #[test]
+    fn sentinel_form_loads_and_is_shown_without_passwords() {
+        let (c, _) = parse(
+            r#"{"sentinel": {"sentinels": ["redis://:s3cret@10.0.0.1:26379", "redis://10.0.0.2:26379"], "master": "redis://:datapw@jobs/2"}}"#,
+        )
+        .unwrap();
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!(s.master_name, "jobs");
+        assert_eq!(s.sentinels.len(), 2);
+        let shown = c.redis_url_redacted();
+        assert!(
+            shown.contains("\"jobs\"") && shown.contains("10.0.0.2:26379"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("datapw"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn sentinel_form_mistakes_are_refused() {
+        for (json, why) in [
+            (
+                r#"{"sentinel": {"sentinels": [], "master": "redis://m/0"}}"#,
+                "non-empty list",
+            ),
+            (
+                r#"{"sentinel": {"sentinels": ["redis://h:1"]}}"#,
+                "`master`",
+            ),
+            (
+                r#"{"sentinel": {"sentinels": ["http://h:1"], "master": "redis://m/0"}}"#,
+                "not a usable Redis URL",
+            ),
+            (
+                r#"{"sentinel": {"sentinels": ["redis://h:1"], "master": "redis://m/0", "nodes": 1}}"#,
+                "unknown key `nodes`",
+            ),
+            (
+                r#"{"redis": "redis://h/", "sentinel": {"sentinels": ["redis://h:1"], "master": "redis://m/0"}}"#,
+                "cannot be combined",
+            ),
+            (r#"{"sentinel": "redis://h:1"}"#, "expected an object"),
+        ] {
+            let e = parse(json).unwrap_err().to_string();
+            assert!(e.contains("`sentinel`") && e.contains(why), "{json}: {e}");
+        }
     }
 }

@@ -23,6 +23,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
     };
     let Config {
         redis_url,
+        sentinel,
         keys,
         concurrency,
         max_retries,
@@ -61,6 +62,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         // Restart: held by the connection, the thread pool, the breakers, the log
         // files or the pid file, all made once at start.
         redis_url: r.restart("redis", &old.redis_url, redis_url),
+        sentinel: r.restart("sentinel", &old.sentinel, sentinel),
         keys: r.restart("key names", &old.keys, keys),
         concurrency: r.restart("concurrency", &old.concurrency, concurrency),
         redis_timeout: r.restart("redisTimeoutMs", &old.redis_timeout, redis_timeout),

@@ -2,12 +2,103 @@
 //! the undo of a claim whose reply was lost, the sweep, and the reads for checks and
 //! metrics. Connects lazily and drops the connection on any error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use log::info;
 use redis::{Client, Connection, RedisResult, Script, Value};
 
 use crate::config::{Config, Keys};
 use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
+use crate::store::sentinel::{self, Addr, Sentinel};
+
+/// How often the sentinels are asked whether the master moved.
+const ASK_SENTINELS_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the data lives: one node, or the master the sentinels name.
+enum Target {
+    Single(Client),
+    Sentinel {
+        sentinel: Box<Sentinel>,
+        /// The master last connected to or named by the sentinels.
+        master: Option<Addr>,
+        last_asked: Instant,
+    },
+}
+
+impl Target {
+    fn new(config: &Config) -> RedisResult<Target> {
+        Ok(match &config.sentinel {
+            None => Target::Single(config.redis_client()?),
+            Some(settings) => Target::Sentinel {
+                sentinel: Box::new(Sentinel::new(
+                    settings,
+                    config.redis_timeout,
+                    config.redis_ca_pem.as_deref(),
+                )?),
+                master: None,
+                last_asked: Instant::now(),
+            },
+        })
+    }
+
+    fn connect(&mut self, timeout: Duration) -> RedisResult<Connection> {
+        match self {
+            Target::Single(client) => sentinel::open(client.get_connection_info().clone(), timeout),
+            Target::Sentinel {
+                sentinel, master, ..
+            } => {
+                let (con, addr) = sentinel.connect()?;
+                if master.as_ref() != Some(&addr) {
+                    info!(
+                        "Sentinel: the master {:?} is at {}:{}",
+                        sentinel.master_name(),
+                        addr.0,
+                        addr.1
+                    );
+                    *master = Some(addr);
+                }
+                Ok(con)
+            }
+        }
+    }
+
+    /// Whether the connection in hand still goes to the master: with Sentinel, asks
+    /// the sentinels about once a second. When they cannot be asked, the connection
+    /// stays: the master it reaches refuses writes itself once demoted.
+    fn still_master(&mut self) -> bool {
+        let Target::Sentinel {
+            sentinel,
+            master,
+            last_asked,
+        } = self
+        else {
+            return true;
+        };
+        if last_asked.elapsed() < ASK_SENTINELS_EVERY {
+            return true;
+        }
+        *last_asked = Instant::now();
+        match sentinel.master_addr() {
+            Ok(now) if master.as_ref() != Some(&now) => {
+                info!(
+                    "Sentinel: the master {:?} moved to {}:{}; switching to it",
+                    sentinel.master_name(),
+                    now.0,
+                    now.1
+                );
+                *master = Some(now);
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// A connection of its own for an admin command: to the one node, or to the master
+/// the sentinels name.
+pub fn open(config: &Config) -> RedisResult<Connection> {
+    Target::new(config)?.connect(config.redis_timeout)
+}
 
 /// An outcome to record. Each names the job's member and the lease it was claimed under.
 #[derive(Debug, Clone)]
@@ -38,7 +129,7 @@ const RECOVER_BATCH: usize = 100;
 const SWEEP_PAGE: usize = 200;
 
 pub struct Store {
-    client: Client,
+    target: Target,
     con: Option<Connection>,
     keys: Keys,
     timeout: Duration,
@@ -51,7 +142,7 @@ pub struct Store {
 impl Store {
     pub fn new(config: &Config) -> RedisResult<Store> {
         Ok(Store {
-            client: config.redis_client()?,
+            target: Target::new(config)?,
             con: None,
             keys: config.keys.clone(),
             timeout: config.redis_timeout,
@@ -186,21 +277,17 @@ impl Store {
         &mut self,
         f: impl FnOnce(&mut Connection, &Store) -> RedisResult<T>,
     ) -> RedisResult<T> {
+        if !self.target.still_master() {
+            self.con = None;
+        }
         let mut con = match self.con.take() {
             Some(con) => con,
-            None => self.connect()?,
+            None => self.target.connect(self.timeout)?,
         };
         let result = f(&mut con, self);
         if result.is_ok() {
             self.con = Some(con);
         }
         result
-    }
-
-    fn connect(&self) -> RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(self.timeout)?;
-        con.set_read_timeout(Some(self.timeout))?;
-        con.set_write_timeout(Some(self.timeout))?;
-        Ok(con)
     }
 }
