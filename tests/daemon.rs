@@ -324,3 +324,40 @@ fn stop_force_kills_a_daemon_that_does_not_stop() {
     assert!(!alive(pid));
     assert_eq!(delayqs("status", &config, &[]).status.code(), Some(3));
 }
+
+#[test]
+fn status_says_whether_redis_answers_and_takes_writes() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let _guard = Detached(config.clone());
+    let out = delayqs("start", &config, &["-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = delayqs("status", &config, &[]);
+    assert_eq!(status.status.code(), Some(0));
+    assert!(
+        text(&status).contains("answers (master)"),
+        "{}",
+        text(&status)
+    );
+    // A replica of nothing: up, but read-only, as an old master is after a failover.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query(&mut redis.con())
+        .unwrap();
+    let status = delayqs("status", &config, &[]);
+    assert_eq!(status.status.code(), Some(0), "LSB: the process runs");
+    assert!(text(&status).contains("read-only"), "{}", text(&status));
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut redis.con())
+        .unwrap();
+    drop(redis);
+    let status = delayqs("status", &config, &[]);
+    assert!(
+        text(&status).contains("does not answer"),
+        "{}",
+        text(&status)
+    );
+}

@@ -172,6 +172,9 @@ pub fn status(config: &Config) -> ExitCode {
         Status::Running { pid, since } => {
             let up = SystemTime::now().duration_since(since).unwrap_or_default();
             println!("delayqs is running (pid {pid}, up {})", human(up));
+            // The pid says the process lives, not that it can work: say what Redis
+            // answers too. The exit code stays the LSB one.
+            println!("{}", redis_health(config));
             ExitCode::SUCCESS
         }
         Status::Stopped => {
@@ -186,6 +189,29 @@ pub fn status(config: &Config) -> ExitCode {
             );
             ExitCode::from(LSB_DEAD_WITH_PID_FILE)
         }
+    }
+}
+
+/// One line on the Redis the daemon works on: answering as a master, read-only (a
+/// replica), or not answering.
+fn redis_health(config: &Config) -> String {
+    let url = config.redis_url_redacted();
+    let role = crate::store::open(config).and_then(|mut con| {
+        redis::cmd("ROLE")
+            .query::<Vec<redis::Value>>(&mut con)
+            .map(|r| match r.first() {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::from("?"),
+            })
+    });
+    match role {
+        Ok(role) if role == "master" => format!("Redis at {url} answers (master)"),
+        Ok(role) => format!(
+            "Redis at {url} is a {role}, read-only: the daemon cannot claim or settle jobs there"
+        ),
+        Err(e) => format!(
+            "Redis at {url} does not answer: {e}; the daemon delivers nothing until it does"
+        ),
     }
 }
 

@@ -55,6 +55,11 @@ impl LeaseToken {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    #[cfg(test)]
+    pub fn for_test(text: &str) -> LeaseToken {
+        LeaseToken(text.into())
+    }
 }
 
 /// A job taken out of the queue under a lease.

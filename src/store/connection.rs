@@ -123,6 +123,9 @@ pub enum SettleOp {
     Release { due: Score },
 }
 
+/// Outcomes one claim call carries (4 arguments each, beside 4 keys and 5 others):
+/// ElastiCache Serverless refuses a call of more than 3,999 arguments.
+const OUTCOMES_PER_CALL: usize = 990;
 /// How many expired leases one claim takes back; the rest wait for the next call.
 const RECOVER_BATCH: usize = 100;
 /// Attempt counts looked at per sweep call.
@@ -155,7 +158,33 @@ impl Store {
 
     /// One round in one call: records `outcomes`, then claims up to `limit` due jobs,
     /// taking back expired leases on the way. A `limit` of 0 only records outcomes.
+    /// More outcomes than one call may carry go first in calls that only record.
     pub fn claim(
+        &mut self,
+        outcomes: &[Settle],
+        limit: usize,
+        lease: Duration,
+        token: &str,
+        max_bytes: usize,
+    ) -> RedisResult<ClaimBatch> {
+        let mut start = 0;
+        let mut stale = Vec::new();
+        loop {
+            let end = (start + OUTCOMES_PER_CALL).min(outcomes.len());
+            let last = end == outcomes.len();
+            let chunk = &outcomes[start..end];
+            let mut batch =
+                self.claim_call(chunk, if last { limit } else { 0 }, lease, token, max_bytes)?;
+            stale.extend(batch.stale.iter().map(|i| i + start));
+            if last {
+                batch.stale = stale;
+                return Ok(batch);
+            }
+            start = end;
+        }
+    }
+
+    fn claim_call(
         &mut self,
         outcomes: &[Settle],
         limit: usize,
@@ -289,5 +318,118 @@ impl Store {
             self.con = Some(con);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A real redis-server on a free port, for the store's own calls.
+    struct Server(Child, u16);
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let program =
+                std::env::var("DELAYQS_TEST_SERVER").unwrap_or_else(|_| "redis-server".into());
+            let child = Command::new(program)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (make test installs it)");
+            let url = format!("redis://127.0.0.1:{port}/");
+            for _ in 0..500 {
+                let up = redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .is_ok();
+                if up {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Server(child, port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn many_outcomes_go_in_calls_of_under_4000_arguments_and_stale_indexes_stay_true() {
+        let server = Server::start();
+        let json = format!(r#"{{"redis": "redis://127.0.0.1:{}/"}}"#, server.1);
+        let (config, _) = crate::config::parse(&json).unwrap();
+        let mut store = Store::new(&config).unwrap();
+        let mut con = redis::Client::open(config.redis_url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(0)
+            .query(&mut con)
+            .unwrap();
+        let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut con).unwrap();
+        // No lease matches: every outcome is stale, so the reply names them all.
+        let outcomes: Vec<Settle> = (0..2500)
+            .map(|i| Settle {
+                member: format!("m{i}").into_bytes(),
+                id: format!("id{i}"),
+                lease: LeaseToken::for_test(&format!("1:1 t.{i}")),
+                op: SettleOp::Done,
+            })
+            .collect();
+        let batch = store
+            .claim(&outcomes, 8, Duration::from_secs(60), "t", 1 << 20)
+            .unwrap();
+        assert_eq!(batch.stale, (0..2500).collect::<Vec<_>>());
+        let log: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query(&mut con)
+            .unwrap();
+        let mut calls = Vec::new();
+        for entry in log {
+            let Some(redis::Value::Array(args)) = entry.get(3) else {
+                continue;
+            };
+            let name = match args.first() {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).to_lowercase(),
+                _ => String::new(),
+            };
+            if !name.starts_with("eval") {
+                continue;
+            }
+            // Redis keeps 32 arguments; the last then says how many more there were.
+            let more = match args.last() {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b)
+                    .strip_prefix("... (")
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok()),
+                _ => None,
+            };
+            calls.push(more.map_or(args.len(), |m| args.len() - 1 + m));
+        }
+        // 990 + 990 + 520 outcomes (and the first EVALSHA once more, after NOSCRIPT).
+        assert!(calls.len() >= 3, "{calls:?}");
+        assert!(calls.iter().all(|&n| n < 4000), "{calls:?}");
     }
 }
