@@ -8,7 +8,7 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build bench chaos chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server python-deps faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -16,7 +16,7 @@ build:
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, the short chaos run, every test against redis-server, then the
 # delivery, retry and fault tests again against valkey-server.
-test: redis-server redis-sentinel valkey-server faketime python-deps lint check-install check-static chaos-ci
+test: redis-server redis-sentinel valkey-server netns-tools faketime python-deps lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
@@ -43,6 +43,11 @@ redis-server:
 valkey-server:
 	@scripts/need.sh valkey-server valkey-server bookworm-backports
 	@scripts/need.sh valkey-sentinel valkey-sentinel bookworm-backports
+
+# The partition test puts a daemon in a network namespace and cuts it off with nftables.
+netns-tools:
+	@scripts/need.sh ip iproute2
+	@scripts/need.sh nft nftables
 
 # The Sentinel test runs three sentinels beside a master and a replica.
 redis-sentinel:

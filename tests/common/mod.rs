@@ -317,13 +317,23 @@ type Behaviour = dyn Fn(&Request) -> Reply + Send + Sync;
 /// records every request and answers as its behaviour says.
 pub struct Endpoint {
     pub port: u16,
+    /// The address it listens on: 127.0.0.1, or a test host's (tests/partition.rs).
+    host: String,
     requests: Arc<Mutex<Vec<Request>>>,
     connections: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
     pub fn start(behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Endpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Endpoint::start_on("127.0.0.1", behaviour)
+    }
+
+    /// Listens on `host`, an address of this machine.
+    pub fn start_on(
+        host: &str,
+        behaviour: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Endpoint {
+        let listener = TcpListener::bind((host, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let behaviour: Arc<Behaviour> = Arc::new(behaviour);
@@ -340,6 +350,7 @@ impl Endpoint {
         });
         Endpoint {
             port,
+            host: host.to_string(),
             requests,
             connections,
         }
@@ -351,7 +362,7 @@ impl Endpoint {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     pub fn requests(&self) -> Vec<Request> {
