@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::config::redact::{self, RedisUrl};
 use crate::deliver::allowlist::Allowed;
 use crate::deliver::signing::Secret;
 pub use crate::deliver::{HttpSettings, SuccessRule};
@@ -22,8 +23,8 @@ pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config
 /// A validated configuration. Holding one means every value is in range.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Redis URL; may hold a password, so log [`Config::redis_url_redacted`] instead.
-    pub redis_url: String,
+    /// Redis URL; may hold a password, and shows masked (`Debug`, `Display`).
+    pub redis_url: RedisUrl,
     pub keys: Keys,
     /// Worker threads, each with one HTTP call in flight.
     pub concurrency: usize,
@@ -150,8 +151,7 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(Problem::file(format!("cannot read: {e}"))))?;
     let (config, mut warnings) = parse(&text).map_err(err)?;
-    let has_secret =
-        !config.http.signing.is_empty() || redact_url(&config.redis_url) != config.redis_url;
+    let has_secret = !config.http.signing.is_empty() || config.redis_url.has_credentials();
     let world_readable = std::fs::metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o004 != 0
@@ -173,16 +173,22 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
     let mut f = Fields { map };
 
-    let redis_url = f.string("redis", "redis://localhost:6379/")?;
+    let redis_url = match f.map.remove("redis") {
+        None => "redis://localhost:6379/".to_string(),
+        Some(Value::String(url)) => url,
+        // Not repeated: it may hold a password.
+        Some(_) => return Err(Problem::key("redis", "expected a string (a Redis URL)")),
+    };
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
         return Err(Problem::key(
             "redis",
             format!(
-                "{:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path",
-                redact_url(&redis_url)
+                "{:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path[?pass=…]",
+                redact::redis_url(&redis_url)
             ),
         ));
     }
+    let redis_url = RedisUrl::new(redis_url);
     // Old settings the new design does not use (see README): any value the old daemon
     // took still loads.
     f.any_number("connections")?;
@@ -416,8 +422,9 @@ impl Config {
         }
     }
 
+    /// The Redis URL to show: its credentials masked ([`redact::redis_url`]).
     pub fn redis_url_redacted(&self) -> String {
-        redact_url(&self.redis_url)
+        self.redis_url.redacted()
     }
 }
 
@@ -444,19 +451,6 @@ fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, Problem> {
         ));
     }
     Ok(pem)
-}
-
-/// Hides the password (and user) of a URL, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 /// The config object, consumed key by key.
@@ -694,10 +688,27 @@ mod tests {
     }
 
     #[test]
-    fn redaction_hides_userinfo_only() {
-        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact_url("redis://u:p@h/"), "redis://***@h/");
-        assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
-        assert_eq!(redact_url("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+    fn a_redis_url_that_does_not_parse_is_refused_without_its_password() {
+        // `/`, `#` and `?` end the authority for the parser, so this does not parse.
+        for url in [
+            "redis://:pa/ss#w?rd@127.0.0.1:1/",
+            "redis://:pw@h:notaport/",
+        ] {
+            let e = parse(&format!(r#"{{"redis": {url:?}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`redis`"), "{e}");
+            for secret in ["pa/ss", "w?rd", "ss#w", ":pw@"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_socket_password_shows_nowhere_and_counts_as_a_secret() {
+        let (c, _) = parse(r#"{"redis": "unix:///r.sock?pass=pw-sock-1"}"#).unwrap();
+        assert!(c.redis_url.has_credentials());
+        assert_eq!(c.redis_url_redacted(), "unix:///r.sock?pass=***");
+        assert!(!format!("{c:?}").contains("pw-sock-1"), "Debug shows it");
     }
 }
