@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -103,4 +104,81 @@ fn a_password_holding_url_delimiters_is_never_shown() {
     daemon.wait_for_log("config not reloaded");
     let log = daemon.log();
     assert!(!leaks(&log), "{log}");
+}
+
+// ---------------------------------------------------------------- item 6: headers
+
+/// A daemon whose breaker pauses a host after three failures in a row, for a minute,
+/// and that gives each job one attempt.
+fn breaker_config() -> serde_json::Value {
+    json!({"hostFailureThreshold": 3, "hostPauseMs": 60_000, "maxRetryNum": 0})
+}
+
+/// A good job to the endpoint goes out at once: its host was not paused.
+fn good_job_goes_out_at_once(con: &mut redis::Connection, endpoint: &Endpoint) {
+    let before = endpoint.count();
+    add(con, &member(&endpoint.url("/good"), json!("good")), 0.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while endpoint.count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the good job waited: its host was paused"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn control_characters_in_headers_or_a_json_sign_are_malformed_and_pause_no_host() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    let daemon = Daemon::start(&redis, breaker_config());
+    daemon.wait_for_log("ready:");
+    let url = endpoint.url("/bad");
+    for (i, value) in ["a\u{1}b", "\u{7f}", "x\u{1f}"].iter().enumerate() {
+        let m = json!({"callback": url, "body": i, "headers": {"X-Bad": value}});
+        add(&mut con, &m.to_string(), 0.0);
+    }
+    let m = json!({"callback": url, "body": 3, "sign": "s\u{2}", "contentType": "json"});
+    add(&mut con, &m.to_string(), 0.0);
+    wait_for_failed(&mut con, 4);
+    let mut fields: Vec<String> = failed_records(&mut con)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["attempts"], 0, "{r}");
+            let error = r["error"].as_str().unwrap();
+            assert!(error.starts_with("malformed job: `"), "{error}");
+            error.split('`').nth(1).unwrap().to_string()
+        })
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["headers", "headers", "headers", "sign"]);
+    assert_eq!(endpoint.count(), 0, "no request for a malformed job");
+    good_job_goes_out_at_once(&mut con, &endpoint);
+    assert!(!daemon.log().contains("failed 3 times in a row"));
+}
+
+#[test]
+fn a_request_that_cannot_be_built_does_not_count_against_the_host() {
+    // A path longer than an HTTP request target may be (the http crate's limit is
+    // 65534 bytes): a valid URL, and a job under maxJobBytes, that ureq cannot send.
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    let daemon = Daemon::start(&redis, breaker_config());
+    daemon.wait_for_log("ready:");
+    let long = endpoint.url(&format!("/{}", "a".repeat(70_000)));
+    for i in 0..3 {
+        add(&mut con, &member(&long, json!(i)), 0.0);
+    }
+    wait_for_failed(&mut con, 3);
+    for r in failed_records(&mut con) {
+        assert!(
+            r["error"].as_str().unwrap().contains("request failed"),
+            "{r}"
+        );
+    }
+    good_job_goes_out_at_once(&mut con, &endpoint);
+    assert!(!daemon.log().contains("failed 3 times in a row"));
 }
