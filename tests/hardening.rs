@@ -182,3 +182,40 @@ fn a_request_that_cannot_be_built_does_not_count_against_the_host() {
     good_job_goes_out_at_once(&mut con, &endpoint);
     assert!(!daemon.log().contains("failed 3 times in a row"));
 }
+
+// ---------------------------------------------------------------- the metrics file
+
+#[test]
+fn the_metrics_temporary_follows_no_symlink_and_none_is_left_behind() {
+    let redis = RedisServer::start();
+    let dir = scratch_dir();
+    let file = dir.join("delayqs.prom");
+    let victim = scratch_dir().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("delayqs.prom.tmp")).unwrap();
+    let mut daemon = Daemon::start(
+        &redis,
+        json!({"metricsFile": file, "metricsIntervalMs": 100}),
+    );
+    wait_until(PATIENCE, "the metrics file", || file.exists());
+    let first = fs::metadata(&file).unwrap().modified().unwrap();
+    wait_until(PATIENCE, "the metrics file rewritten", || {
+        fs::metadata(&file).unwrap().modified().unwrap() > first
+    });
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // The planted symlink, and the file; no temporary.
+    assert_eq!(names, ["delayqs.prom", "delayqs.prom.tmp"]);
+    assert!(
+        fs::symlink_metadata(dir.join("delayqs.prom.tmp"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
