@@ -219,3 +219,133 @@ fn the_metrics_temporary_follows_no_symlink_and_none_is_left_behind() {
             .is_symlink()
     );
 }
+
+// ---------------------------------------------------------------- maxmemory
+
+fn config_set(con: &mut redis::Connection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(con)
+        .unwrap();
+}
+
+fn lines_with<'a>(log: &'a str, text: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(text)).collect()
+}
+
+#[test]
+fn an_evicting_redis_stops_start_up_with_exit_78_unless_allowed() {
+    let redis = SocketRedis::start(
+        None,
+        &["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"],
+    );
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    add(&mut con, &member(&endpoint.url("/evict"), json!(1)), 0.0);
+    let mut daemon = Daemon::start_with_file(&config_file_for(&redis.url(), json!({})));
+    let status = daemon.wait_exit();
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(78), "{log}");
+    let why = lines_with(&log, "maxmemory-policy");
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(why[0].contains("allkeys-lru") && why[0].contains("allowEvictingRedis"));
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 1, "nothing claimed");
+    assert_eq!(endpoint.count(), 0);
+
+    let config = config_file_for(&redis.url(), json!({"allowEvictingRedis": true}));
+    let daemon = Daemon::start_with_file(&config);
+    endpoint.wait_for(1);
+    let log = daemon.log();
+    assert_eq!(
+        lines_with(&log, "maxmemory-policy is allkeys-lru").len(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn the_policy_is_read_from_info_where_config_is_refused() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    config_set(&mut con, "maxmemory-policy", "allkeys-lfu");
+    let url = redis.acl_user("noconfig", "noconfig-pw", "*");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noconfig")
+        .arg("-config")
+        .query(&mut con)
+        .unwrap();
+    let mut daemon = Daemon::start(&redis, json!({"redis": url}));
+    assert_eq!(daemon.wait_exit().code(), Some(78), "{}", daemon.log());
+    assert!(daemon.log().contains("maxmemory-policy is allkeys-lfu"));
+
+    // Neither CONFIG nor INFO: one warning, and it runs.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noconfig")
+        .arg("-info")
+        .query(&mut con)
+        .unwrap();
+    let endpoint = Endpoint::succeeding();
+    let daemon = Daemon::start(&redis, json!({"redis": url}));
+    add(&mut con, &member(&endpoint.url("/blind"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    let log = daemon.log();
+    assert_eq!(
+        lines_with(&log, "cannot read Redis's maxmemory-policy").len(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_full_redis_is_logged_once_and_nothing_is_half_written() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    add(&mut con, &member(&endpoint.url("/full"), json!(1)), 0.0);
+    // noeviction (the default) and no room at all: every write that needs memory fails.
+    config_set(&mut con, "maxmemory", "1");
+    let daemon = Daemon::start(&redis, json!({}));
+    daemon.wait_for_log("OOM");
+    // Several rounds of backoff (0.1, 0.2, 0.4, 0.8 s...).
+    std::thread::sleep(Duration::from_secs(2));
+    let log = daemon.log();
+    assert_eq!(lines_with(&log, "OOM").len(), 1, "{log}");
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 1, "the job waits");
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 0, "{log}");
+    assert_eq!(con.hlen::<_, usize>(ATTEMPTS).unwrap(), 0, "{log}");
+    assert_eq!(endpoint.count(), 0);
+    config_set(&mut con, "maxmemory", "0");
+    endpoint.wait_for(1);
+    daemon.wait_for_log("Redis answers again");
+    assert_no_bookkeeping(&mut con);
+}
+
+#[test]
+fn an_evicting_policy_found_on_reconnect_stops_the_daemon_with_exit_78() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    let mut daemon = Daemon::start(&redis, json!({}));
+    add(&mut con, &member(&endpoint.url("/before"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    config_set(&mut con, "maxmemory-policy", "allkeys-random");
+    // Drop the daemon's connection (not ours): its next call reconnects.
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(daemon.wait_exit().code(), Some(78), "{}", daemon.log());
+    let log = daemon.log();
+    assert_eq!(
+        lines_with(&log, "maxmemory-policy is allkeys-random").len(),
+        1,
+        "{log}"
+    );
+    assert_no_bookkeeping(&mut con);
+}

@@ -56,6 +56,9 @@ pub struct Config {
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
     pub max_job_bytes: usize,
+    /// `allowEvictingRedis`: run even when Redis's `maxmemory-policy` may evict keys
+    /// (`allkeys-*`), which can drop the queue or the in-flight set.
+    pub allow_evicting_redis: bool,
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -318,6 +321,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
 
     let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
+    let allow_evicting_redis = f.boolean("allowEvictingRedis", false)?;
     let redis_ca_pem = match f.string("redisCaFile", "")?.as_str() {
         "" => None,
         path => Some(read_ca_file("redisCaFile", path)?),
@@ -393,6 +397,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         host_pause,
         retry_after_max,
         max_job_bytes,
+        allow_evicting_redis,
     };
     Ok((config, warnings))
 }

@@ -41,6 +41,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         host_pause,
         retry_after_max,
         max_job_bytes,
+        allow_evicting_redis,
     } = new;
     let config = Config {
         // Live: read by the loop or handed to the workers with each job.
@@ -73,6 +74,12 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         host_pause: r.restart("hostPauseMs", &old.host_pause, host_pause),
         log_files: r.restart("logDir or logKeepDays", &old.log_files, log_files),
         pid_file: r.restart("pid", &old.pid_file, pid_file),
+        // Checked when the loop first reaches Redis, and again on each reconnect.
+        allow_evicting_redis: r.restart(
+            "allowEvictingRedis",
+            &old.allow_evicting_redis,
+            allow_evicting_redis,
+        ),
     };
     // The file was checked against its own redisTimeoutMs; the running one stays.
     let floor = config.lease_floor();
