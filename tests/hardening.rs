@@ -349,3 +349,23 @@ fn an_evicting_policy_found_on_reconnect_stops_the_daemon_with_exit_78() {
     );
     assert_no_bookkeeping(&mut con);
 }
+
+// ---------------------------------------------------------------- the lease floor
+
+#[test]
+fn a_lease_must_outlast_five_redis_calls_after_the_callback() {
+    // 5000 + 5 × 1000 + 20 = 10020; the old floor (two calls) was 7020.
+    let redis = RedisServer::start();
+    let fields = |lease: u64| json!({"timeoutMs": 5000, "redisTimeoutMs": 1000, "leaseMs": lease});
+    let short = config_file(&redis, fields(8000));
+    let out = run_delayqs(&["run", "--check", "--config", short.to_str().unwrap()]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("`leaseMs`") && said.contains("= 10020 ms"),
+        "{said}"
+    );
+    let enough = config_file(&redis, fields(10021));
+    let out = run_delayqs(&["run", "--check", "--config", enough.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -333,7 +333,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + 2 × `redisTimeoutMs` + `pollIntervalMs` = {} ms, or a slow callback would be taken back and sent twice",
+                "{} must exceed `timeoutMs` + {REDIS_CALLS_BEFORE_WRITE} × `redisTimeoutMs` + `pollIntervalMs` = {} ms (the callback, then up to {REDIS_CALLS_BEFORE_WRITE} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
                 lease.as_millis(),
                 floor.as_millis()
             ),
@@ -433,13 +433,24 @@ impl Config {
     }
 }
 
+/// Redis calls, each bounded by `redisTimeoutMs`, that can come between an outcome
+/// reaching the main loop and its write, while Redis answers (`Dispatcher::step` and
+/// `main_loop`). The worst case is an outcome that arrives just after a round took
+/// the outcomes in: that round's sweep (once a second) and claim, then the metrics
+/// gauges (`metricsFile`), which start inside the wait for the next round but may end
+/// up to one call after it, then the next round's sweep (again due when that wait or
+/// the calls took a second) and the claim that writes the outcome. The unclaims and the
+/// key and policy checks run only after Redis trouble, which a lease does not promise
+/// to outlast.
+pub const REDIS_CALLS_BEFORE_WRITE: u32 = 5;
+
 /// What a lease must outlast once its job starts: the call (`timeoutMs`), the wait for
-/// the next round (at most `pollIntervalMs`), and the outcome's write behind one Redis
-/// call in progress (2 × `redisTimeoutMs`). A claimed job that has not started by
-/// lease − this goes back untried (`Delivery::start_by`), and a lease no longer than
-/// this is refused, or a slow success would be taken back and sent twice.
+/// the next round (at most `pollIntervalMs`), and the Redis calls before the outcome's
+/// write ([`REDIS_CALLS_BEFORE_WRITE`] × `redisTimeoutMs`). A claimed job that has not
+/// started by lease − this goes back untried (`Delivery::start_by`), and a lease no
+/// longer than this is refused, or a slow success would be taken back and sent twice.
 pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
-    timeout + 2 * redis_timeout + poll
+    timeout + REDIS_CALLS_BEFORE_WRITE * redis_timeout + poll
 }
 
 /// Reads a PEM file and checks it holds at least one certificate.
@@ -669,18 +680,25 @@ mod tests {
 
     #[test]
     fn lease_must_outlast_timeout() {
-        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#)
+        // 5000 + 5 × 5000 + 50: the callback, five Redis calls and a poll.
+        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 30000}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
+        assert!(e.contains("`leaseMs`") && e.contains("30050 ms"), "{e}");
+        assert!(e.contains("5 × `redisTimeoutMs`"), "{e}");
+        assert!(parse(r#"{"timeoutMs": 5000, "leaseMs": 30051}"#).is_ok());
         let (c, _) =
-            parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}"#).unwrap();
-        assert_eq!(c.lease, Duration::from_millis(5300));
+            parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5600}"#).unwrap();
+        assert_eq!(c.lease, Duration::from_millis(5600));
+        let e = parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5550}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("= 5550 ms"), "{e}");
         // Outcomes may wait a poll interval for their round: the lease covers it.
         let slow_poll =
-            r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5300}"#;
+            r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5600}"#;
         let e = parse(slow_poll).unwrap_err().to_string();
-        assert!(e.contains("`pollIntervalMs` = 5700 ms"), "{e}");
+        assert!(e.contains("`pollIntervalMs` = 6000 ms"), "{e}");
     }
 
     #[test]

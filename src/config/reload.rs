@@ -87,8 +87,9 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
+                "{} must exceed `timeoutMs` + {} × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
                 config.lease.as_millis(),
+                crate::config::REDIS_CALLS_BEFORE_WRITE,
                 floor.as_millis()
             ),
         ));
@@ -153,6 +154,11 @@ mod tests {
         let old = config(r#"{"redisTimeoutMs": 5000}"#);
         let new = config(r#"{"redisTimeoutMs": 100, "timeoutMs": 5000, "leaseMs": 6000}"#);
         let e = reload(&old, new).unwrap_err().to_string();
-        assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
+        // 5000 + 5 × 5000 (the running one) + 50.
+        assert!(
+            e.contains("`leaseMs`") && e.contains("5 × the running"),
+            "{e}"
+        );
+        assert!(e.contains("= 30050 ms"), "{e}");
     }
 }
