@@ -369,3 +369,63 @@ fn a_lease_must_outlast_five_redis_calls_after_the_callback() {
     let out = run_delayqs(&["run", "--check", "--config", enough.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+// ---------------------------------------------------------------- a lost reply
+
+/// Keeps Redis busy for `ms` (a script that spins on TIME), on a connection of its own.
+fn make_redis_busy(url: String, ms: u64) {
+    std::thread::spawn(move || {
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(
+                "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] \
+                 repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - t0 > tonumber(ARGV[1]) \
+                 return 1",
+            )
+            .arg(0)
+            .arg(ms * 1000)
+            .query(&mut con);
+    });
+}
+
+#[test]
+fn an_outcome_resent_after_a_lost_reply_is_not_reported_as_an_expired_lease() {
+    // The endpoint makes Redis busy, then answers. The daemon's next call, which
+    // writes this outcome, outlasts its redisTimeoutMs (200 ms) and is given up on,
+    // but Redis runs it once free: the reply is lost, the outcome written. The daemon
+    // sends the outcome again and Redis reports it stale.
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let url = redis.url();
+    let endpoint = Endpoint::start(move |_| {
+        make_redis_busy(url.clone(), 700);
+        std::thread::sleep(Duration::from_millis(30)); // the script has started
+        Reply::success()
+    });
+    // One worker, so that while its job is out no claim goes to Redis (no room).
+    let daemon = Daemon::start(&redis, json!({"concurrency": 1, "redisTimeoutMs": 200}));
+    daemon.wait_for_log("ready:");
+    const RESENT: &str = "outcome already written by the call whose reply was lost";
+    // The lost reply needs the daemon's call to land inside the busy time, which a
+    // sweep (once a second) can spoil; a few jobs make it certain.
+    for i in 0..5 {
+        let before = lines_with(&daemon.log(), "Redis answers again").len();
+        add(&mut con, &member(&endpoint.url("/lost"), json!(i)), 0.0);
+        endpoint.wait_for(i + 1);
+        wait_until(PATIENCE, "Redis back", || {
+            lines_with(&daemon.log(), "Redis answers again").len() > before
+        });
+        assert_no_bookkeeping(&mut con);
+        let log = daemon.log();
+        assert!(!log.contains("its lease ran out"), "{log}");
+        if log.contains(RESENT) {
+            assert_eq!(endpoint.count(), i + 1, "each job delivered once");
+            assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+            return;
+        }
+    }
+    panic!("never provoked a lost reply:\n{}", daemon.log());
+}

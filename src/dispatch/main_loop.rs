@@ -105,6 +105,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         ring_at,
         next_round: Instant::now(),
         pending: Vec::new(),
+        sent_unanswered: 0,
         redis_down: None,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
@@ -157,6 +158,9 @@ struct Dispatcher {
     next_round: Instant,
     /// Outcomes not yet written to Redis.
     pending: Vec<Settle>,
+    /// How many of `pending` (the first ones) went out in a call that failed: Redis
+    /// may have run it and only the reply got lost, so they may be written already.
+    sent_unanswered: usize,
     /// When Redis stopped answering, while it does not.
     redis_down: Option<Instant>,
     redis_backoff: Duration,
@@ -305,6 +309,7 @@ impl Dispatcher {
                 if room > 0 {
                     self.lost_claims.push(token);
                 }
+                self.unanswered(&e);
                 return Err(e);
             }
         };
@@ -537,21 +542,46 @@ impl Dispatcher {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = self.store.claim(
+        let written = self.store.claim(
             &self.pending,
             0,
             self.config.lease,
             &self.token_prefix,
             self.config.max_job_bytes,
-        )?;
-        self.written(&batch.stale);
-        Ok(())
+        );
+        match written {
+            Ok(batch) => {
+                self.written(&batch.stale);
+                Ok(())
+            }
+            Err(e) => {
+                self.unanswered(&e);
+                Err(e)
+            }
+        }
     }
 
-    /// The pending outcomes are in Redis; `stale` names those that changed nothing.
+    /// A call carrying the pending outcomes failed. Unless Redis said it refused the
+    /// call before writing anything (OOM), it may have run them.
+    fn unanswered(&mut self, e: &redis::RedisError) {
+        if e.code() != Some("OOM") {
+            self.sent_unanswered = self.pending.len();
+        }
+    }
+
+    /// The pending outcomes are in Redis; `stale` names those that changed nothing:
+    /// written already by a call whose reply was lost, or their lease ran out.
     fn written(&mut self, stale: &[usize]) {
         for &i in stale {
-            if let Some(late) = self.pending.get(i) {
+            let Some(late) = self.pending.get(i) else {
+                continue;
+            };
+            if i < self.sent_unanswered {
+                info!(
+                    "job {}: outcome already written by the call whose reply was lost, so this resend changed nothing (had that call not run, the lease ran out meanwhile and another attempt follows)",
+                    late.id
+                );
+            } else {
                 warn!(
                     "job {}: its lease ran out before this outcome was written, so another attempt follows (at-least-once)",
                     late.id
@@ -559,6 +589,7 @@ impl Dispatcher {
             }
         }
         self.pending.clear();
+        self.sent_unanswered = 0;
     }
 
     /// Writes the metrics file, when one is configured; `with_gauges` reads the
