@@ -31,7 +31,7 @@ REPORT = os.environ.get("CHAOS_REPORT")
 
 QUEUE, INFLIGHT, ATTEMPTS, FAIL = ("DelayQs:job_zqueue", "DelayQs:inflight",
                                    "DelayQs:attempts", "DelayQs:fail_job")
-TIMEOUT_MS, LEASE_MS = 1000, 3500
+TIMEOUT_MS, LEASE_MS = 1000, 4000
 DAEMONS = 3
 
 if SHORT:
@@ -574,7 +574,7 @@ reached the endpoint but before the outcome was settled in Redis, the job's leas
 (`leaseMs` {LEASE_MS}) expires and another daemon delivers it again, with a higher
 `X-Delayqs-Attempt`. The same happens around a Redis restart when the time from the
 claim to the moment the daemon gets Redis back (the outage, plus up to its reconnect
-backoff of 100 ms doubling) exceeds the lease, which is deliberately short here (3.5 s
+backoff of 100 ms doubling) exceeds the lease, which is deliberately short here (4 s
 against outages of 0.5 to 2.5 s plus shutdown): the daemon then logs "its lease ran out
 before this outcome was written, so another attempt follows". Neither is a loss, and
 both are what the README promises. The run counts a duplicate as explained when a kill or a Redis

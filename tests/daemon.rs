@@ -206,7 +206,11 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     let endpoint = Endpoint::succeeding();
     let mut con = redis.con();
     add(&mut con, &member(&endpoint.url("/before"), json!(1)), 0.0);
-    let config = config_file(&redis, json!({"logLevel": "warn", "pollIntervalMs": 10000}));
+    // The lease is pinned: its default follows pollIntervalMs, and would change too.
+    let config = config_file(
+        &redis,
+        json!({"logLevel": "warn", "pollIntervalMs": 10000, "leaseMs": 60000}),
+    );
     let daemon = Daemon::start_with_file(&config);
     endpoint.wait_for(1);
     // The main loop logs "delivered" (at debug) as it takes the outcome, before it
@@ -220,7 +224,7 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     write_config(
         &config,
         &redis,
-        json!({"logLevel": "debug", "pollIntervalMs": 20, "concurrency": 9}),
+        json!({"logLevel": "debug", "pollIntervalMs": 20, "concurrency": 9, "leaseMs": 60000}),
     );
     daemon.signal("HUP");
     daemon.wait_for_log("config reloaded: logLevel, pollIntervalMs now in effect");
@@ -251,10 +255,10 @@ fn sighup_applies_log_level_and_poll_interval_and_keeps_a_bad_config_out() {
     write_config(
         &config,
         &redis,
-        json!({"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}),
+        json!({"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5600}),
     );
     daemon.signal("HUP");
-    daemon.wait_for_log("2 × the running `redisTimeoutMs` + `pollIntervalMs` = 15020 ms");
+    daemon.wait_for_log("5 × the running `redisTimeoutMs` + `pollIntervalMs` = 30020 ms");
     add(&mut con, &member(&endpoint.url("/still"), json!(3)), 0.0);
     endpoint.wait_for(3);
 }

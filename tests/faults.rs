@@ -81,7 +81,7 @@ fn kill_9_mid_delivery_then_restart_delivers_everything() {
     let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(400)));
     let mut con = redis.con();
     let config =
-        json!({"concurrency": 3, "timeoutMs": 2000, "leaseMs": 2500, "redisTimeoutMs": 200});
+        json!({"concurrency": 3, "timeoutMs": 2000, "leaseMs": 3100, "redisTimeoutMs": 200});
     for i in 0..JOBS {
         add(
             &mut con,
@@ -286,7 +286,7 @@ fn a_job_kept_waiting_by_a_slow_endpoint_is_claimed_again_rather_than_sent_past_
     // twice; instead it goes back to the queue untried and is claimed afresh.
     let daemon = Daemon::start(
         &redis,
-        json!({"concurrency": 1, "timeoutMs": 1000, "redisTimeoutMs": 100, "leaseMs": 1300}),
+        json!({"concurrency": 1, "timeoutMs": 1000, "redisTimeoutMs": 100, "leaseMs": 1600}),
     );
     daemon.wait_ready();
     for i in 0..20 {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::config::redact::{self, RedisUrl};
 use crate::deliver::allowlist::Allowed;
 use crate::deliver::signing::Secret;
 pub use crate::deliver::{HttpSettings, SuccessRule};
@@ -22,9 +23,9 @@ pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config
 /// A validated configuration. Holding one means every value is in range.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Redis URL; may hold a password, so log [`Config::redis_url_redacted`] instead.
+    /// Redis URL; may hold a password, and shows masked (`Debug`, `Display`).
     /// Unused when `sentinel` is set.
-    pub redis_url: String,
+    pub redis_url: RedisUrl,
     /// `sentinel`: find the master through these sentinels instead of `redis`.
     pub sentinel: Option<SentinelSettings>,
     pub keys: Keys,
@@ -58,6 +59,9 @@ pub struct Config {
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
     pub max_job_bytes: usize,
+    /// `allowEvictingRedis`: run even when Redis's `maxmemory-policy` may evict keys
+    /// (`allkeys-*`), which can drop the queue or the in-flight set.
+    pub allow_evicting_redis: bool,
 }
 
 /// Redis Sentinel: where the sentinels are and how to reach the master they name.
@@ -170,8 +174,8 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         .iter()
         .flat_map(|s| s.sentinels.iter().chain(std::iter::once(&s.master_url)));
     let has_secret = !config.http.signing.is_empty()
-        || redact_url(&config.redis_url) != config.redis_url
-        || sentinel_urls.clone().any(|u| redact_url(u) != *u);
+        || config.redis_url.has_credentials()
+        || sentinel_urls.clone().any(|u| redact::has_credentials(u));
     let world_readable = std::fs::metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o004 != 0
@@ -200,16 +204,22 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
             "cannot be combined with `redis`: with Sentinel the master's address comes from the sentinels; put its credentials and db in `sentinel.master`",
         ));
     }
-    let redis_url = f.string("redis", "redis://localhost:6379/")?;
+    let redis_url = match f.map.remove("redis") {
+        None => "redis://localhost:6379/".to_string(),
+        Some(Value::String(url)) => url,
+        // Not repeated: it may hold a password.
+        Some(_) => return Err(Problem::key("redis", "expected a string (a Redis URL)")),
+    };
     if let Err(e) = redis::Client::open(redis_url.as_str()) {
         return Err(Problem::key(
             "redis",
             format!(
-                "{:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path",
-                redact_url(&redis_url)
+                "{:?} is not a usable Redis URL ({e}); expected redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path[?pass=…]",
+                redact::redis_url(&redis_url)
             ),
         ));
     }
+    let redis_url = RedisUrl::new(redis_url);
     // Old settings the new design does not use (see README): any value the old daemon
     // took still loads.
     f.any_number("connections")?;
@@ -339,6 +349,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
 
     let redis_timeout = f.millis("redisTimeoutMs", 5_000, 10, 600_000)?;
+    let allow_evicting_redis = f.boolean("allowEvictingRedis", false)?;
     let redis_ca_pem = match f.string("redisCaFile", "")?.as_str() {
         "" => None,
         path => Some(read_ca_file("redisCaFile", path)?),
@@ -350,7 +361,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + 2 × `redisTimeoutMs` + `pollIntervalMs` = {} ms, or a slow callback would be taken back and sent twice",
+                "{} must exceed `timeoutMs` + {REDIS_CALLS_BEFORE_WRITE} × `redisTimeoutMs` + `pollIntervalMs` = {} ms (the callback, then up to {REDIS_CALLS_BEFORE_WRITE} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
                 lease.as_millis(),
                 floor.as_millis()
             ),
@@ -415,6 +426,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         host_pause,
         retry_after_max,
         max_job_bytes,
+        allow_evicting_redis,
     };
     Ok((config, warnings))
 }
@@ -444,15 +456,16 @@ impl Config {
         }
     }
 
+    /// The Redis URL to show: its credentials masked ([`redact::redis_url`]).
     pub fn redis_url_redacted(&self) -> String {
         match &self.sentinel {
-            None => redact_url(&self.redis_url),
+            None => self.redis_url.redacted(),
             Some(s) => format!(
                 "master {:?} of sentinels {}",
                 s.master_name,
                 s.sentinels
                     .iter()
-                    .map(|u| redact_url(u))
+                    .map(|u| redact::redis_url(u))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -460,13 +473,24 @@ impl Config {
     }
 }
 
+/// Redis calls, each bounded by `redisTimeoutMs`, that can come between an outcome
+/// reaching the main loop and its write, while Redis answers (`Dispatcher::step` and
+/// `main_loop`). The worst case is an outcome that arrives just after a round took
+/// the outcomes in: that round's sweep (once a second) and claim, then the metrics
+/// gauges (`metricsFile`), which start inside the wait for the next round but may end
+/// up to one call after it, then the next round's sweep (again due when that wait or
+/// the calls took a second) and the claim that writes the outcome. The unclaims and the
+/// key and policy checks run only after Redis trouble, which a lease does not promise
+/// to outlast.
+pub const REDIS_CALLS_BEFORE_WRITE: u32 = 5;
+
 /// What a lease must outlast once its job starts: the call (`timeoutMs`), the wait for
-/// the next round (at most `pollIntervalMs`), and the outcome's write behind one Redis
-/// call in progress (2 × `redisTimeoutMs`). A claimed job that has not started by
-/// lease − this goes back untried (`Delivery::start_by`), and a lease no longer than
-/// this is refused, or a slow success would be taken back and sent twice.
+/// the next round (at most `pollIntervalMs`), and the Redis calls before the outcome's
+/// write ([`REDIS_CALLS_BEFORE_WRITE`] × `redisTimeoutMs`). A claimed job that has not
+/// started by lease − this goes back untried (`Delivery::start_by`), and a lease no
+/// longer than this is refused, or a slow success would be taken back and sent twice.
 pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
-    timeout + 2 * redis_timeout + poll
+    timeout + REDIS_CALLS_BEFORE_WRITE * redis_timeout + poll
 }
 
 /// The `sentinel` object: `sentinels` (a list of URLs) and `master` (a URL whose host
@@ -489,7 +513,7 @@ fn sentinel_settings(value: Option<Value>) -> Result<Option<SentinelSettings>, P
                 key,
                 format!(
                     "{what} {:?} is not a usable Redis URL ({e})",
-                    redact_url(url)
+                    redact::redis_url(url)
                 ),
             )
         })
@@ -563,19 +587,6 @@ fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, Problem> {
         ));
     }
     Ok(pem)
-}
-
-/// Hides the password (and user) of a URL, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_string(),
-    }
 }
 
 /// The config object, consumed key by key.
@@ -789,18 +800,25 @@ mod tests {
 
     #[test]
     fn lease_must_outlast_timeout() {
-        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 15000}"#)
+        // 5000 + 5 × 5000 + 50: the callback, five Redis calls and a poll.
+        let e = parse(r#"{"timeoutMs": 5000, "leaseMs": 30000}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
+        assert!(e.contains("`leaseMs`") && e.contains("30050 ms"), "{e}");
+        assert!(e.contains("5 × `redisTimeoutMs`"), "{e}");
+        assert!(parse(r#"{"timeoutMs": 5000, "leaseMs": 30051}"#).is_ok());
         let (c, _) =
-            parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5300}"#).unwrap();
-        assert_eq!(c.lease, Duration::from_millis(5300));
+            parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5600}"#).unwrap();
+        assert_eq!(c.lease, Duration::from_millis(5600));
+        let e = parse(r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "leaseMs": 5550}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("= 5550 ms"), "{e}");
         // Outcomes may wait a poll interval for their round: the lease covers it.
         let slow_poll =
-            r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5300}"#;
+            r#"{"timeoutMs": 5000, "redisTimeoutMs": 100, "pollIntervalMs": 500, "leaseMs": 5600}"#;
         let e = parse(slow_poll).unwrap_err().to_string();
-        assert!(e.contains("`pollIntervalMs` = 5700 ms"), "{e}");
+        assert!(e.contains("`pollIntervalMs` = 6000 ms"), "{e}");
     }
 
     #[test]
@@ -813,11 +831,28 @@ mod tests {
     }
 
     #[test]
-    fn redaction_hides_userinfo_only() {
-        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact_url("redis://u:p@h/"), "redis://***@h/");
-        assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
-        assert_eq!(redact_url("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
+    fn a_redis_url_that_does_not_parse_is_refused_without_its_password() {
+        // `/`, `#` and `?` end the authority for the parser, so this does not parse.
+        for url in [
+            "redis://:pa/ss#w?rd@127.0.0.1:1/",
+            "redis://:pw@h:notaport/",
+        ] {
+            let e = parse(&format!(r#"{{"redis": {url:?}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`redis`"), "{e}");
+            for secret in ["pa/ss", "w?rd", "ss#w", ":pw@"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_socket_password_shows_nowhere_and_counts_as_a_secret() {
+        let (c, _) = parse(r#"{"redis": "unix:///r.sock?pass=pw-sock-1"}"#).unwrap();
+        assert!(c.redis_url.has_credentials());
+        assert_eq!(c.redis_url_redacted(), "unix:///r.sock?pass=***");
+        assert!(!format!("{c:?}").contains("pw-sock-1"), "Debug shows it");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Past this module nothing is stringly typed; it never talks to Redis or HTTP.
 
 mod load;
+pub mod redact;
 mod reload;
 
 pub use load::*;

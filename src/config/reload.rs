@@ -42,6 +42,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         host_pause,
         retry_after_max,
         max_job_bytes,
+        allow_evicting_redis,
     } = new;
     let config = Config {
         // Live: read by the loop or handed to the workers with each job.
@@ -75,6 +76,12 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         host_pause: r.restart("hostPauseMs", &old.host_pause, host_pause),
         log_files: r.restart("logDir or logKeepDays", &old.log_files, log_files),
         pid_file: r.restart("pid", &old.pid_file, pid_file),
+        // Checked when the loop first reaches Redis, and again on each reconnect.
+        allow_evicting_redis: r.restart(
+            "allowEvictingRedis",
+            &old.allow_evicting_redis,
+            allow_evicting_redis,
+        ),
     };
     // The file was checked against its own redisTimeoutMs; the running one stays.
     let floor = config.lease_floor();
@@ -82,8 +89,9 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + 2 × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
+                "{} must exceed `timeoutMs` + {} × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
                 config.lease.as_millis(),
+                crate::config::REDIS_CALLS_BEFORE_WRITE,
                 floor.as_millis()
             ),
         ));
@@ -148,6 +156,11 @@ mod tests {
         let old = config(r#"{"redisTimeoutMs": 5000}"#);
         let new = config(r#"{"redisTimeoutMs": 100, "timeoutMs": 5000, "leaseMs": 6000}"#);
         let e = reload(&old, new).unwrap_err().to_string();
-        assert!(e.contains("`leaseMs`") && e.contains("15050 ms"), "{e}");
+        // 5000 + 5 × 5000 (the running one) + 50.
+        assert!(
+            e.contains("`leaseMs`") && e.contains("5 × the running"),
+            "{e}"
+        );
+        assert!(e.contains("= 30050 ms"), "{e}");
     }
 }

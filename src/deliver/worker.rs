@@ -87,6 +87,34 @@ impl Failure {
             ..Failure::default()
         }
     }
+
+    /// A request that did not get an answer. Only trouble reaching or talking to the
+    /// host counts against it: a request that could not be built (a URL or header
+    /// the http crate refuses, say) would fail the same at any host, and must not
+    /// pause a good one.
+    fn not_sent(e: ureq::Error) -> Failure {
+        use ureq::Error as E;
+        let connection = matches!(
+            e,
+            E::Io(_)
+                | E::Timeout(_)
+                | E::HostNotFound
+                | E::ConnectionFailed
+                | E::Protocol(_)
+                | E::Tls(_)
+                | E::Rustls(_)
+                | E::LargeResponseHeader(..)
+                | E::ConnectProxyFailed(_)
+                | E::TlsRequired
+                | E::Other(_)
+                | E::BodyStalled
+        );
+        Failure {
+            reason: format!("request failed: {e}"),
+            host_trouble: connection,
+            ..Failure::default()
+        }
+    }
 }
 
 /// What the workers share with the main loop.
@@ -360,7 +388,7 @@ fn send<T>(
                 give_up: true,
                 ..Failure::default()
             },
-            e => Failure::transport(format!("request failed: {e}")),
+            e => Failure::not_sent(e),
         })
 }
 

@@ -109,10 +109,13 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         breakers,
         next_round: Instant::now(),
         pending: Vec::new(),
+        sent_unanswered: 0,
         redis_down: None,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
+        check_redis: true,
+        eviction_note: None,
         misconfigured: false,
         lost_claims: Vec::new(),
         last_sweep: Instant::now(),
@@ -122,10 +125,18 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         config,
     };
     d.main_loop();
-    if d.misconfigured {
-        return Ok(Exit::Misconfigured);
+    let misconfigured = d.misconfigured;
+    if misconfigured && d.held == 0 && d.pending.is_empty() {
+        return Ok(Exit::Misconfigured); // at start: nothing to write back
     }
-    Ok(d.shut_down(workers))
+    // Found on a reconnect (another Redis behind the address): what is in hand is
+    // still written back before the exit.
+    let exit = d.shut_down(workers);
+    Ok(if misconfigured {
+        Exit::Misconfigured
+    } else {
+        exit
+    })
 }
 
 struct Dispatcher {
@@ -154,13 +165,21 @@ struct Dispatcher {
     next_round: Instant,
     /// Outcomes not yet written to Redis.
     pending: Vec<Settle>,
+    /// How many of `pending` (the first ones) went out in a call that failed: Redis
+    /// may have run it and only the reply got lost, so they may be written already.
+    sent_unanswered: usize,
     /// When Redis stopped answering, while it does not.
     redis_down: Option<Instant>,
     redis_backoff: Duration,
     /// No Redis call before this, while backing off.
     redis_retry_at: Option<Instant>,
-    /// Nothing has been read from Redis yet: check the keys first.
+    /// Nothing has been read from Redis yet: say `ready:` once the checks pass.
     first_contact: bool,
+    /// The connection is new (the first, or one after Redis trouble): check the keys'
+    /// types and the eviction policy before anything else.
+    check_redis: bool,
+    /// The eviction-policy warning last logged, so a reconnect does not repeat it.
+    eviction_note: Option<String>,
     /// The keys in Redis do not fit the config; the loop ends.
     misconfigured: bool,
     /// Tokens of claims whose reply was lost; their jobs are put back on reconnect.
@@ -220,12 +239,30 @@ impl Dispatcher {
     /// One round: write outcomes and claim what is due in one call, hand it out.
     /// Returns how long to wait before the next round.
     fn step(&mut self) -> redis::RedisResult<Duration> {
-        if self.first_contact {
+        if self.check_redis {
             if let Err(problem) = self.store.check_key_types()? {
                 error!("{problem}");
                 self.misconfigured = true;
                 return Ok(Duration::ZERO);
             }
+            let policy = self.store.eviction_policy()?;
+            match judge_eviction(policy.as_deref(), self.config.allow_evicting_redis) {
+                Eviction::Safe => self.eviction_note = None,
+                Eviction::Warn(note) => {
+                    if self.eviction_note.as_ref() != Some(&note) {
+                        warn!("{note}");
+                        self.eviction_note = Some(note);
+                    }
+                }
+                Eviction::Refuse(problem) => {
+                    error!("{problem}");
+                    self.misconfigured = true;
+                    return Ok(Duration::ZERO);
+                }
+            }
+            self.check_redis = false;
+        }
+        if self.first_contact {
             self.warn_about_old_daemon_keys()?;
             self.first_contact = false;
             // Tests and operators wait on this line: it comes after Redis answered.
@@ -279,6 +316,7 @@ impl Dispatcher {
                 if room > 0 {
                     self.lost_claims.push(token);
                 }
+                self.unanswered(&e);
                 return Err(e);
             }
         };
@@ -465,21 +503,46 @@ impl Dispatcher {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = self.store.claim(
+        let written = self.store.claim(
             &self.pending,
             0,
             self.config.lease,
             &self.token_prefix,
             self.config.max_job_bytes,
-        )?;
-        self.written(&batch.stale);
-        Ok(())
+        );
+        match written {
+            Ok(batch) => {
+                self.written(&batch.stale);
+                Ok(())
+            }
+            Err(e) => {
+                self.unanswered(&e);
+                Err(e)
+            }
+        }
     }
 
-    /// The pending outcomes are in Redis; `stale` names those that changed nothing.
+    /// A call carrying the pending outcomes failed. Unless Redis said it refused the
+    /// call before writing anything (OOM), it may have run them.
+    fn unanswered(&mut self, e: &redis::RedisError) {
+        if e.code() != Some("OOM") {
+            self.sent_unanswered = self.pending.len();
+        }
+    }
+
+    /// The pending outcomes are in Redis; `stale` names those that changed nothing:
+    /// written already by a call whose reply was lost, or their lease ran out.
     fn written(&mut self, stale: &[usize]) {
         for &i in stale {
-            if let Some(late) = self.pending.get(i) {
+            let Some(late) = self.pending.get(i) else {
+                continue;
+            };
+            if i < self.sent_unanswered {
+                info!(
+                    "job {}: outcome already written by the call whose reply was lost, so this resend changed nothing (had that call not run, the lease ran out meanwhile and another attempt follows)",
+                    late.id
+                );
+            } else {
                 warn!(
                     "job {}: its lease ran out before this outcome was written, so another attempt follows (at-least-once)",
                     late.id
@@ -487,6 +550,7 @@ impl Dispatcher {
             }
         }
         self.pending.clear();
+        self.sent_unanswered = 0;
     }
 
     /// Writes the metrics file, when one is configured; `with_gauges` reads the
@@ -595,18 +659,32 @@ impl Dispatcher {
                 self.config.redis_url_redacted()
             )));
         }
+        // Every error drops the connection: the next one is checked afresh.
+        self.check_redis = true;
         let unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
-        if self.redis_down.is_some() && !unreachable {
+        // Full (maxmemory): it passes once memory is freed, like an outage. Redis
+        // refuses a script at its first write that needs memory, and only when
+        // nothing was written before it, so no call is ever cut halfway.
+        let full = e.code() == Some("OOM");
+        if self.redis_down.is_some() && !unreachable && !full {
             // Not an outage but a failing command: say it each time, it will not pass.
             error!("Redis call failed again: {e}");
         }
         if self.redis_down.is_none() {
             self.redis_down = Some(Instant::now());
-            error!(
-                "Redis at {} failed: {e}; retrying every few seconds, {} outcomes held until it answers",
-                self.config.redis_url_redacted(),
-                self.pending.len()
-            );
+            if full {
+                error!(
+                    "Redis at {} is full (maxmemory) and refused the call before writing anything: {e}; retrying every few seconds, {} outcomes held until it has room",
+                    self.config.redis_url_redacted(),
+                    self.pending.len()
+                );
+            } else {
+                error!(
+                    "Redis at {} failed: {e}; retrying every few seconds, {} outcomes held until it answers",
+                    self.config.redis_url_redacted(),
+                    self.pending.len()
+                );
+            }
         }
         self.redis_backoff =
             (self.redis_backoff * 2).clamp(Duration::from_millis(100), REDIS_BACKOFF_CAP);
@@ -687,6 +765,39 @@ impl Dispatcher {
     }
 }
 
+/// What Redis's `maxmemory-policy` means for running.
+#[derive(Debug, PartialEq, Eq)]
+enum Eviction {
+    /// `noeviction`: a full Redis refuses writes (OOM), and nothing is lost.
+    Safe,
+    /// Run, and say this once.
+    Warn(String),
+    /// Do not run (exit 78), for this reason.
+    Refuse(String),
+}
+
+/// Judges the eviction policy Redis reported (`None`: it would not say). `allkeys-*`
+/// may evict the queue or the in-flight set, losing jobs without a trace; the
+/// `volatile-*` policies evict only keys with a TTL, and delayqs's keys have none.
+fn judge_eviction(policy: Option<&str>, allowed: bool) -> Eviction {
+    let danger = "which may evict the queue or the in-flight set when Redis fills up, losing jobs without a trace";
+    match policy {
+        Some("noeviction") => Eviction::Safe,
+        Some(p) if p.starts_with("volatile-") => Eviction::Warn(format!(
+            "Redis maxmemory-policy is {p}: it evicts only keys with a TTL and delayqs's keys have none, so a full Redis refuses writes instead and delayqs waits (unless something sets a TTL on them); noeviction says so plainly"
+        )),
+        None => Eviction::Warn(
+            "cannot read Redis's maxmemory-policy (CONFIG GET and INFO both refused); make sure it is noeviction: an allkeys-* policy may evict the queue or the in-flight set when Redis fills up".into(),
+        ),
+        Some(p) if allowed => Eviction::Warn(format!(
+            "Redis maxmemory-policy is {p}, {danger}; running anyway, as `allowEvictingRedis` says"
+        )),
+        Some(p) => Eviction::Refuse(format!(
+            "Redis maxmemory-policy is {p}, {danger}; set it to noeviction (CONFIG SET maxmemory-policy noeviction), or set `allowEvictingRedis`: true to run anyway"
+        )),
+    }
+}
+
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
@@ -704,4 +815,41 @@ fn token_prefix() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:x}.{:x}", std::process::id(), nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_noeviction_is_safe_and_allkeys_is_refused_unless_allowed() {
+        assert_eq!(judge_eviction(Some("noeviction"), false), Eviction::Safe);
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "some-new-policy",
+        ] {
+            let Eviction::Refuse(why) = judge_eviction(Some(p), false) else {
+                panic!("{p} is not refused");
+            };
+            assert!(
+                why.contains(p) && why.contains("allowEvictingRedis"),
+                "{why}"
+            );
+            assert!(matches!(judge_eviction(Some(p), true), Eviction::Warn(_)));
+        }
+        for p in [
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            let Eviction::Warn(why) = judge_eviction(Some(p), false) else {
+                panic!("{p} is not a warning");
+            };
+            assert!(why.contains(p) && why.contains("TTL"), "{why}");
+        }
+        assert!(matches!(judge_eviction(None, false), Eviction::Warn(_)));
+    }
 }

@@ -64,6 +64,13 @@ impl Job {
         let body = serde_json::to_string(field(&fields, "body").unwrap_or(&Value::Null))
             .map_err(|e| Malformed::field("body", format!("cannot be re-encoded ({e})")))?;
         let options = Options::parse(&fields, max_timeout)?;
+        if options.json && !crate::job::options::header_value_ok(&sign) {
+            // Sent as the `X-Delayqs-Sign` header, which cannot carry it.
+            return Err(Malformed::field(
+                "sign",
+                "holds a control character, which the X-Delayqs-Sign header of a `\"contentType\": \"json\"` job cannot carry",
+            ));
+        }
         Ok(Job {
             callback,
             body,
@@ -210,6 +217,13 @@ mod tests {
     }
 
     #[test]
+    fn a_form_body_carries_any_sign() {
+        // Form-encoded into the body, not a header: control characters are fine.
+        let job = parse(r#"{"callback":"http://h/","sign":"a\u0001b"}"#).unwrap();
+        assert_eq!(job.form(), "body=null&sign=a%01b");
+    }
+
+    #[test]
     fn sign_and_body_may_be_absent() {
         let job = parse(r#"{"callback":"https://h:8443/p?q=1"}"#).unwrap();
         assert_eq!(job.body, "null");
@@ -244,6 +258,14 @@ mod tests {
             (
                 r#"{"callback":"http://h/","sign":5}"#,
                 "`sign` must be a string",
+            ),
+            (
+                r#"{"callback":"http://h/","sign":"a\u0001b","contentType":"json"}"#,
+                "`sign` holds a control character",
+            ),
+            (
+                r#"{"callback":"http://h/","sign":"a\u007f","contentType":"json"}"#,
+                "`sign` holds a control character",
             ),
         ];
         for (member, why) in cases {

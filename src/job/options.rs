@@ -38,7 +38,8 @@ pub enum Backoff {
     Base(Duration),
 }
 
-/// Headers a job may not set: hop-by-hop ones, the ones delayqs writes, and signatures.
+/// Headers a job may not set: hop-by-hop ones, the ones delayqs writes, those that
+/// describe the body delayqs builds (every `Content-*`), and signatures.
 fn forbidden(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
@@ -50,13 +51,21 @@ fn forbidden(name: &str) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "host"
-            | "content-length"
-            | "content-type"
             | "user-agent"
     ) || n.starts_with("proxy-")
+        || n.starts_with("content-")
         || n.starts_with("x-delayqs-")
         || n.starts_with("webhook-")
         || n.contains("signature")
+}
+
+/// Whether `value` can be sent as a header value: the http crate refuses control
+/// characters (bytes below 0x20 but the tab, and DEL), and a request that cannot be
+/// built fails every attempt.
+pub fn header_value_ok(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 impl Options {
@@ -125,8 +134,19 @@ impl Options {
                     && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !token || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                    return Err(bad("headers", format!("{name:?} is not a valid header")));
+                if !token {
+                    return Err(bad(
+                        "headers",
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                }
+                if !header_value_ok(value) {
+                    return Err(bad(
+                        "headers",
+                        format!(
+                            "{name:?} is not a valid header: its value holds a control character"
+                        ),
+                    ));
                 }
                 if forbidden(name) {
                     return Err(bad("headers", format!("{name:?} may not be set by a job")));
@@ -239,6 +259,27 @@ mod tests {
                 "may not be set",
             ),
             (r#"{"headers":{"X-A":"a\nb"}}"#, "not a valid header"),
+            (r#"{"headers":{"X-A":"a\u0001b"}}"#, "control character"),
+            (r#"{"headers":{"X-A":"a\u001fb"}}"#, "control character"),
+            (r#"{"headers":{"X-A":"a\u007fb"}}"#, "control character"),
+            (r#"{"headers":{"X-A":"\u0000"}}"#, "control character"),
+            (r#"{"headers":{"X-A":"a\rb"}}"#, "control character"),
+            (
+                r#"{"headers":{"Content-Encoding":"gzip"}}"#,
+                "may not be set",
+            ),
+            (
+                r#"{"headers":{"content-range":"bytes 0-1/2"}}"#,
+                "may not be set",
+            ),
+            (
+                r#"{"headers":{"Content-Disposition":"inline"}}"#,
+                "may not be set",
+            ),
+            (
+                r#"{"headers":{"CONTENT-TYPE":"text/plain"}}"#,
+                "may not be set",
+            ),
             (r#"{"headers":{"Bad Name":"x"}}"#, "not a valid header"),
             (r#"{"headers":["x"]}"#, "`headers`"),
             (r#"{"method":"GET"}"#, "`method`"),
@@ -252,6 +293,20 @@ mod tests {
         for (json, why) in cases {
             let e = parse(json).unwrap_err();
             assert!(e.to_string().contains(why), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_header_value_that_passes_can_be_sent() {
+        for value in ["a\tb", "caf\u{e9}", " x ", "", "~!@#$%^&*()"] {
+            let json = serde_json::json!({ "headers": { "X-A": value } }).to_string();
+            assert!(parse(&json).is_ok(), "{value:?}");
+        }
+        // Exactly what the http crate takes, byte by byte.
+        for b in 0u8..=0x7f {
+            let value = format!("a{}b", b as char);
+            let sendable = ureq::http::HeaderValue::from_str(&value).is_ok();
+            assert_eq!(header_value_ok(&value), sendable, "byte {b:#04x}");
         }
     }
 }

@@ -251,6 +251,41 @@ impl Store {
         Ok(Ok(()))
     }
 
+    /// Redis's `maxmemory-policy`: from `CONFIG GET`, or where that is refused (managed
+    /// services rename it, an ACL may deny it) from `INFO memory`. `None` when neither
+    /// answers with it.
+    pub fn eviction_policy(&mut self) -> RedisResult<Option<String>> {
+        // A refusal is an answer; only trouble reaching Redis is an error here.
+        let refused = |e: &redis::RedisError| {
+            !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+        };
+        let config: RedisResult<std::collections::HashMap<String, String>> = self.call(|con, _| {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query(con)
+        });
+        match config {
+            Ok(map) => {
+                if let Some(policy) = map.get("maxmemory-policy") {
+                    return Ok(Some(policy.clone()));
+                }
+            }
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let info: RedisResult<String> =
+            self.call(|con, _| redis::cmd("INFO").arg("memory").query(con));
+        match info {
+            Ok(info) => Ok(info
+                .lines()
+                .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                .map(|p| p.trim().to_string())),
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Looks at one page of attempt counts and drops those of jobs that no longer
     /// exist. Returns how many it dropped.
     pub fn sweep_step(&mut self) -> RedisResult<u64> {

@@ -2,10 +2,12 @@
 //! for node_exporter's textfile collector. No HTTP server in the daemon: a file
 //! renamed into place every few seconds is all the collector needs.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
-use std::path::Path;
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 /// Upper bounds of the lateness buckets, seconds: from "on time" to "a poll late" to
 /// "Redis was away".
@@ -184,16 +186,113 @@ fn scalars(out: &mut String, kind: &str, metrics: &[(&str, &str, u64)]) {
 
 /// Writes `text` to `path` through a temporary file and a rename, so a reader never
 /// sees half a file.
+///
+/// The temporary is `.<name>.<random>.tmp` in the same directory (hidden, and not
+/// `*.prom`, so the textfile collector skips it), created only if nothing is there
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`): whoever can write to that directory cannot point a
+/// symlink at another file for the daemon to overwrite. It is removed on any error.
 pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "names no file"))?;
+    let (tmp, mut file) = create_temporary(dir, name)?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Creates a new file with a random name beside `name` in `dir`, never following a
+/// symlink and never opening a file that exists.
+fn create_temporary(dir: &Path, name: &OsStr) -> io::Result<(PathBuf, fs::File)> {
+    let mut tries = 0;
+    loop {
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".{:013x}.tmp", random_id()));
+        let tmp = dir.join(tmp);
+        match create_new(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            // A name taken (or planted) already: draw another.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn create_new(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn random_id() -> u64 {
+    (crate::job::backoff::random_unit() * (1u64 << 52) as f64) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("delayqs-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_temporary_never_follows_a_symlink() {
+        let dir = scratch("metrics-symlink");
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        let planted = dir.join(".delayqs.prom.x.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let e = create_new(&planted).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        // A dangling one is not created through either.
+        let dangling = dir.join(".dangling.tmp");
+        std::os::unix::fs::symlink(dir.join("nowhere"), &dangling).unwrap();
+        assert!(create_new(&dangling).is_err());
+        assert!(!dir.join("nowhere").exists());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writing_leaves_only_the_file() {
+        let dir = scratch("metrics-write");
+        let path = dir.join("delayqs.prom");
+        write_atomic(&path, "a 1\n").unwrap();
+        write_atomic(&path, "a 2\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a 2\n");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["delayqs.prom"]);
+        // A directory that is not there: an error.
+        assert!(write_atomic(&dir.join("no/such.prom"), "x").is_err());
+        // The rename fails (a directory is in the way): the temporary is removed.
+        fs::create_dir(dir.join("taken.prom")).unwrap();
+        assert!(write_atomic(&dir.join("taken.prom"), "x").is_err());
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["delayqs.prom", "taken.prom"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

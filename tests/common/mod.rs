@@ -787,3 +787,87 @@ impl Marker {
 pub fn wait_for_marker(con: &mut redis::Connection, due: f64, workers: usize) -> f64 {
     Marker::add(con, due, workers).wait()
 }
+
+// ---------------------------------------------------------------- hardening helpers
+
+/// A redis-server on a unix socket only (no TCP), with `requirepass` when a password
+/// is given and any `extra` arguments, killed with its test.
+pub struct SocketRedis {
+    pub socket: PathBuf,
+    password: Option<String>,
+    _server: Guarded,
+    dir: PathBuf,
+}
+
+impl SocketRedis {
+    pub fn start(password: Option<&str>, extra: &[&str]) -> SocketRedis {
+        let dir = scratch_dir();
+        let socket = dir.join("r.sock");
+        let mut cmd = Command::new(server_program());
+        cmd.args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null());
+        if let Some(pw) = password {
+            cmd.args(["--requirepass", pw]);
+        }
+        let server = SocketRedis {
+            socket,
+            password: password.map(str::to_string),
+            _server: Guarded::spawn(&mut cmd),
+            dir,
+        };
+        wait_until(PATIENCE, "the redis socket to answer PING", || {
+            redis::Client::open(server.url().as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        server
+    }
+
+    /// `unix:///…/r.sock`, with `?pass=` when the server has a password.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("unix://{}?pass={pw}", self.socket.display()),
+            None => format!("unix://{}", self.socket.display()),
+        }
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        redis::Client::open(self.url().as_str())
+            .unwrap()
+            .get_connection_with_timeout(PATIENCE)
+            .unwrap()
+    }
+}
+
+impl Drop for SocketRedis {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a config file for the Redis at `redis_url`: the test defaults of
+/// [`write_config`] with `fields` merged over them, in a fresh directory.
+pub fn config_file_for(redis_url: &str, fields: serde_json::Value) -> PathBuf {
+    let path = scratch_dir().join("config.json");
+    let mut config = serde_json::json!({
+        "redis": redis_url,
+        "concurrency": 4,
+        "pollIntervalMs": 20,
+        "retryBaseMs": 200,
+        "retryJitter": 0,
+        "timeoutMs": 5000,
+        "logLevel": "debug",
+        "pid": path.with_file_name("delayqs.pid"),
+    });
+    for (k, v) in fields.as_object().expect("fields must be an object") {
+        config[k] = v.clone();
+    }
+    fs::write(&path, config.to_string()).unwrap();
+    path
+}
