@@ -8,7 +8,7 @@
 mod claim;
 mod connection;
 
-pub use claim::{ClaimBatch, Claimed, Score, SetAside};
+pub use claim::{AttemptsValue, ClaimBatch, Claimed, Score, SetAside};
 pub use connection::{Settle, SettleOp, Store};
 
 /// The admin commands' scripts, run on their own connection.

@@ -4,9 +4,13 @@
 --
 -- KEYS[1] queue     sorted set: member -> due time (Unix seconds, may be fractional)
 -- KEYS[2] inflight  sorted set: member -> lease deadline (Unix seconds)
--- KEYS[3] attempts  hash: member -> "<attempts>:<first due>", and while leased
---                   "<attempts>:<first due> <token>"; the first due time survives
---                   retries, for the X-Delayqs-Due header
+-- KEYS[3] attempts  hash: member -> its attempts so far and its first due time:
+--                   "<n>:<first due> <token>" while leased (claimed for attempt n);
+--                   "<n>:<first due> @<score>" while it waits in the queue after n
+--                   attempts (a retry, or n = 0: a first attempt put back untried),
+--                   where <score> is the score this script left it at. Older daemons
+--                   wrote "<n>" and "<n>:<first due>"; both are still read (as a count
+--                   with no recorded score). No entry: no attempt yet, first due = score.
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
 -- ARGV[1] most jobs to claim (0: only record outcomes)
 -- ARGV[2] lease length in milliseconds
@@ -35,6 +39,16 @@
 -- sent to the daemon, so a huge member costs it no memory), "unreadable <id> <error>"
 -- for a skip key this script may not read (recorded in the failed list).
 --
+-- The first due time survives every put-back: a retry, a release (a first attempt
+-- released keeps "0:<first due> @<score>" unless the score it goes back at is its first
+-- due time anyway), an expired lease, and unclaim.lua.
+--
+-- A new job starts at attempt 1. A job waiting in the queue whose score is no longer
+-- the one recorded in its "@<score>" was written by a producer meanwhile: cancelled
+-- (ZREM) and added again, or rescheduled with ZADD XX. The two cannot be told apart
+-- (a sorted set keeps nothing but the score), so both start afresh: attempt 1, first due
+-- time the new score. A producer's re-add at exactly the recorded score keeps the count.
+--
 -- Skip conditions (`skipIfExists`, `skipIfMissing` in the member) name keys that are not
 -- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
 -- the same slot, and under an ACL the user must be allowed to read them. A key that
@@ -54,17 +68,23 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local nows = string.format('%.6f', now)
 local lease = tonumber(ARGV[2]) / 1000
 
--- The attempt count and first due time in an attempts-hash value; anything
--- unreadable counts as no attempt (and an older "<n>" value has no first due time).
+-- The attempt count, first due time and recorded queue score of an attempts-hash
+-- value; anything unreadable counts as no attempt. "<n>" (older daemons) has no first
+-- due time, a leased value no recorded score.
 local function parse_attempts(value)
   if not value then
-    return 0, nil
+    return 0, nil, nil
   end
-  local n, first = string.match(value, '^(%d+):([^ ]+)')
+  local n, first, rest = string.match(value, '^(%d+):([^ ]+)(.*)$')
   if n then
-    return tonumber(n), first
+    return tonumber(n), first, string.match(rest, '^ @(%S+)$')
   end
-  return tonumber(string.match(value, '^%d+')) or 0, nil
+  return tonumber(string.match(value, '^%d+')) or 0, nil, nil
+end
+
+-- The attempts value of a job left waiting in the queue at `score` after `n` attempts.
+local function waiting(n, first, score)
+  return n .. ':' .. first .. ' @' .. score
 end
 
 local function printable(text)
@@ -113,20 +133,24 @@ for g = 1, #outcome_members do
     elseif op == 'fail' then
       redis.call('RPUSH', KEYS[4], arg)
       forget[#forget + 1] = m
-    elseif op == 'retry' then
+    elseif op == 'retry' or op == 'release' then
       -- A producer may have added the same member again for later: keep its score.
-      if not redis.call('ZSCORE', KEYS[1], m) then
-        redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(arg) / 1000), m)
+      local score, left = redis.call('ZSCORE', KEYS[1], m), n
+      if op == 'release' then
+        left = n - 1
       end
-      redis.call('HSET', KEYS[3], m, n .. ':' .. first)
-    elseif op == 'release' then
-      if not redis.call('ZSCORE', KEYS[1], m) then
-        redis.call('ZADD', KEYS[1], arg, m)
+      if not score then
+        if op == 'retry' then
+          score = string.format('%.6f', now + tonumber(arg) / 1000)
+        else
+          score = arg
+        end
+        redis.call('ZADD', KEYS[1], score, m)
       end
-      if n > 1 then
-        redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
+      if left <= 0 and tonumber(score) == tonumber(first) then
+        forget[#forget + 1] = m -- nothing to remember: no attempt, first due = score
       else
-        forget[#forget + 1] = m
+        redis.call('HSET', KEYS[3], m, waiting(math.max(left, 0), first, score))
       end
     else
       return redis.error_reply('claim.lua: unknown outcome ' .. tostring(op))
@@ -141,11 +165,13 @@ batched('ZREM', KEYS[2], landed)
 -- They are due again at once; the cut attempt stays counted.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, m in ipairs(expired) do
-  if not redis.call('ZSCORE', KEYS[1], m) then
-    redis.call('ZADD', KEYS[1], nows, m)
+  local score = redis.call('ZSCORE', KEYS[1], m)
+  if not score then
+    score = nows
+    redis.call('ZADD', KEYS[1], score, m)
   end
   local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
-  redis.call('HSET', KEYS[3], m, n .. ':' .. (first or nows))
+  redis.call('HSET', KEYS[3], m, waiting(n, first or nows, score))
   redis.call('ZREM', KEYS[2], m)
 end
 
@@ -230,7 +256,12 @@ for i = 1, #due, 2 do
       redis.call('ZREM', KEYS[1], m)
       dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. printable(skip)
     else
-      local n, first = parse_attempts(counts[(i + 1) / 2])
+      local n, first, at = parse_attempts(counts[(i + 1) / 2])
+      if at and tonumber(at) ~= tonumber(score) then
+        -- Its score moved since this script queued it: a producer added it again
+        -- (or rescheduled it), so it is a new job.
+        n, first = 0, nil
+      end
       first = first or score
       local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
       leases[#leases + 1] = m

@@ -1,0 +1,219 @@
+//! What the Lua scripts promise at their edges (issue 13): the first due time across
+//! every put-back, a copy of a job merging into the attempt under way, skip conditions
+//! in every JSON spelling, a re-added job starting afresh, odd scores, and admin
+//! commands that never hold Redis for long.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn delayqs(config: &Path, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    run_delayqs(&all)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command with --json and parses what it prints.
+fn json_of(config: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = delayqs(config, &all);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn redis_now(con: &mut redis::Connection) -> f64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    s as f64 + us as f64 / 1e6
+}
+
+/// A due time with whole milliseconds, so that `X-Delayqs-Due` shows it exactly.
+fn whole_ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}
+
+fn settled(con: &mut redis::Connection) -> bool {
+    con.zcard::<_, usize>(QUEUE).unwrap() == 0
+        && con.zcard::<_, usize>(INFLIGHT).unwrap() == 0
+        && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+}
+
+// ---------------------------------------------------------------- A, B: first due time
+
+/// Item 9: a first attempt put back because its host was paused keeps its first due
+/// time for `X-Delayqs-Due`.
+#[test]
+fn a_first_attempt_put_back_by_a_host_pause_keeps_its_first_due_time() {
+    let redis = RedisServer::start();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    // The first request fails: the host is paused (threshold 1) while the second job
+    // is claimed, so that job's first attempt is put back untried.
+    let endpoint = Endpoint::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::new(503, "down")
+        } else {
+            Reply::success()
+        }
+    });
+    let mut con = redis.con();
+    let daemon = Daemon::start(
+        &redis,
+        json!({"hostFailureThreshold": 1, "hostPauseMs": 1500, "retryBaseMs": 10, "concurrency": 1}),
+    );
+    let tripper = member(&endpoint.url("/trip"), json!(1));
+    let paused = member(&endpoint.url("/paused"), json!(2));
+    add(&mut con, &tripper, 1.0);
+    add(&mut con, &paused, 1_700_000_000.25);
+    daemon.wait_for_log("is paused");
+    let got = endpoint.wait_for(3);
+    let r = got.iter().find(|r| r.path == "/paused").expect("delivered");
+    assert_eq!(r.attempt(), 1);
+    assert_eq!(
+        r.header("x-delayqs-due"),
+        "1700000000.250",
+        "the first due time, not the score it was put back with"
+    );
+    wait_until(PATIENCE, "settled", || settled(&mut con));
+}
+
+/// Item 13: a claim whose reply was lost puts its first attempts back at their own due
+/// time, which `X-Delayqs-Due` still shows.
+#[test]
+fn a_lost_claim_puts_a_first_attempt_back_at_its_due_time() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let daemon = Daemon::start(
+        &redis,
+        json!({"redisTimeoutMs": 150, "leaseMs": 600000, "pollIntervalMs": 10}),
+    );
+    daemon.wait_for_log("ready:");
+    let m = member(&endpoint.url("/lost-reply"), json!(1));
+    let due = whole_ms(unix_now() + 0.2);
+    add(&mut con, &m, due);
+    // Block Redis for a second: the daemon's claim, sent meanwhile, runs once this
+    // ends, after the daemon gave up waiting for its reply.
+    let _: () = redis::cmd("EVAL")
+        .arg(
+            "local function now() local t = redis.call('TIME') return t[1] + t[2] / 1e6 end \
+             local stop = now() + 1 while now() < stop do end",
+        )
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    let r = &endpoint.wait_for(1)[0];
+    assert!(daemon.log().contains("put back 1 jobs"), "{}", daemon.log());
+    assert_eq!(r.attempt(), 1);
+    assert_eq!(r.header("x-delayqs-due"), format!("{due:.3}"));
+    wait_until(PATIENCE, "settled", || settled(&mut con));
+}
+
+/// Every form of the attempts value, as `stats` and `pending` read it: a first
+/// attempt put back ("0:…") is no retry, a leased one is in flight, and a count whose
+/// recorded score is not the member's any more belongs to a job added anew.
+#[test]
+fn admin_commands_read_every_form_of_the_attempts_value() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let now = redis_now(&mut con);
+    let forms = [
+        ("released", "0:100.5 @200", 1), // a first attempt put back: 0 made
+        ("retrying", "2:100.5 @200", 2), // waiting for attempt 3
+        ("readded", "2:100.5 @150", 3),  // its score moved: a producer re-added it
+        ("old-count", "3", 4),           // written by an older delayqs
+        ("old-first", "1:100.5", 5),     // likewise
+        ("leased", "1:100.5 abc.1", 6),  // claimed: in flight
+    ];
+    for (name, value, i) in forms {
+        let m = member(&format!("http://127.0.0.1:9/{name}"), json!(i));
+        add(
+            &mut con,
+            &m,
+            if name == "leased" { now + 999.0 } else { 200.0 },
+        );
+        let _: () = con.hset(ATTEMPTS, &m, value).unwrap();
+    }
+    let stats = json_of(&config, &["stats"]);
+    // retrying, old-count, old-first
+    assert_eq!(stats["retrying"], 3, "{stats}");
+    let pending = json_of(&config, &["pending"]);
+    let attempts: Vec<(String, u64)> = pending["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let cb = j["callback"].as_str().unwrap();
+            (
+                cb.rsplit('/').next().unwrap().to_string(),
+                j["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (name, want) in [
+        ("released", 0),
+        ("retrying", 2),
+        ("readded", 0),
+        ("old-count", 3),
+        ("old-first", 1),
+        ("leased", 1),
+    ] {
+        assert!(
+            attempts.contains(&(name.to_string(), want)),
+            "{name}: {attempts:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- F: a new job
+
+/// Item 14: a job cancelled while it waits for a retry and added again starts anew:
+/// attempt 1, due when it was added, whether or not the sweep got to it first.
+#[test]
+fn a_job_cancelled_while_waiting_for_a_retry_and_added_again_starts_at_attempt_one() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        if r.attempt() == 1 && r.form.get("body").is_some_and(|b| b == "1") {
+            Reply::new(500, "no")
+        } else {
+            Reply::success()
+        }
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"retryBaseMs": 600000, "retryJitter": 0}));
+    let m = member(&endpoint.url("/again"), json!(1));
+    add(&mut con, &m, 1.0);
+    endpoint.wait_for(1);
+    wait_until(PATIENCE, "the retry scheduled ten minutes out", || {
+        con.zscore::<_, _, Option<f64>>(QUEUE, &m)
+            .unwrap()
+            .is_some_and(|s| s > unix_now() + 500.0)
+    });
+    // A producer cancels the job and adds it again, in one transaction so that the
+    // sweep cannot come between.
+    let due = whole_ms(unix_now());
+    let _: () = redis::pipe()
+        .atomic()
+        .zrem(QUEUE, &m)
+        .cmd("ZADD")
+        .arg(QUEUE)
+        .arg(format!("{due:.6}"))
+        .arg(&m)
+        .query(&mut con)
+        .unwrap();
+    let r = endpoint.wait_for(2)[1].clone();
+    assert_eq!(r.attempt(), 1, "a new job starts at attempt 1");
+    assert_eq!(r.header("x-delayqs-due"), format!("{due:.3}"));
+}
