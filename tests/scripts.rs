@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -175,6 +176,62 @@ fn admin_commands_read_every_form_of_the_attempts_value() {
             "{name}: {attempts:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------- C: skip spellings
+
+/// Item 10: a skip condition written with JSON escapes is not ignored: the two sides
+/// read the member alike, and one the claim cannot check is set aside as malformed.
+#[test]
+fn a_skip_condition_spelled_with_escapes_is_never_ignored() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let _: () = con.set("order:9:paid", 1).unwrap();
+    let cb = endpoint.url("/skip");
+    // serde_json and cjson both read these keys as skipIfExists / skipIfMissing.
+    let escaped_exists =
+        format!(r#"{{"body":1,"callback":"{cb}","\u0073kipIfExists":"order:9:paid"}}"#);
+    let escaped_missing =
+        format!(r#"{{"body":2,"callback":"{cb}","\u0073kipIfMissing":"cart:none"}}"#);
+    let partly_escaped =
+        format!(r#"{{"body":3,"callback":"{cb}","skipIfMi\u0073sing":"cart:none"}}"#);
+    let plain = format!(r#"{{"body":4,"callback":"{cb}","skipIfExists":"order:9:paid"}}"#);
+    let control = member(&endpoint.url("/after"), json!(5));
+    for (i, m) in [&escaped_exists, &escaped_missing, &partly_escaped, &plain]
+        .iter()
+        .enumerate()
+    {
+        add(&mut con, m, 1.0 + i as f64);
+    }
+    add(&mut con, &control, 10.0);
+    let daemon = Daemon::start(&redis, json!({}));
+    assert_eq!(endpoint.wait_for(1)[0].path, "/after");
+    wait_until(PATIENCE, "settled", || settled(&mut con));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        endpoint.count(),
+        1,
+        "a job whose skip condition holds was sent"
+    );
+    let records = failed_records(&mut con);
+    let set_aside: Vec<&str> = records
+        .iter()
+        .map(|r| r["member"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        set_aside,
+        [escaped_exists.as_str(), escaped_missing.as_str()],
+        "{records:?}"
+    );
+    for r in &records {
+        assert!(
+            r["error"].as_str().unwrap().contains("escape"),
+            "the reason says why: {r}"
+        );
+    }
+    daemon.wait_for_log("skipIfMissing cart:none holds: dropped");
+    daemon.wait_for_log("skipIfExists order:9:paid holds: dropped");
 }
 
 // ---------------------------------------------------------------- F: a new job

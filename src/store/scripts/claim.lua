@@ -53,7 +53,11 @@
 -- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
 -- the same slot, and under an ACL the user must be allowed to read them. A key that
 -- cannot be read sets that one job aside; it never fails the claim. Only members that
--- mention "skipIf" are decoded, so other jobs cost nothing extra.
+-- contain the bytes "skipIf (a quote, then skipIf) are decoded, so other jobs cost
+-- nothing extra; cjson then reads every spelling JSON allows. A member without those
+-- bytes whose key is spelled with escapes ("\u0073kipIfExists") is not checked here:
+-- the daemon (src/job/format.rs) applies the same byte test and sets such a member
+-- aside as malformed, so a skip condition is never accepted and left unchecked.
 --
 -- Writes that add come before writes that remove: Redis does not roll a script back
 -- when a command fails halfway, and a job must never end up in no key at all.
