@@ -234,6 +234,86 @@ fn a_skip_condition_spelled_with_escapes_is_never_ignored() {
     daemon.wait_for_log("skipIfExists order:9:paid holds: dropped");
 }
 
+// ---------------------------------------------------------------- D, E: merging
+
+/// Item 11: a copy of a running job, over the maxJobBytes of the daemon that claims
+/// it, merges into the attempt under way instead of being set aside over its lease.
+#[test]
+fn an_oversize_copy_of_a_running_job_merges_and_leaves_its_lease_alone() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_secs(2)));
+    let mut con = redis.con();
+    let m = member(&endpoint.url("/slow"), json!("x".repeat(1500)));
+    assert!(m.len() > 1024);
+    let big = Daemon::start(&redis, json!({"concurrency": 1}));
+    add(&mut con, &m, 1.0);
+    endpoint.wait_for(1);
+    add(&mut con, &m, unix_now() - 1.0);
+    let small = Daemon::start(&redis, json!({"concurrency": 1, "maxJobBytes": 1024}));
+    small.wait_for_log("ready:");
+    wait_until(PATIENCE, "the copy taken out of the queue", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0
+    });
+    wait_until(PATIENCE, "the attempt's outcome", || {
+        let log = big.log();
+        log.contains("delivered to") || log.contains("its lease ran out")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        con.llen::<_, usize>(FAILED).unwrap(),
+        0,
+        "{:?}",
+        failed_records(&mut con)
+    );
+    assert!(!big.log().contains("its lease ran out"), "{}", big.log());
+    assert_no_bookkeeping(&mut con);
+    assert_eq!(endpoint.count(), 1);
+}
+
+/// Item 12: with one daemon, a copy that falls due while the job's attempt runs merges
+/// into it, whether the attempt succeeds or fails for good; a copy due after the
+/// attempt ends is delivered at its own time.
+#[test]
+fn a_copy_due_during_the_attempt_merges_into_it_with_one_daemon() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| {
+        let reply = if r.path == "/gone" {
+            Reply::new(410, "gone")
+        } else {
+            Reply::success()
+        };
+        reply.after(Duration::from_millis(800))
+    });
+    let mut con = redis.con();
+    let _daemon = Daemon::start(&redis, json!({"concurrency": 1}));
+
+    for (i, path) in ["/ok", "/gone"].into_iter().enumerate() {
+        let m = member(&endpoint.url(path), json!(1));
+        add(&mut con, &m, 1.0);
+        endpoint.wait_for(i + 1);
+        add(&mut con, &m, unix_now() - 0.1);
+        wait_until(PATIENCE, "settled", || settled(&mut con));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            endpoint.count(),
+            i + 1,
+            "{path}: the copy was delivered again"
+        );
+    }
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 1);
+
+    // Due after the attempt ends: a delivery of its own.
+    let m = member(&endpoint.url("/later"), json!(2));
+    add(&mut con, &m, 1.0);
+    endpoint.wait_for(3);
+    let later = unix_now() + 1.5;
+    add(&mut con, &m, later);
+    let got = endpoint.wait_for(4);
+    assert!(got[3].at >= later - 0.01, "{got:?}");
+    assert_eq!(got[3].attempt(), 1);
+    wait_until(PATIENCE, "settled", || settled(&mut con));
+}
+
 // ---------------------------------------------------------------- F: a new job
 
 /// Item 14: a job cancelled while it waits for a retry and added again starts anew:

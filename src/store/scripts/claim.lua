@@ -43,6 +43,15 @@
 -- released keeps "0:<first due> @<score>" unless the score it goes back at is its first
 -- due time anyway), an expired lease, and unclaim.lua.
 --
+-- One member is one job. A copy a producer adds while the job is in flight:
+-- - is merged into the attempt under way (removed from the queue) when a claim finds it
+--   due, before any other check: a set-aside never touches an attempt in flight;
+-- - when the attempt's outcome is written and the copy is due by then (it fell due
+--   during the attempt), is merged too: `done` and `fail` remove it, `retry` and
+--   `release` move it to the score they write. A copy due later is left alone: `done`
+--   and `fail` leave it as a job of its own (attempt 1), `retry` and `release` keep
+--   its score and the count (the retry merges into it).
+--
 -- A new job starts at attempt 1. A job waiting in the queue whose score is no longer
 -- the one recorded in its "@<score>" was written by a producer meanwhile: cancelled
 -- (ZREM) and added again, or rescheduled with ZADD XX. The two cannot be told apart
@@ -105,10 +114,34 @@ local function batched(cmd, key, args)
   end
 end
 
-local function hmget(key, fields)
+-- `cmd key fields...` for a command that answers one value per field, in slices.
+local function per_field(cmd, key, fields)
   local values = {}
   for i = 1, #fields, SLICE do
-    local got = redis.call('HMGET', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    local got = redis.call(cmd, key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    for j = 1, #got do
+      values[i + j - 1] = got[j]
+    end
+  end
+  return values
+end
+
+local function hmget(key, fields)
+  return per_field('HMGET', key, fields)
+end
+
+-- The scores of `members` in a sorted set (false where absent): one ZMSCORE per slice,
+-- or on Redis before 6.2, which has no ZMSCORE, one ZSCORE per member.
+local function zscores(key, members)
+  local values = {}
+  for i = 1, #members, SLICE do
+    local got = redis.pcall('ZMSCORE', key, unpack(members, i, math.min(i + SLICE - 1, #members)))
+    if type(got) == 'table' and got.err then
+      for j, m in ipairs(members) do
+        values[j] = redis.call('ZSCORE', key, m)
+      end
+      return values
+    end
     for j = 1, #got do
       values[i + j - 1] = got[j]
     end
@@ -123,7 +156,8 @@ for i = 6, #ARGV, 4 do
   outcome_members[#outcome_members + 1] = ARGV[i + 1]
 end
 local leases_now = hmget(KEYS[3], outcome_members)
-local forget, landed = {}, {}
+local queued = zscores(KEYS[1], outcome_members)
+local forget, landed, copies = {}, {}, {}
 for g = 1, #outcome_members do
   local i = 2 + 4 * g
   local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -132,18 +166,24 @@ for g = 1, #outcome_members do
   else
     local n, first = parse_attempts(held)
     first = first or nows
-    if op == 'done' then
-      forget[#forget + 1] = m
-    elseif op == 'fail' then
-      redis.call('RPUSH', KEYS[4], arg)
+    -- A copy a producer added during the attempt: due by now, it has merged into
+    -- this attempt; due later, it is a delivery of its own.
+    local copy = queued[g]
+    local copy_merged = copy and tonumber(copy) <= now
+    if op == 'done' or op == 'fail' then
+      if op == 'fail' then
+        redis.call('RPUSH', KEYS[4], arg)
+      end
+      if copy_merged then
+        copies[#copies + 1] = m
+      end
       forget[#forget + 1] = m
     elseif op == 'retry' or op == 'release' then
-      -- A producer may have added the same member again for later: keep its score.
-      local score, left = redis.call('ZSCORE', KEYS[1], m), n
+      local score, left = copy, n
       if op == 'release' then
         left = n - 1
       end
-      if not score then
+      if not copy or copy_merged then
         if op == 'retry' then
           score = string.format('%.6f', now + tonumber(arg) / 1000)
         else
@@ -163,6 +203,7 @@ for g = 1, #outcome_members do
   end
 end
 batched('HDEL', KEYS[3], forget)
+batched('ZREM', KEYS[1], copies)
 batched('ZREM', KEYS[2], landed)
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
@@ -211,8 +252,8 @@ local function skip_reason(m)
   return nil
 end
 
--- Moves a member out of the queue into the failed list, as the daemon does with a
--- malformed job; `record` holds what is known of it.
+-- Moves a member that is not in flight out of the queue into the failed list, as the
+-- daemon does with a malformed job; `record` holds what is known of it.
 local function set_aside(m, record)
   record.Id = redis.sha1hex(m)
   record.attempts = 0
@@ -236,17 +277,18 @@ local counts = hmget(KEYS[3], due_members)
 local leases, in_flight, taken = {}, {}, {}
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
-  if #m > max_bytes then
+  if redis.call('ZSCORE', KEYS[2], m) then
+    -- The same member was added again while its job is in flight: one member is one
+    -- job (PROTOCOL §1), so this copy merges into the attempt under way. Checked
+    -- first: setting the copy aside would drop the running attempt's lease.
+    taken[#taken + 1] = m
+    out[4] = out[4] + 1
+  elseif #m > max_bytes then
     local id = set_aside(m, {
       dueAt = tonumber(score), memberBytes = #m, memberPrefix = printable(string.sub(m, 1, 200)),
       error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
     })
     dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
-  elseif redis.call('ZSCORE', KEYS[2], m) then
-    -- The same member was added again while its job is in flight: one member is one
-    -- job (PROTOCOL §1), so this copy merges into the attempt under way.
-    taken[#taken + 1] = m
-    out[4] = out[4] + 1
   else
     local skip, unreadable = skip_reason(m)
     if unreadable then
