@@ -354,3 +354,136 @@ fn a_job_cancelled_while_waiting_for_a_retry_and_added_again_starts_at_attempt_o
     assert_eq!(r.attempt(), 1, "a new job starts at attempt 1");
     assert_eq!(r.header("x-delayqs-due"), format!("{due:.3}"));
 }
+
+// ---------------------------------------------------------------- G: bounded admin
+
+/// Fills the failed list with `n` records through one pipeline.
+fn fill_failed(con: &mut redis::Connection, n: usize, failed_at: impl Fn(usize) -> f64) {
+    for start in (0..n).step_by(5000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 5000).min(n) {
+            let m = member("http://127.0.0.1:9/big", json!({ "n": i }));
+            let record = json!({
+                "Id": format!("{i:040}"), "attempts": 4, "body": {"n": i},
+                "callback": "http://127.0.0.1:9/big", "error": "HTTP 500: no",
+                "dueAt": 1.0, "failedAt": failed_at(i), "member": m,
+            });
+            pipe.rpush(FAILED, record.to_string()).ignore();
+        }
+        let _: () = pipe.query(con).unwrap();
+    }
+}
+
+/// Commands that took longer than the slowlog threshold since the last reset.
+fn slow_commands(con: &mut redis::Connection) -> Vec<String> {
+    let entries: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1000)
+        .query(con)
+        .unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            let micros = match &e[2] {
+                redis::Value::Int(n) => *n,
+                _ => -1,
+            };
+            let args = match &e[3] {
+                redis::Value::Array(a) => a
+                    .iter()
+                    .take(3)
+                    .map(|v| match v {
+                        redis::Value::BulkString(b) => {
+                            String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => String::new(),
+            };
+            format!("{micros} µs: {args}")
+        })
+        .collect()
+}
+
+/// Item 8: `failed purge` and `failed retry` on a long list work in short script
+/// calls: none holds Redis for 50 ms (a generous bound, not a speed test).
+#[test]
+fn failed_retry_and_purge_of_a_long_list_never_hold_redis_long() {
+    const RECORDS: usize = 50_000;
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(50_000)
+        .query(&mut con)
+        .unwrap();
+
+    fill_failed(&mut con, RECORDS, |_| 1.0);
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut con).unwrap();
+    let out = delayqs(&config, &["failed", "purge", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    assert_eq!(slow_commands(&mut con), Vec::<String>::new(), "purge");
+
+    fill_failed(&mut con, RECORDS, |_| 1.0);
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut con).unwrap();
+    let out = delayqs(&config, &["failed", "retry", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), RECORDS);
+    let stats = json_of(&config, &["stats"]);
+    assert_eq!(stats["pending"], RECORDS);
+    assert_eq!(slow_commands(&mut con), Vec::<String>::new(), "retry");
+}
+
+/// The chunks of a selective `failed purge` / `retry` keep every other record once,
+/// in order, whatever chunk it falls in.
+#[test]
+fn failed_purge_and_retry_by_selection_keep_the_rest_in_order() {
+    const RECORDS: usize = 1300;
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let now = redis_now(&mut con);
+    // Even records are old, odd ones recent.
+    fill_failed(&mut con, RECORDS, |i| if i % 2 == 0 { 1.0 } else { now });
+    let out = json_of(&config, &["failed", "purge", "--older-than", "1d"]);
+    assert_eq!(out["results"].as_array().unwrap().len(), RECORDS / 2);
+    let left: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
+    let ids: Vec<String> = left
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r).unwrap()["Id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want: Vec<String> = (0..RECORDS)
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("{i:040}"))
+        .collect();
+    assert_eq!(ids, want);
+
+    // Retry two records, one in the first chunk and one in the last.
+    let (a, b) = (want[1].clone(), want[want.len() - 2].clone());
+    let out = json_of(&config, &["failed", "retry", &a, &b]);
+    assert_eq!(out["results"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 2);
+    let left: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
+    let ids: Vec<String> = left
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r).unwrap()["Id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want: Vec<String> = want.into_iter().filter(|id| *id != a && *id != b).collect();
+    assert_eq!(ids, want);
+}
