@@ -44,6 +44,16 @@ fn whole_ms(t: f64) -> f64 {
     (t * 1000.0).round() / 1000.0
 }
 
+/// Adds a member at a score given as Redis text (`-inf`, `-1e300`).
+fn add_at(con: &mut redis::Connection, member: &str, score: &str) {
+    let _: () = redis::cmd("ZADD")
+        .arg(QUEUE)
+        .arg(score)
+        .arg(member)
+        .query(con)
+        .unwrap();
+}
+
 fn settled(con: &mut redis::Connection) -> bool {
     con.zcard::<_, usize>(QUEUE).unwrap() == 0
         && con.zcard::<_, usize>(INFLIGHT).unwrap() == 0
@@ -486,4 +496,101 @@ fn failed_purge_and_retry_by_selection_keep_the_rest_in_order() {
         .collect();
     let want: Vec<String> = want.into_iter().filter(|id| *id != a && *id != b).collect();
     assert_eq!(ids, want);
+}
+
+// ---------------------------------------------------------------- H: odd scores
+
+/// A score of -inf or -1e300 is due, and counts as the Unix epoch: a sane
+/// `X-Delayqs-Due`, finite lateness, and `pending` reads it.
+#[test]
+fn a_score_of_minus_infinity_counts_as_the_epoch() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let dir = scratch_dir();
+    let metrics = dir.join("m.prom");
+    let config = config_file(
+        &redis,
+        json!({"metricsFile": metrics, "metricsIntervalMs": 100}),
+    );
+    add_at(&mut con, &member(&endpoint.url("/inf"), json!(1)), "-inf");
+    add_at(
+        &mut con,
+        &member(&endpoint.url("/huge"), json!(2)),
+        "-1e300",
+    );
+    let pending = json_of(&config, &["pending"]);
+    assert_eq!(pending["jobs"].as_array().unwrap().len(), 2, "{pending}");
+    let _daemon = Daemon::start_with_file(&config);
+    let got = endpoint.wait_for(2);
+    for r in &got {
+        assert_eq!(r.header("x-delayqs-due"), "0.000", "{}", r.path);
+    }
+    wait_until(PATIENCE, "settled", || settled(&mut con));
+    wait_until(PATIENCE, "the metrics to count both", || {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .contains("delayqs_lateness_seconds_count 2")
+    });
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("delayqs_lateness_seconds_sum "))
+        .expect("a lateness sum")
+        .parse()
+        .unwrap();
+    assert!(sum.is_finite(), "{text}");
+    assert_eq!(endpoint.count(), 2);
+}
+
+/// An oversize member at -inf is set aside like any other, and the queue flows.
+#[test]
+fn an_oversize_member_at_minus_infinity_is_set_aside() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let big = member(&endpoint.url("/big"), json!("y".repeat(2000)));
+    add_at(&mut con, &big, "-inf");
+    add(&mut con, &member(&endpoint.url("/after"), json!(1)), 1.0);
+    let _daemon = Daemon::start(&redis, json!({"maxJobBytes": 1024}));
+    assert_eq!(endpoint.wait_for(1)[0].path, "/after");
+    wait_for_failed(&mut con, 1);
+    let record = &failed_records(&mut con)[0];
+    assert_eq!(record["dueAt"].as_f64(), Some(0.0), "{record}");
+}
+
+// ---------------------------------------------------------------- I: oversize records
+
+/// The prefix kept of an oversize member is cut on a character boundary, so the
+/// record is valid UTF-8 JSON; `failed retry` says why it cannot put it back.
+#[test]
+fn an_oversize_record_is_valid_utf8_and_retry_says_why_it_is_kept() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({"maxJobBytes": 1024}));
+    let mut con = redis.con();
+    // `{"body":"` is 9 bytes and each € 3: byte 200 falls inside a character.
+    let m = format!(
+        r#"{{"body":"{}","callback":"http://127.0.0.1:9/euro"}}"#,
+        "€".repeat(400)
+    );
+    add(&mut con, &m, 1.0);
+    let _daemon = Daemon::start_with_file(&config);
+    wait_for_failed(&mut con, 1);
+    let raw: Vec<Vec<u8>> = con.lrange(FAILED, 0, -1).unwrap();
+    let text = String::from_utf8(raw[0].clone()).expect("the record is valid UTF-8");
+    let record: Value = serde_json::from_str(&text).unwrap();
+    let prefix = record["memberPrefix"].as_str().unwrap();
+    assert!(m.starts_with(prefix) && prefix.len() >= 190, "{prefix}");
+    let id = record["Id"].as_str().unwrap();
+    let out = json_of(&config, &["failed", "retry", id]);
+    let what = out["results"][0]["result"].as_str().unwrap();
+    assert!(
+        what.contains("maxJobBytes") && !what.contains("old daemon"),
+        "{what}"
+    );
+    assert_eq!(
+        con.llen::<_, usize>(FAILED).unwrap(),
+        1,
+        "the record is kept"
+    );
 }

@@ -161,11 +161,13 @@ impl Admin {
         let mut table = vec![row(["ID", "DUE", "LATE", "ATTEMPTS", "CALLBACK"])];
         for ((member, due), attempts) in rows.iter().zip(attempts) {
             let id = job_id(member);
+            // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
+            let due = due.max(0.0);
             let late = (now - due).max(0.0);
             let callback = callback_of(member);
             table.push(row([
                 id.clone(),
-                rfc3339(*due),
+                rfc3339(due),
                 if late > 0.0 {
                     human(Duration::from_secs_f64(late))
                 } else {
@@ -262,7 +264,7 @@ impl Admin {
             on(&self.url, self.con.zrange_withscores(&k.queue, 0, 0))?;
         let oldest_late = oldest
             .first()
-            .map(|(_, s)| (now - s).max(0.0))
+            .map(|(_, s)| (now - s.max(0.0)).max(0.0))
             .unwrap_or(0.0);
 
         let mut by_host: BTreeMap<String, u64> = BTreeMap::new();

@@ -18,12 +18,15 @@ pub struct Score {
 }
 
 impl Score {
-    /// Parses Redis's text of a score; `None` when it is not a number.
+    /// Parses Redis's text of a score; `None` when it is not a number. A score below 0
+    /// (`-inf` included) counts as 0, the Unix epoch, as in `claim.lua`: the due header,
+    /// the lateness and the records stay finite. The text is kept as it was, so that a
+    /// release writes the job back exactly where it was.
     pub fn parse(text: &str) -> Option<Score> {
         let value: f64 = text.trim().parse().ok()?;
         (!value.is_nan()).then(|| Score {
             text: text.to_string(),
-            value,
+            value: value.max(0.0),
         })
     }
 
@@ -449,6 +452,15 @@ mod tests {
         assert_eq!(waiting.made_at(9.25), 2);
         assert_eq!(waiting.made_at(10.0), 0, "re-added by a producer");
         assert_eq!(AttemptsValue::parse("2:1.5").made_at(10.0), 2);
+    }
+
+    #[test]
+    fn a_negative_score_counts_as_the_epoch_but_keeps_its_text() {
+        for text in ["-inf", "-1e300", "-5"] {
+            let s = Score::parse(text).unwrap();
+            assert_eq!((s.value(), s.text()), (0.0, text));
+        }
+        assert!(Score::parse("nan").is_none());
     }
 
     #[test]

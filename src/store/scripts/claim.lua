@@ -41,7 +41,8 @@
 --
 -- The first due time survives every put-back: a retry, a release (a first attempt
 -- released keeps "0:<first due> @<score>" unless the score it goes back at is its first
--- due time anyway), an expired lease, and unclaim.lua.
+-- due time anyway), an expired lease, and unclaim.lua. A score below 0 (-inf included)
+-- counts as 0, the Unix epoch, for the first due time and in failure records.
 --
 -- One member is one job. A copy a producer adds while the job is in flight:
 -- - is merged into the attempt under way (removed from the queue) when a claim finds it
@@ -100,8 +101,67 @@ local function waiting(n, first, score)
   return n .. ':' .. first .. ' @' .. score
 end
 
+-- A score as a first due time: below 0 (-inf included) counts as 0, the epoch, so
+-- that the header, the records and cjson (which refuses to encode inf) stay sane.
+-- Returns the text and the number.
+local function sane(score)
+  local n = tonumber(score)
+  if not n or n < 0 then
+    return '0', 0
+  end
+  return score, n
+end
+
 local function printable(text)
   return (string.gsub(text, '%c', '?'))
+end
+
+-- At most the first `limit` bytes of `text`, as valid UTF-8 for the failed record:
+-- cut before a character the limit would split, a byte that is not part of a UTF-8
+-- character and every control character replaced by '?'.
+local function printable_prefix(text, limit)
+  local out, i, len = {}, 1, math.min(#text, limit)
+  while i <= len do
+    local b = string.byte(text, i)
+    -- continuation bytes after the lead byte, and the range of the first of them
+    local need, lo, hi = -1, 0x80, 0xBF
+    if b < 0x80 then
+      need = 0
+    elseif b >= 0xC2 and b <= 0xDF then
+      need = 1
+    elseif b == 0xE0 then
+      need, lo = 2, 0xA0
+    elseif b == 0xED then
+      need, hi = 2, 0x9F
+    elseif b >= 0xE1 and b <= 0xEF then
+      need = 2
+    elseif b == 0xF0 then
+      need, lo = 3, 0x90
+    elseif b >= 0xF1 and b <= 0xF3 then
+      need = 3
+    elseif b == 0xF4 then
+      need, hi = 3, 0x8F
+    end
+    if need > 0 and i + need > len then
+      break -- the limit (or the text's end) cuts this character
+    end
+    local ok = need >= 0
+    for k = 1, math.max(need, 0) do
+      local c = string.byte(text, i + k)
+      if c < (k == 1 and lo or 0x80) or c > (k == 1 and hi or 0xBF) then
+        ok = false
+        break
+      end
+    end
+    if ok then
+      out[#out + 1] = string.sub(text, i, i + need)
+      i = i + need + 1
+    else
+      out[#out + 1] = '?'
+      i = i + 1
+    end
+  end
+  return printable(table.concat(out))
 end
 
 -- Runs `cmd key args...` over a flat list of arguments, in slices small enough for
@@ -285,7 +345,7 @@ for i = 1, #due, 2 do
     out[4] = out[4] + 1
   elseif #m > max_bytes then
     local id = set_aside(m, {
-      dueAt = tonumber(score), memberBytes = #m, memberPrefix = printable(string.sub(m, 1, 200)),
+      dueAt = select(2, sane(score)), memberBytes = #m, memberPrefix = printable_prefix(m, 200),
       error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
     })
     dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
@@ -293,7 +353,7 @@ for i = 1, #due, 2 do
     local skip, unreadable = skip_reason(m)
     if unreadable then
       local id = set_aside(m, {
-        dueAt = tonumber(score), member = m,
+        dueAt = select(2, sane(score)), member = m,
         error = 'malformed job: ' .. unreadable .. ' (on Redis Cluster the key must share the queue\'s hash tag)',
       })
       dropped[#dropped + 1] = 'unreadable ' .. id .. ' ' .. printable(unreadable)
@@ -308,7 +368,7 @@ for i = 1, #due, 2 do
         -- (or rescheduled it), so it is a new job.
         n, first = 0, nil
       end
-      first = first or score
+      first = first or sane(score)
       local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
       leases[#leases + 1] = m
       leases[#leases + 1] = lease

@@ -54,7 +54,11 @@ for _, raw in ipairs(records) do
   elseif type(r.member) ~= 'string' then
     keep[#keep + 1] = raw
     out[#out + 1] = id
-    out[#out + 1] = 'kept: the record has no `member` (written by the old daemon); re-add the job by hand'
+    if type(r.memberPrefix) == 'string' then
+      out[#out + 1] = 'kept: the record holds only the start of the member, which was over maxJobBytes; re-add the job by hand'
+    else
+      out[#out + 1] = 'kept: the record has no `member` (written by the old daemon); re-add the job by hand'
+    end
   else
     redis.call('ZADD', KEYS[1], nows, r.member)
     -- A member that is in flight again (re-added meanwhile) keeps its lease; this
