@@ -11,10 +11,17 @@ use serde_json::{Value, json};
 use crate::cli::error::Error;
 use crate::config::{Config, Keys};
 use crate::job::{Job, job_id, shorten};
-use crate::store::lua;
+use crate::store::{AttemptsValue, lua};
 use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
 
 pub type AdminResult = Result<Output, Error>;
+
+/// Records or hash entries read per command: a page of this many keeps every Redis
+/// command short, whatever the list or hash holds.
+const PAGE: usize = 500;
+/// Failed records gone through per `failed.lua` call: a retry costs the script about
+/// 6 µs a record (decode, ZADD, HDEL), so a step stays near a millisecond.
+const FAILED_STEP: usize = 200;
 
 /// What a command prints: a table for people, or one JSON document.
 pub struct Output {
@@ -143,16 +150,18 @@ impl Admin {
                     .zrange_withscores(&self.keys.queue, 0, limit as isize - 1),
             )?
         };
-        let attempts = self.attempts_of(rows.iter().map(|(m, _)| m))?;
+        let attempts = self.attempts_of(&rows)?;
         let mut jobs = Vec::new();
         let mut table = vec![row(["ID", "DUE", "LATE", "ATTEMPTS", "CALLBACK"])];
         for ((member, due), attempts) in rows.iter().zip(attempts) {
             let id = job_id(member);
+            // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
+            let due = due.max(0.0);
             let late = (now - due).max(0.0);
             let callback = callback_of(member);
             table.push(row([
                 id.clone(),
-                rfc3339(*due),
+                rfc3339(due),
                 if late > 0.0 {
                     human(Duration::from_secs_f64(late))
                 } else {
@@ -170,15 +179,13 @@ impl Admin {
         })
     }
 
-    /// Attempts made so far for each member (0 when there is no count).
-    fn attempts_of<'a>(
-        &mut self,
-        members: impl Iterator<Item = &'a Vec<u8>>,
-    ) -> Result<Vec<u32>, Error> {
-        let members: Vec<&Vec<u8>> = members.collect();
-        if members.is_empty() {
+    /// Attempts made so far by each pending job (member, score): 0 when there is no
+    /// count, and for a job added anew since its count was written.
+    fn attempts_of(&mut self, rows: &[(Vec<u8>, f64)]) -> Result<Vec<u32>, Error> {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let members: Vec<&Vec<u8>> = rows.iter().map(|(m, _)| m).collect();
         let values: Vec<Option<String>> = on(
             &self.url,
             redis::cmd("HMGET")
@@ -188,15 +195,54 @@ impl Admin {
         )?;
         Ok(values
             .into_iter()
-            .map(|v| {
-                // "<attempts>:<first due>[ <lease token>]"
-                v.and_then(|v| {
-                    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
-                    v[..digits].parse().ok()
-                })
-                .unwrap_or(0)
-            })
+            .zip(rows)
+            .map(|(v, (_, score))| v.map_or(0, |v| AttemptsValue::parse(&v).made_at(*score)))
             .collect())
+    }
+
+    /// Jobs waiting in the queue for a retry: an attempts value with attempts made and
+    /// no lease, whose member is still queued at the score recorded with it. Read one
+    /// `HSCAN` page at a time, so that no command is long, whatever the hash holds.
+    fn retrying(&mut self) -> Result<u64, Error> {
+        let k = self.keys.clone();
+        let mut cursor = "0".to_string();
+        let mut retrying = 0;
+        loop {
+            let (next, page): (String, Vec<Vec<u8>>) = on(
+                &self.url,
+                redis::cmd("HSCAN")
+                    .arg(&k.attempts)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query(&mut self.con),
+            )?;
+            let waiting: Vec<(&[u8], AttemptsValue)> = page
+                .chunks(2)
+                .filter(|pair| pair.len() == 2)
+                .map(|pair| {
+                    let value = AttemptsValue::parse(&String::from_utf8_lossy(&pair[1]));
+                    (pair[0].as_slice(), value)
+                })
+                .filter(|(_, v)| !v.leased && v.made > 0)
+                .collect();
+            if !waiting.is_empty() {
+                let mut pipe = redis::pipe();
+                for (member, _) in &waiting {
+                    pipe.zscore(&k.queue, *member);
+                }
+                let scores: Vec<Option<f64>> = on(&self.url, pipe.query(&mut self.con))?;
+                retrying += waiting
+                    .iter()
+                    .zip(scores)
+                    .filter(|((_, v), score)| score.is_some_and(|s| v.made_at(s) > 0))
+                    .count() as u64;
+            }
+            if next == "0" {
+                return Ok(retrying);
+            }
+            cursor = next;
+        }
     }
 
     /// `stats`: counts of every state a job can be in, and where failures went.
@@ -207,22 +253,23 @@ impl Admin {
         let due: u64 = on(&self.url, self.con.zcount(&k.queue, "-inf", now))?;
         let inflight: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
         let failed: u64 = on(&self.url, self.con.llen(&k.failed))?;
-        // A count without a lease token belongs to a job waiting for its next attempt.
-        let counts: Vec<String> = on(&self.url, self.con.hvals(&k.attempts))?;
-        let retrying = counts.iter().filter(|v| !v.contains(' ')).count();
+        let retrying = self.retrying()?;
         let oldest: Vec<(Vec<u8>, f64)> =
             on(&self.url, self.con.zrange_withscores(&k.queue, 0, 0))?;
         let oldest_late = oldest
             .first()
-            .map(|(_, s)| (now - s).max(0.0))
+            .map(|(_, s)| (now - s.max(0.0)).max(0.0))
             .unwrap_or(0.0);
 
         let mut by_host: BTreeMap<String, u64> = BTreeMap::new();
-        for start in (0..failed).step_by(1000) {
+        for start in (0..failed).step_by(PAGE) {
             let page: Vec<Vec<u8>> = on(
                 &self.url,
-                self.con
-                    .lrange(&k.failed, start as isize, start as isize + 999),
+                self.con.lrange(
+                    &k.failed,
+                    start as isize,
+                    start as isize + PAGE as isize - 1,
+                ),
             )?;
             for record in page {
                 *by_host.entry(host_of(&callback_of(&record))).or_default() += 1;
@@ -285,30 +332,49 @@ impl Admin {
     }
 
     /// `failed retry` and `failed purge`: `op` is "retry" or "purge"; `which` selects.
+    /// The list is gone through in steps of [`FAILED_STEP`] records, one `failed.lua` call
+    /// each, as many as it held at the start: no call holds Redis long, and each leaves
+    /// every record in the list once (see the script for an interrupted run).
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
         let failed = Script::new(lua::FAILED);
-        let mut script = failed.prepare_invoke();
-        script
-            .key(&self.keys.queue)
-            .key(&self.keys.attempts)
-            .key(&self.keys.failed)
-            .key(&self.keys.inflight)
-            .arg(op);
+        let mut selection: Vec<String> = Vec::new();
         let mut asked = Vec::new();
         match &which {
-            Selection::All => {
-                script.arg("all");
-            }
+            Selection::All => selection.push("all".into()),
             Selection::OlderThan(d) => {
                 let cutoff = self.now()? - d.as_secs_f64();
-                script.arg("older").arg(cutoff);
+                selection.extend(["older".to_string(), cutoff.to_string()]);
             }
             Selection::Ids(ids) => {
-                script.arg("ids").arg(ids);
+                selection.push("ids".into());
+                selection.extend(ids.iter().cloned());
                 asked.clone_from(ids);
             }
         }
-        let reply: Vec<String> = on(&self.url, script.invoke(&mut self.con))?;
+        let total: usize = on(&self.url, self.con.llen(&self.keys.failed))?;
+        let mut reply: Vec<String> = Vec::new();
+        let mut gone_through = 0;
+        while gone_through < total {
+            let step = (total - gone_through).min(FAILED_STEP);
+            let got: Vec<String> = on(
+                &self.url,
+                failed
+                    .key(&self.keys.queue)
+                    .key(&self.keys.attempts)
+                    .key(&self.keys.failed)
+                    .key(&self.keys.inflight)
+                    .arg(op)
+                    .arg(step)
+                    .arg(&selection)
+                    .invoke(&mut self.con),
+            )?;
+            let taken: usize = got.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+            reply.extend(got.into_iter().skip(1));
+            if taken == 0 {
+                break; // someone else emptied the list meanwhile
+            }
+            gone_through += taken;
+        }
         let mut done: Vec<Value> = Vec::new();
         let mut lines = String::new();
         for pair in reply.chunks(2) {

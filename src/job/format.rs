@@ -17,6 +17,14 @@ pub fn job_id(member: &[u8]) -> String {
     sha1_smol::Sha1::from(member).hexdigest()
 }
 
+/// The bytes a member must contain for `claim.lua` to decode it and check its skip
+/// condition: a quote, then `skipIf`.
+const SKIP_BYTES: &[u8] = b"\"skipIf";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A parsed, deliverable job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -69,6 +77,19 @@ impl Job {
             return Err(Malformed::field(
                 "sign",
                 "holds a control character, which the X-Delayqs-Sign header of a `\"contentType\": \"json\"` job cannot carry",
+            ));
+        }
+        if options.skip_key.is_some() && !contains(member, SKIP_BYTES) {
+            // The claim script checks a skip condition only in members with these
+            // bytes (claim.lua): one spelled with escapes would go unchecked.
+            let field = if fields.contains_key("skipIfExists") {
+                "skipIfExists"
+            } else {
+                "skipIfMissing"
+            };
+            return Err(Malformed::field(
+                field,
+                "is spelled with JSON escapes (such as \\u0073): the claim checks a skip condition only in a member that contains `\"skipIf` as written; write the field name without escapes",
             ));
         }
         Ok(Job {
@@ -278,6 +299,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_skip_condition_the_claim_script_would_not_see_is_malformed() {
+        for member in [
+            r#"{"callback":"http://h/","\u0073kipIfExists":"k"}"#,
+            r#"{"callback":"http://h/","s\u006bipIfMissing":"k"}"#,
+        ] {
+            let e = parse(member).unwrap_err();
+            assert!(e.to_string().contains("JSON escapes"), "{member}: {e}");
+        }
+        // Any literal `"skipIf` makes the script decode the member, and cjson reads
+        // the escapes as serde_json does.
+        for member in [
+            r#"{"callback":"http://h/","skipIf\u0045xists":"k"}"#,
+            r#"{"callback":"http://h/","\u0073kipIfExists":"k","body":"\"skipIf"}"#,
+            r#"{"callback":"http://h/","skipIfExists":"k"}"#,
+        ] {
+            let job = parse(member).unwrap_or_else(|e| panic!("{member}: {e}"));
+            assert_eq!(job.options.skip_key.as_deref(), Some("k"));
+        }
     }
 
     #[test]

@@ -18,12 +18,15 @@ pub struct Score {
 }
 
 impl Score {
-    /// Parses Redis's text of a score; `None` when it is not a number.
+    /// Parses Redis's text of a score; `None` when it is not a number. A score below 0
+    /// (`-inf` included) counts as 0, the Unix epoch, as in `claim.lua`: the due header,
+    /// the lateness and the records stay finite. The text is kept as it was, so that a
+    /// release writes the job back exactly where it was.
     pub fn parse(text: &str) -> Option<Score> {
         let value: f64 = text.trim().parse().ok()?;
         (!value.is_nan()).then(|| Score {
             text: text.to_string(),
-            value,
+            value: value.max(0.0),
         })
     }
 
@@ -59,6 +62,44 @@ impl LeaseToken {
     #[cfg(test)]
     pub fn for_test(text: &str) -> LeaseToken {
         LeaseToken(text.into())
+    }
+}
+
+/// An attempts-hash value as every writer leaves it (see `scripts/claim.lua`):
+/// `"<n>:<first due> <token>"` while leased, `"<n>:<first due> @<score>"` while the job
+/// waits in the queue, and the older `"<n>"` and `"<n>:<first due>"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptsValue {
+    /// Attempts made; for a leased value, counting the one under way.
+    pub made: u32,
+    /// Claimed: its attempt is under way or about to start.
+    pub leased: bool,
+    /// The queue score the job was left at after its last attempt, when recorded.
+    pub queued_at: Option<f64>,
+}
+
+impl AttemptsValue {
+    /// Reads a value; what cannot be read counts as no attempt, as in the scripts.
+    pub fn parse(value: &str) -> AttemptsValue {
+        let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = value.split_once(' ').map(|(_, rest)| rest);
+        AttemptsValue {
+            made: value[..digits].parse().unwrap_or(0),
+            leased: rest.is_some_and(|r| !r.starts_with('@')),
+            queued_at: rest
+                .and_then(|r| r.strip_prefix('@'))
+                .and_then(|s| s.parse().ok()),
+        }
+    }
+
+    /// The attempts made by the job now at queue score `score`: none when the score
+    /// moved since the daemon left it there, for then a producer added it again and it
+    /// is a new job (the claim script starts it at attempt 1).
+    pub fn made_at(&self, score: f64) -> u32 {
+        match self.queued_at {
+            Some(at) if at != score => 0,
+            _ => self.made,
+        }
     }
 }
 
@@ -398,6 +439,33 @@ mod tests {
             b.bad[1].problem
         );
         assert!(b.next_due.is_none());
+    }
+
+    #[test]
+    fn every_form_of_the_attempts_value_reads() {
+        let read = |v: &str| {
+            let a = AttemptsValue::parse(v);
+            (a.made, a.leased, a.queued_at)
+        };
+        assert_eq!(read("2:1.5 tok.3"), (2, true, None));
+        assert_eq!(read("2:1.5 @9.25"), (2, false, Some(9.25)));
+        assert_eq!(read("0:1.5 @-inf"), (0, false, Some(f64::NEG_INFINITY)));
+        assert_eq!(read("3:1.5"), (3, false, None));
+        assert_eq!(read("3"), (3, false, None));
+        assert_eq!(read("junk"), (0, false, None));
+        let waiting = AttemptsValue::parse("2:1.5 @9.25");
+        assert_eq!(waiting.made_at(9.25), 2);
+        assert_eq!(waiting.made_at(10.0), 0, "re-added by a producer");
+        assert_eq!(AttemptsValue::parse("2:1.5").made_at(10.0), 2);
+    }
+
+    #[test]
+    fn a_negative_score_counts_as_the_epoch_but_keeps_its_text() {
+        for text in ["-inf", "-1e300", "-5"] {
+            let s = Score::parse(text).unwrap();
+            assert_eq!((s.value(), s.text()), (0.0, text));
+        }
+        assert!(Score::parse("nan").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod claim;
 mod connection;
 mod sentinel;
 
-pub use claim::{ClaimBatch, Claimed, Score, SetAside};
+pub use claim::{AttemptsValue, ClaimBatch, Claimed, Score, SetAside};
 pub use connection::{Settle, SettleOp, Store, open};
 
 /// The admin commands' scripts, run on their own connection.

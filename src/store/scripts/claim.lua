@@ -4,9 +4,13 @@
 --
 -- KEYS[1] queue     sorted set: member -> due time (Unix seconds, may be fractional)
 -- KEYS[2] inflight  sorted set: member -> lease deadline (Unix seconds)
--- KEYS[3] attempts  hash: member -> "<attempts>:<first due>", and while leased
---                   "<attempts>:<first due> <token>"; the first due time survives
---                   retries, for the X-Delayqs-Due header
+-- KEYS[3] attempts  hash: member -> its attempts so far and its first due time:
+--                   "<n>:<first due> <token>" while leased (claimed for attempt n);
+--                   "<n>:<first due> @<score>" while it waits in the queue after n
+--                   attempts (a retry, or n = 0: a first attempt put back untried),
+--                   where <score> is the score this script left it at. Older daemons
+--                   wrote "<n>" and "<n>:<first due>"; both are still read (as a count
+--                   with no recorded score). No entry: no attempt yet, first due = score.
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
 -- ARGV[1] most jobs to claim (0: only record outcomes)
 -- ARGV[2] lease length in milliseconds
@@ -35,11 +39,35 @@
 -- sent to the daemon, so a huge member costs it no memory), "unreadable <id> <error>"
 -- for a skip key this script may not read (recorded in the failed list).
 --
+-- The first due time survives every put-back: a retry, a release (a first attempt
+-- released keeps "0:<first due> @<score>" unless the score it goes back at is its first
+-- due time anyway), an expired lease, and unclaim.lua. A score below 0 (-inf included)
+-- counts as 0, the Unix epoch, for the first due time and in failure records.
+--
+-- One member is one job. A copy a producer adds while the job is in flight:
+-- - is merged into the attempt under way (removed from the queue) when a claim finds it
+--   due, before any other check: a set-aside never touches an attempt in flight;
+-- - when the attempt's outcome is written and the copy is due by then (it fell due
+--   during the attempt), is merged too: `done` and `fail` remove it, `retry` and
+--   `release` move it to the score they write. A copy due later is left alone: `done`
+--   and `fail` leave it as a job of its own (attempt 1), `retry` and `release` keep
+--   its score and the count (the retry merges into it).
+--
+-- A new job starts at attempt 1. A job waiting in the queue whose score is no longer
+-- the one recorded in its "@<score>" was written by a producer meanwhile: cancelled
+-- (ZREM) and added again, or rescheduled with ZADD XX. The two cannot be told apart
+-- (a sorted set keeps nothing but the score), so both start afresh: attempt 1, first due
+-- time the new score. A producer's re-add at exactly the recorded score keeps the count.
+--
 -- Skip conditions (`skipIfExists`, `skipIfMissing` in the member) name keys that are not
 -- in KEYS: on Redis Cluster they must share the queue's hash tag, so that they live in
 -- the same slot, and under an ACL the user must be allowed to read them. A key that
 -- cannot be read sets that one job aside; it never fails the claim. Only members that
--- mention "skipIf" are decoded, so other jobs cost nothing extra.
+-- contain the bytes "skipIf (a quote, then skipIf) are decoded, so other jobs cost
+-- nothing extra; cjson then reads every spelling JSON allows. A member without those
+-- bytes whose key is spelled with escapes ("\u0073kipIfExists") is not checked here:
+-- the daemon (src/job/format.rs) applies the same byte test and sets such a member
+-- aside as malformed, so a skip condition is never accepted and left unchecked.
 --
 -- Writes that add come before writes that remove: Redis does not roll a script back
 -- when a command fails halfway, and a job must never end up in no key at all.
@@ -54,21 +82,86 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local nows = string.format('%.6f', now)
 local lease = tonumber(ARGV[2]) / 1000
 
--- The attempt count and first due time in an attempts-hash value; anything
--- unreadable counts as no attempt (and an older "<n>" value has no first due time).
+-- The attempt count, first due time and recorded queue score of an attempts-hash
+-- value; anything unreadable counts as no attempt. "<n>" (older daemons) has no first
+-- due time, a leased value no recorded score.
 local function parse_attempts(value)
   if not value then
-    return 0, nil
+    return 0, nil, nil
   end
-  local n, first = string.match(value, '^(%d+):([^ ]+)')
+  local n, first, rest = string.match(value, '^(%d+):([^ ]+)(.*)$')
   if n then
-    return tonumber(n), first
+    return tonumber(n), first, string.match(rest, '^ @(%S+)$')
   end
-  return tonumber(string.match(value, '^%d+')) or 0, nil
+  return tonumber(string.match(value, '^%d+')) or 0, nil, nil
+end
+
+-- The attempts value of a job left waiting in the queue at `score` after `n` attempts.
+local function waiting(n, first, score)
+  return n .. ':' .. first .. ' @' .. score
+end
+
+-- A score as a first due time: below 0 (-inf included) counts as 0, the epoch, so
+-- that the header, the records and cjson (which refuses to encode inf) stay sane.
+-- Returns the text and the number.
+local function sane(score)
+  local n = tonumber(score)
+  if not n or n < 0 then
+    return '0', 0
+  end
+  return score, n
 end
 
 local function printable(text)
   return (string.gsub(text, '%c', '?'))
+end
+
+-- At most the first `limit` bytes of `text`, as valid UTF-8 for the failed record:
+-- cut before a character the limit would split, a byte that is not part of a UTF-8
+-- character and every control character replaced by '?'.
+local function printable_prefix(text, limit)
+  local out, i, len = {}, 1, math.min(#text, limit)
+  while i <= len do
+    local b = string.byte(text, i)
+    -- continuation bytes after the lead byte, and the range of the first of them
+    local need, lo, hi = -1, 0x80, 0xBF
+    if b < 0x80 then
+      need = 0
+    elseif b >= 0xC2 and b <= 0xDF then
+      need = 1
+    elseif b == 0xE0 then
+      need, lo = 2, 0xA0
+    elseif b == 0xED then
+      need, hi = 2, 0x9F
+    elseif b >= 0xE1 and b <= 0xEF then
+      need = 2
+    elseif b == 0xF0 then
+      need, lo = 3, 0x90
+    elseif b >= 0xF1 and b <= 0xF3 then
+      need = 3
+    elseif b == 0xF4 then
+      need, hi = 3, 0x8F
+    end
+    if need > 0 and i + need > len then
+      break -- the limit (or the text's end) cuts this character
+    end
+    local ok = need >= 0
+    for k = 1, math.max(need, 0) do
+      local c = string.byte(text, i + k)
+      if c < (k == 1 and lo or 0x80) or c > (k == 1 and hi or 0xBF) then
+        ok = false
+        break
+      end
+    end
+    if ok then
+      out[#out + 1] = string.sub(text, i, i + need)
+      i = i + need + 1
+    else
+      out[#out + 1] = '?'
+      i = i + 1
+    end
+  end
+  return printable(table.concat(out))
 end
 
 -- Runs `cmd key args...` over a flat list of arguments, in slices small enough for
@@ -81,10 +174,34 @@ local function batched(cmd, key, args)
   end
 end
 
-local function hmget(key, fields)
+-- `cmd key fields...` for a command that answers one value per field, in slices.
+local function per_field(cmd, key, fields)
   local values = {}
   for i = 1, #fields, SLICE do
-    local got = redis.call('HMGET', key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    local got = redis.call(cmd, key, unpack(fields, i, math.min(i + SLICE - 1, #fields)))
+    for j = 1, #got do
+      values[i + j - 1] = got[j]
+    end
+  end
+  return values
+end
+
+local function hmget(key, fields)
+  return per_field('HMGET', key, fields)
+end
+
+-- The scores of `members` in a sorted set (false where absent): one ZMSCORE per slice,
+-- or on Redis before 6.2, which has no ZMSCORE, one ZSCORE per member.
+local function zscores(key, members)
+  local values = {}
+  for i = 1, #members, SLICE do
+    local got = redis.pcall('ZMSCORE', key, unpack(members, i, math.min(i + SLICE - 1, #members)))
+    if type(got) == 'table' and got.err then
+      for j, m in ipairs(members) do
+        values[j] = redis.call('ZSCORE', key, m)
+      end
+      return values
+    end
     for j = 1, #got do
       values[i + j - 1] = got[j]
     end
@@ -99,7 +216,8 @@ for i = 6, #ARGV, 4 do
   outcome_members[#outcome_members + 1] = ARGV[i + 1]
 end
 local leases_now = hmget(KEYS[3], outcome_members)
-local forget, landed = {}, {}
+local queued = zscores(KEYS[1], outcome_members)
+local forget, landed, copies = {}, {}, {}
 for g = 1, #outcome_members do
   local i = 2 + 4 * g
   local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -108,25 +226,35 @@ for g = 1, #outcome_members do
   else
     local n, first = parse_attempts(held)
     first = first or nows
-    if op == 'done' then
-      forget[#forget + 1] = m
-    elseif op == 'fail' then
-      redis.call('RPUSH', KEYS[4], arg)
-      forget[#forget + 1] = m
-    elseif op == 'retry' then
-      -- A producer may have added the same member again for later: keep its score.
-      if not redis.call('ZSCORE', KEYS[1], m) then
-        redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(arg) / 1000), m)
+    -- A copy a producer added during the attempt: due by now, it has merged into
+    -- this attempt; due later, it is a delivery of its own.
+    local copy = queued[g]
+    local copy_merged = copy and tonumber(copy) <= now
+    if op == 'done' or op == 'fail' then
+      if op == 'fail' then
+        redis.call('RPUSH', KEYS[4], arg)
       end
-      redis.call('HSET', KEYS[3], m, n .. ':' .. first)
-    elseif op == 'release' then
-      if not redis.call('ZSCORE', KEYS[1], m) then
-        redis.call('ZADD', KEYS[1], arg, m)
+      if copy_merged then
+        copies[#copies + 1] = m
       end
-      if n > 1 then
-        redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
+      forget[#forget + 1] = m
+    elseif op == 'retry' or op == 'release' then
+      local score, left = copy, n
+      if op == 'release' then
+        left = n - 1
+      end
+      if not copy or copy_merged then
+        if op == 'retry' then
+          score = string.format('%.6f', now + tonumber(arg) / 1000)
+        else
+          score = arg
+        end
+        redis.call('ZADD', KEYS[1], score, m)
+      end
+      if left <= 0 and tonumber(score) == tonumber(first) then
+        forget[#forget + 1] = m -- nothing to remember: no attempt, first due = score
       else
-        forget[#forget + 1] = m
+        redis.call('HSET', KEYS[3], m, waiting(math.max(left, 0), first, score))
       end
     else
       return redis.error_reply('claim.lua: unknown outcome ' .. tostring(op))
@@ -135,17 +263,20 @@ for g = 1, #outcome_members do
   end
 end
 batched('HDEL', KEYS[3], forget)
+batched('ZREM', KEYS[1], copies)
 batched('ZREM', KEYS[2], landed)
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
 -- They are due again at once; the cut attempt stays counted.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, m in ipairs(expired) do
-  if not redis.call('ZSCORE', KEYS[1], m) then
-    redis.call('ZADD', KEYS[1], nows, m)
+  local score = redis.call('ZSCORE', KEYS[1], m)
+  if not score then
+    score = nows
+    redis.call('ZADD', KEYS[1], score, m)
   end
   local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
-  redis.call('HSET', KEYS[3], m, n .. ':' .. (first or nows))
+  redis.call('HSET', KEYS[3], m, waiting(n, first or nows, score))
   redis.call('ZREM', KEYS[2], m)
 end
 
@@ -181,8 +312,8 @@ local function skip_reason(m)
   return nil
 end
 
--- Moves a member out of the queue into the failed list, as the daemon does with a
--- malformed job; `record` holds what is known of it.
+-- Moves a member that is not in flight out of the queue into the failed list, as the
+-- daemon does with a malformed job; `record` holds what is known of it.
 local function set_aside(m, record)
   record.Id = redis.sha1hex(m)
   record.attempts = 0
@@ -206,22 +337,23 @@ local counts = hmget(KEYS[3], due_members)
 local leases, in_flight, taken = {}, {}, {}
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
-  if #m > max_bytes then
+  if redis.call('ZSCORE', KEYS[2], m) then
+    -- The same member was added again while its job is in flight: one member is one
+    -- job (PROTOCOL §1), so this copy merges into the attempt under way. Checked
+    -- first: setting the copy aside would drop the running attempt's lease.
+    taken[#taken + 1] = m
+    out[4] = out[4] + 1
+  elseif #m > max_bytes then
     local id = set_aside(m, {
-      dueAt = tonumber(score), memberBytes = #m, memberPrefix = printable(string.sub(m, 1, 200)),
+      dueAt = select(2, sane(score)), memberBytes = #m, memberPrefix = printable_prefix(m, 200),
       error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
     })
     dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
-  elseif redis.call('ZSCORE', KEYS[2], m) then
-    -- The same member was added again while its job is in flight: one member is one
-    -- job (PROTOCOL §1), so this copy merges into the attempt under way.
-    taken[#taken + 1] = m
-    out[4] = out[4] + 1
   else
     local skip, unreadable = skip_reason(m)
     if unreadable then
       local id = set_aside(m, {
-        dueAt = tonumber(score), member = m,
+        dueAt = select(2, sane(score)), member = m,
         error = 'malformed job: ' .. unreadable .. ' (on Redis Cluster the key must share the queue\'s hash tag)',
       })
       dropped[#dropped + 1] = 'unreadable ' .. id .. ' ' .. printable(unreadable)
@@ -230,8 +362,13 @@ for i = 1, #due, 2 do
       redis.call('ZREM', KEYS[1], m)
       dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. printable(skip)
     else
-      local n, first = parse_attempts(counts[(i + 1) / 2])
-      first = first or score
+      local n, first, at = parse_attempts(counts[(i + 1) / 2])
+      if at and tonumber(at) ~= tonumber(score) then
+        -- Its score moved since this script queued it: a producer added it again
+        -- (or rescheduled it), so it is a new job.
+        n, first = 0, nil
+      end
+      first = first or sane(score)
       local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
       leases[#leases + 1] = m
       leases[#leases + 1] = lease

@@ -1,28 +1,45 @@
--- Retry or purge records of the failed list, atomically with respect to every daemon.
+-- One step of retrying or purging records of the failed list, atomically with respect
+-- to every daemon. A step takes up to ARGV[2] records off the head of the list, acts
+-- on the chosen ones and puts the others back at the tail, in their order. The admin
+-- command (src/cli/admin.rs) runs steps until it has gone through as many records as
+-- the list held when it began, so that the list ends in its old order, and no step
+-- holds Redis for long whatever the list's length (the old single pass over 300,000
+-- records held it for seconds). Only the ends of a list are cheap to change: removing
+-- a record from the middle (LREM) costs a scan up to it.
 --
 -- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list, KEYS[4] inflight
 -- ARGV[1] "retry": the record's original member goes back into the queue, due now,
 --         with its attempt count reset; or "purge": the record is dropped
--- ARGV[2] which records: "all", "older" (ARGV[3] = Unix seconds: failed before it),
---         or "ids" (ARGV[3..] = job ids, the records' `Id`)
--- Returns {id1, what1, id2, what2, ...}: what is "retried", "purged", or why not.
+-- ARGV[2] how many records this step takes from the head (fewer if the list is shorter)
+-- ARGV[3] which records: "all", "older" (ARGV[4] = Unix seconds: failed before it),
+--         or "ids" (ARGV[4..] = job ids, the records' `Id`)
+-- Returns {taken, id1, what1, id2, what2, ...}: taken is how many records the step went
+-- through, what is "retried", "purged", or why not.
 --
--- The list is rewritten in one pass (DEL, then the records that stay, in order)
--- rather than with LREM per record, which would be quadratic on a long list.
+-- Interrupted between two steps (Ctrl-C, a lost connection), the command leaves every
+-- record in the list once, except the retried and purged ones: a retried record leaves
+-- the list in the same step that puts its member back in the queue, so nothing is lost
+-- and nothing doubled. The records already gone through are then at the tail, after
+-- those not yet reached (each part in its order); running the command again finishes
+-- it. Records the daemons add while it runs land among the ones it puts back.
+-- Writes that add (ZADD, RPUSH) come before the LTRIM that removes the step's records
+-- from the head, so a step that fails halfway (Redis out of memory) can leave a record
+-- twice, never lose one.
 
 pcall(redis.replicate_commands)
-local op, which = ARGV[1], ARGV[2]
+local op, step, which = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
 local nows = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 
 local wanted = {}
 if which == 'ids' then
-  for i = 3, #ARGV do wanted[ARGV[i]] = true end
+  for i = 4, #ARGV do wanted[ARGV[i]] = true end
 end
-local cutoff = tonumber(ARGV[3])
+local cutoff = tonumber(ARGV[4])
 
-local out, keep, changed = {}, {}, false
-for _, raw in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+local records = redis.call('LRANGE', KEYS[3], 0, step - 1)
+local out, keep = {tostring(#records)}, {}
+for _, raw in ipairs(records) do
   local ok, r = pcall(cjson.decode, raw)
   if not ok or type(r) ~= 'table' then r = {} end
   local id = type(r.Id) == 'string' and r.Id or ''
@@ -34,28 +51,31 @@ for _, raw in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   elseif op == 'purge' then
     out[#out + 1] = id
     out[#out + 1] = 'purged'
-    changed = true
   elseif type(r.member) ~= 'string' then
     keep[#keep + 1] = raw
     out[#out + 1] = id
-    out[#out + 1] = 'kept: the record has no `member` (written by the old daemon); re-add the job by hand'
+    if type(r.memberPrefix) == 'string' then
+      out[#out + 1] = 'kept: the record holds only the start of the member, which was over maxJobBytes; re-add the job by hand'
+    else
+      out[#out + 1] = 'kept: the record has no `member` (written by the old daemon); re-add the job by hand'
+    end
   else
     redis.call('ZADD', KEYS[1], nows, r.member)
     -- A member that is in flight again (re-added meanwhile) keeps its lease; this
-    -- copy merges into that attempt when it is claimed.
+    -- copy merges into that attempt.
     if not redis.call('ZSCORE', KEYS[4], r.member) then
       redis.call('HDEL', KEYS[2], r.member)
     end
     out[#out + 1] = id
     out[#out + 1] = 'retried'
-    changed = true
   end
 end
 
-if changed then
-  redis.call('DEL', KEYS[3])
-  for i = 1, #keep, 1000 do
-    redis.call('RPUSH', KEYS[3], unpack(keep, i, math.min(i + 999, #keep)))
-  end
+-- The records kept go to the tail first, then the step's records leave the head.
+for i = 1, #keep, 1000 do
+  redis.call('RPUSH', KEYS[3], unpack(keep, i, math.min(i + 999, #keep)))
+end
+if #records > 0 then
+  redis.call('LTRIM', KEYS[3], #records, -1)
 end
 return out

@@ -1,6 +1,14 @@
 -- Undo a claim whose reply never arrived (the connection failed mid-call): its jobs
--- were never handed to a worker, so they go back into the queue, due now, with their
--- attempt count as before. Without this they would wait for their lease to expire.
+-- were never handed to a worker, so they go back into the queue with their attempt
+-- count as before. Without this they would wait for their lease to expire.
+--
+-- Where a job goes back: a first attempt at its first due time, which is the score it
+-- was claimed at (or, for one put back before, such as by a host pause, an earlier
+-- score: it is due at once either way, and keeps its place ahead of later jobs). A
+-- later attempt at the current time: its lease value does not say which score it was
+-- claimed at, and its first due time would put it ahead of jobs due long after it.
+-- Either way the first due time is kept ("<n>:<first due> @<score>", see claim.lua).
+-- A copy a producer added meanwhile keeps its score.
 --
 -- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts (see claim.lua)
 -- ARGV[1] the token prefix the lost claim was called with
@@ -18,15 +26,20 @@ local released = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local a = redis.call('HGET', KEYS[3], m)
   if a and string.find(a, mark, 1, true) then
-    if not redis.call('ZSCORE', KEYS[1], m) then
-      redis.call('ZADD', KEYS[1], nows, m)
-    end
     local n = tonumber(string.match(a, '^%d+')) or 1
     local first = string.match(a, '^%d+:([^ ]+)') or nows
-    if n > 1 then
-      redis.call('HSET', KEYS[3], m, (n - 1) .. ':' .. first)
+    local score = redis.call('ZSCORE', KEYS[1], m)
+    if not score then
+      score = nows
+      if n <= 1 then
+        score = first
+      end
+      redis.call('ZADD', KEYS[1], score, m)
+    end
+    if n <= 1 and tonumber(score) == tonumber(first) then
+      redis.call('HDEL', KEYS[3], m) -- no attempt made, and the score is the first due
     else
-      redis.call('HDEL', KEYS[3], m)
+      redis.call('HSET', KEYS[3], m, math.max(n - 1, 0) .. ':' .. first .. ' @' .. score)
     end
     redis.call('ZREM', KEYS[2], m)
     released = released + 1
