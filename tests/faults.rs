@@ -345,3 +345,29 @@ fn a_daemon_with_busy_workers_leaves_due_jobs_to_one_with_free_workers() {
         assert_eq!(delivered, 2, "{}", daemon.log());
     }
 }
+
+/// A corrupt attempts hash (a count past u32) once failed the whole claim batch, so
+/// no job was delivered. Now that one job is set aside with its id and the problem
+/// named, and the others go out.
+#[test]
+fn one_unreadable_claim_line_sets_that_job_aside_and_spares_the_batch() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let corrupt = member(&endpoint.url("/corrupt"), json!(1));
+    let _: () = con.hset(ATTEMPTS, &corrupt, "99999999999:1700000000").unwrap();
+    add(&mut con, &corrupt, 1.0);
+    for i in 0..3 {
+        add(&mut con, &member(&endpoint.url("/fine"), json!(i)), 2.0);
+    }
+    let daemon = Daemon::start(&redis, json!({}));
+    endpoint.wait_for(3);
+    wait_for_failed(&mut con, 1);
+    let record = &failed_records(&mut con)[0];
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("attempt count"), "{record}");
+    assert_eq!(record["member"], corrupt.as_str());
+    assert!(daemon.log().contains(&job_id(&mut con, &corrupt)), "{}", daemon.log());
+    assert_no_bookkeeping(&mut con);
+    assert!(endpoint.requests().iter().all(|r| r.path == "/fine"));
+}
