@@ -355,7 +355,9 @@ fn one_unreadable_claim_line_sets_that_job_aside_and_spares_the_batch() {
     let endpoint = Endpoint::succeeding();
     let mut con = redis.con();
     let corrupt = member(&endpoint.url("/corrupt"), json!(1));
-    let _: () = con.hset(ATTEMPTS, &corrupt, "99999999999:1700000000").unwrap();
+    let _: () = con
+        .hset(ATTEMPTS, &corrupt, "99999999999:1700000000")
+        .unwrap();
     add(&mut con, &corrupt, 1.0);
     for i in 0..3 {
         add(&mut con, &member(&endpoint.url("/fine"), json!(i)), 2.0);
@@ -367,7 +369,11 @@ fn one_unreadable_claim_line_sets_that_job_aside_and_spares_the_batch() {
     let error = record["error"].as_str().unwrap();
     assert!(error.contains("attempt count"), "{record}");
     assert_eq!(record["member"], corrupt.as_str());
-    assert!(daemon.log().contains(&job_id(&mut con, &corrupt)), "{}", daemon.log());
+    assert!(
+        daemon.log().contains(&job_id(&mut con, &corrupt)),
+        "{}",
+        daemon.log()
+    );
     assert_no_bookkeeping(&mut con);
     assert!(endpoint.requests().iter().all(|r| r.path == "/fine"));
 }

@@ -34,6 +34,8 @@ type Outcome = worker::Outcome<Claimed>;
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often one page of attempt counts is checked for jobs that no longer exist.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often an outage that goes on is logged again.
+const STILL_DOWN_EVERY: Duration = Duration::from_secs(60);
 /// How long a shutdown keeps trying to write outcomes to an unreachable Redis.
 const SHUTDOWN_REDIS_GRACE: Duration = Duration::from_secs(10);
 
@@ -111,6 +113,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         pending: Vec::new(),
         sent_unanswered: 0,
         redis_down: None,
+        redis_last_said: Instant::now(),
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -170,6 +173,8 @@ struct Dispatcher {
     sent_unanswered: usize,
     /// When Redis stopped answering, while it does not.
     redis_down: Option<Instant>,
+    /// When the outage was last logged.
+    redis_last_said: Instant,
     redis_backoff: Duration,
     /// No Redis call before this, while backing off.
     redis_retry_at: Option<Instant>,
@@ -240,6 +245,11 @@ impl Dispatcher {
     /// Returns how long to wait before the next round.
     fn step(&mut self) -> redis::RedisResult<Duration> {
         if self.check_redis {
+            if let Err(problem) = self.store.check_server()? {
+                error!("{problem}");
+                self.misconfigured = true;
+                return Ok(Duration::ZERO);
+            }
             if let Err(problem) = self.store.check_key_types()? {
                 error!("{problem}");
                 self.misconfigured = true;
@@ -670,8 +680,21 @@ impl Dispatcher {
             // Not an outage but a failing command: say it each time, it will not pass.
             error!("Redis call failed again: {e}");
         }
+        if let Some(since) = self.redis_down
+            && self.redis_last_said.elapsed() >= STILL_DOWN_EVERY
+        {
+            // A long outage is said again, so the log never looks like all is well.
+            self.redis_last_said = Instant::now();
+            error!(
+                "Redis at {} still failing after {:.0} s: {e}; {} outcomes held, nothing is claimed until it answers",
+                self.config.redis_url_redacted(),
+                since.elapsed().as_secs_f64(),
+                self.pending.len()
+            );
+        }
         if self.redis_down.is_none() {
             self.redis_down = Some(Instant::now());
+            self.redis_last_said = Instant::now();
             if full {
                 error!(
                     "Redis at {} is full (maxmemory) and refused the call before writing anything: {e}; retrying every few seconds, {} outcomes held until it has room",

@@ -251,6 +251,55 @@ impl Store {
         Ok(Ok(()))
     }
 
+    /// What the daemon needs of the server, checked on every new connection: a
+    /// master (a replica is an error, so the loop backs off and asks again, as after
+    /// a failover), Lua scripting, and Redis 4.0 or later (variadic `HSET`). A server
+    /// that can never do (`Ok(Err(why))`) stops the daemon.
+    pub fn check_server(&mut self) -> RedisResult<Result<(), String>> {
+        let info: String = self.call(|con, _| redis::cmd("INFO").arg("server").query(con))?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        let name = field("server_name").unwrap_or_else(|| "redis".into());
+        let version = field("redis_version").unwrap_or_default();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        // Valkey reports the Redis version it is compatible with (7.2.4) here.
+        if major < 4 {
+            return Ok(Err(format!(
+                "the Redis server reports version {version:?}; delayqs needs Redis 4.0 or later (or Valkey)"
+            )));
+        }
+        let role: Vec<Value> = self.call(|con, _| redis::cmd("ROLE").query(con))?;
+        let role = match role.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        if role != "master" {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the server is read-only",
+                format!(
+                    "{name} {version} is a {role}, not a master: delayqs cannot claim or settle jobs there (point `redis` at the master, or use `sentinel`)"
+                ),
+            )));
+        }
+        let scripting: RedisResult<i64> =
+            self.call(|con, _| redis::cmd("EVAL").arg("return 1").arg(0).query(con));
+        match scripting {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+            Err(e) => Ok(Err(format!(
+                "{name} {version} does not run Lua scripts ({e}); delayqs needs scripting (EVAL/EVALSHA): enable it, or use a build with Lua"
+            ))),
+        }
+    }
+
     /// Redis's `maxmemory-policy`: from `CONFIG GET`, or where that is refused (managed
     /// services rename it, an ACL may deny it) from `INFO memory`. `None` when neither
     /// answers with it.

@@ -1,0 +1,78 @@
+//! What the daemon needs of the server, checked on every new connection (issue 14):
+//! a master, Lua scripting. Said plainly when missing.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn a_replica_is_said_to_be_one_and_work_starts_once_it_is_promoted() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    add(
+        &mut con,
+        &member(&endpoint.url("/after-promotion"), json!(1)),
+        0.0,
+    );
+    // A replica of nothing: read-only, as an old master is after a failover.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let daemon = Daemon::start(&redis, json!({}));
+    daemon.wait_for_log("not a master");
+    assert!(
+        daemon.log().contains("point `redis` at the master"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(endpoint.count(), 0);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut con)
+        .unwrap();
+    endpoint.wait_for(1);
+    daemon.wait_for_log("Redis answers again");
+}
+
+#[test]
+fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = scratch_dir();
+    let mut cmd = Command::new(server_program());
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .args(["--rename-command", "EVAL", ""])
+    .arg("--dir")
+    .arg(&dir)
+    .stdout(Stdio::null());
+    let _server = Guarded::spawn(&mut cmd);
+    let url = format!("redis://127.0.0.1:{port}/");
+    wait_until(PATIENCE, "the server to answer", || {
+        redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_ok()
+    });
+    let config = config_file_for(&url, json!({}));
+    let mut daemon = Daemon::start_with_file(&config);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(78), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("does not run Lua scripts"), "{log}");
+    assert!(!log.contains("ready:"), "{log}");
+}
