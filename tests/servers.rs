@@ -76,3 +76,87 @@ fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
     assert!(log.contains("does not run Lua scripts"), "{log}");
     assert!(!log.contains("ready:"), "{log}");
 }
+
+/// A replica of `master`, killed when dropped.
+fn replica_of(master: u16) -> (Guarded, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = scratch_dir();
+    let mut cmd = Command::new(server_program());
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .args(["--replicaof", "127.0.0.1", &master.to_string()])
+    .arg("--dir")
+    .arg(&dir)
+    .stdout(Stdio::null());
+    (Guarded::spawn(&mut cmd), port)
+}
+
+fn wait_calls(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn wait_replicas_waits_after_each_writing_round_and_says_when_replicas_fall_short() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    let mut con = redis.con();
+    let (replica, _) = replica_of(redis.port);
+    wait_until(PATIENCE, "the replica to be in sync", || {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut con)
+            .is_ok_and(|i| i.contains("state=online"))
+    });
+    let daemon = Daemon::start(
+        &redis,
+        json!({"waitReplicas": 1, "waitReplicasTimeoutMs": 200, "redisTimeoutMs": 1000}),
+    );
+    daemon.wait_ready();
+    for i in 0..5 {
+        add(
+            &mut con,
+            &member(&endpoint.url("/replicated"), json!(i)),
+            0.0,
+        );
+    }
+    endpoint.wait_for(5);
+    assert_no_bookkeeping(&mut con);
+    assert!(wait_calls(&mut con) > 0, "no WAIT was sent");
+    assert!(
+        !daemon.log().contains("replicas (`waitReplicas`)"),
+        "{}",
+        daemon.log()
+    );
+
+    drop(replica);
+    add(&mut con, &member(&endpoint.url("/alone"), json!("x")), 0.0);
+    endpoint.wait_for(6);
+    daemon.wait_for_log("only 0 of 1 replicas (`waitReplicas`) acknowledged");
+}
+
+#[test]
+fn wait_replicas_longer_than_the_redis_timeout_is_refused() {
+    let redis = RedisServer::start();
+    let config = config_file(
+        &redis,
+        json!({"waitReplicas": 1, "waitReplicasTimeoutMs": 5000, "redisTimeoutMs": 1000}),
+    );
+    let out = run_delayqs(&["run", "--check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`waitReplicasTimeoutMs`"), "{err}");
+}

@@ -62,6 +62,27 @@ pub struct Config {
     /// `allowEvictingRedis`: run even when Redis's `maxmemory-policy` may evict keys
     /// (`allkeys-*`), which can drop the queue or the in-flight set.
     pub allow_evicting_redis: bool,
+    /// `waitReplicas`, `waitReplicasTimeoutMs`: claims and outcomes wait for replicas.
+    pub replication: Replication,
+}
+
+/// `waitReplicas`: after each claim call that wrote something, `WAIT` for this many
+/// replicas to have it, at most `timeout`, so that a failover cannot undo a claim or
+/// an outcome that was acknowledged. 0: do not wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl Replication {
+    /// What waiting adds to the lease floor: two claim calls' waits.
+    pub fn lease_cost(&self) -> Duration {
+        match self.replicas {
+            0 => Duration::ZERO,
+            _ => 2 * self.timeout,
+        }
+    }
 }
 
 /// Redis Sentinel: where the sentinels are and how to reach the master they name.
@@ -354,15 +375,36 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         "" => None,
         path => Some(read_ca_file("redisCaFile", path)?),
     };
-    let floor = lease_floor(timeout, redis_timeout, poll_interval);
+    let wait_replicas = f.integer("waitReplicas", 0, 0, 16)? as u32;
+    let wait_timeout = f.millis("waitReplicasTimeoutMs", 100, 1, 60_000)?;
+    if wait_replicas > 0 && wait_timeout >= redis_timeout {
+        return Err(Problem::key(
+            "waitReplicasTimeoutMs",
+            format!(
+                "{} must be below `redisTimeoutMs` {}: WAIT holds the connection that long, and the read would time out first",
+                wait_timeout.as_millis(),
+                redis_timeout.as_millis()
+            ),
+        ));
+    }
+    let replication = Replication {
+        replicas: wait_replicas,
+        timeout: wait_timeout,
+    };
+    let floor = lease_floor(timeout, redis_timeout, poll_interval) + replication.lease_cost();
     let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
     let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
     if lease <= floor {
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + {REDIS_CALLS_BEFORE_WRITE} × `redisTimeoutMs` + `pollIntervalMs` = {} ms (the callback, then up to {REDIS_CALLS_BEFORE_WRITE} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
+                "{} must exceed `timeoutMs` + {REDIS_CALLS_BEFORE_WRITE} × `redisTimeoutMs` + `pollIntervalMs`{} = {} ms (the callback, then up to {REDIS_CALLS_BEFORE_WRITE} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
                 lease.as_millis(),
+                if replication.replicas > 0 {
+                    " + 2 × `waitReplicasTimeoutMs`"
+                } else {
+                    ""
+                },
                 floor.as_millis()
             ),
         ));
@@ -427,6 +469,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         retry_after_max,
         max_job_bytes,
         allow_evicting_redis,
+        replication,
     };
     Ok((config, warnings))
 }
@@ -437,9 +480,11 @@ impl Config {
         self.max_retries + 1
     }
 
-    /// See [`lease_floor`].
+    /// See [`lease_floor`]; with `waitReplicas`, each of the two claim calls in the
+    /// window may also wait for its replicas.
     pub fn lease_floor(&self) -> Duration {
         lease_floor(self.http.timeout, self.redis_timeout, self.poll_interval)
+            + self.replication.lease_cost()
     }
 
     /// A client for the configured Redis, with `redisCaFile` when set.

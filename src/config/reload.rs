@@ -43,6 +43,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         retry_after_max,
         max_job_bytes,
         allow_evicting_redis,
+        replication,
     } = new;
     let config = Config {
         // Live: read by the loop or handed to the workers with each job.
@@ -77,6 +78,11 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         log_files: r.restart("logDir or logKeepDays", &old.log_files, log_files),
         pid_file: r.restart("pid", &old.pid_file, pid_file),
         // Checked when the loop first reaches Redis, and again on each reconnect.
+        replication: r.restart(
+            "waitReplicas or waitReplicasTimeoutMs",
+            &old.replication,
+            replication,
+        ),
         allow_evicting_redis: r.restart(
             "allowEvictingRedis",
             &old.allow_evicting_redis,

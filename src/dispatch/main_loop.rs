@@ -114,6 +114,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         sent_unanswered: 0,
         redis_down: None,
         redis_last_said: Instant::now(),
+        replication_short_said: None,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -175,6 +176,8 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// When too few replicas were last reported, while they are.
+    replication_short_said: Option<Instant>,
     redis_backoff: Duration,
     /// No Redis call before this, while backing off.
     redis_retry_at: Option<Instant>,
@@ -332,6 +335,9 @@ impl Dispatcher {
         };
         self.written(&batch.stale);
         self.clock = (batch.now, Instant::now());
+        if let Some(acked) = batch.replicated {
+            self.note_replication(acked);
+        }
         self.metrics.leases_recovered += batch.recovered;
         if batch.recovered > 0 {
             warn!(
@@ -505,6 +511,28 @@ impl Dispatcher {
             id: claimed.id,
             op,
         });
+    }
+
+    /// Says, once a minute at most, when fewer replicas than `waitReplicas` had a
+    /// round's writes in time. The jobs go out all the same: a failover now could
+    /// undo those writes, which costs a redelivery, never a job.
+    fn note_replication(&mut self, acked: u32) {
+        let wanted = self.config.replication.replicas;
+        if acked >= wanted {
+            self.replication_short_said = None;
+            return;
+        }
+        if self
+            .replication_short_said
+            .is_some_and(|at| at.elapsed() < STILL_DOWN_EVERY)
+        {
+            return;
+        }
+        self.replication_short_said = Some(Instant::now());
+        warn!(
+            "only {acked} of {wanted} replicas (`waitReplicas`) acknowledged a round's writes within {} ms; jobs go out all the same, and a failover now could deliver some again",
+            self.config.replication.timeout.as_millis()
+        );
     }
 
     /// Writes the pending outcomes without claiming. On error they stay pending, to

@@ -162,6 +162,8 @@ pub struct ClaimBatch {
     pub stale: Vec<usize>,
     pub jobs: Vec<Claimed>,
     pub bad: Vec<BadClaim>,
+    /// With `waitReplicas`: how many replicas had this call's writes within the wait.
+    pub replicated: Option<u32>,
 }
 
 /// The reply as a whole does not have the script's layout: nothing in it can be
@@ -267,6 +269,7 @@ pub fn parse(reply: Vec<Value>) -> Result<ClaimBatch, BadReply> {
         stale,
         jobs,
         bad,
+        replicated: None,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use log::info;
 use redis::{Client, Connection, RedisResult, Script, Value};
 
-use crate::config::{Config, Keys};
+use crate::config::{Config, Keys, Replication};
 use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
 use crate::store::sentinel::{self, Addr, Sentinel};
 
@@ -133,6 +133,7 @@ const SWEEP_PAGE: usize = 200;
 
 pub struct Store {
     target: Target,
+    replication: Replication,
     con: Option<Connection>,
     keys: Keys,
     timeout: Duration,
@@ -146,6 +147,7 @@ impl Store {
     pub fn new(config: &Config) -> RedisResult<Store> {
         Ok(Store {
             target: Target::new(config)?,
+            replication: config.replication,
             con: None,
             keys: config.keys.clone(),
             timeout: config.redis_timeout,
@@ -178,6 +180,10 @@ impl Store {
             stale.extend(batch.stale.iter().map(|i| i + start));
             if last {
                 batch.stale = stale;
+                let wrote = !outcomes.is_empty() || !batch.jobs.is_empty() || batch.recovered > 0;
+                if self.replication.replicas > 0 && wrote {
+                    batch.replicated = Some(self.wait_for_replicas()?);
+                }
                 return Ok(batch);
             }
             start = end;
@@ -216,6 +222,18 @@ impl Store {
             inv.invoke(con)
         })?;
         Ok(claim::parse(reply)?)
+    }
+
+    /// `WAIT`s for the configured replicas to have what this connection wrote; returns
+    /// how many did within the timeout.
+    fn wait_for_replicas(&mut self) -> RedisResult<u32> {
+        let Replication { replicas, timeout } = self.replication;
+        self.call(|con, _| {
+            redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64)
+                .query(con)
+        })
     }
 
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
