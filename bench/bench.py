@@ -33,7 +33,7 @@ ATTEMPTS = "DelayQs:attempts"
 FAILED = "DelayQs:fail_job"
 STAGING = "bench:staging"
 TICK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ("ceiling_http", "ceiling_claim", "burst", "steady", "idle", "backlog")
+SCENARIOS = ("ceiling_http", "ceiling_claim", "burst", "burst_replicated", "steady", "idle", "backlog")
 
 
 # --------------------------------------------------------------------------- Redis
@@ -490,6 +490,37 @@ class Bench:
         self.fresh_redis()
         return runs
 
+    def burst_replicated(self):
+        """The burst again, with one replica in sync and `waitReplicas: 1`: what waiting
+        for replication after each claim call costs."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        replica = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--replicaof", "127.0.0.1", str(self.redis_port),
+             "--dir", self.a.workdir, "--dbfilename", f"replica-{port}.rdb"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.remember_pid(replica.pid)
+        saved = dict(self.config)
+        try:
+            deadline = now() + 30
+            while not any("state=online" in v for v in self.r.info("replication").values()):
+                if now() > deadline:
+                    raise SystemExit("the bench replica did not come in sync within 30 s")
+                time.sleep(0.05)
+            self.config.update({"waitReplicas": 1, "waitReplicasTimeoutMs": 100})
+            with open(self.config_path, "w") as f:
+                json.dump(self.config, f, indent=2)
+            return self.burst()
+        finally:
+            self.config.clear()
+            self.config.update(saved)
+            with open(self.config_path, "w") as f:
+                json.dump(self.config, f, indent=2)
+            replica.terminate()
+            replica.wait()
+
     def steady(self):
         n_jobs, over = self.a.steady_jobs, self.a.steady_seconds
         runs = []
@@ -815,6 +846,10 @@ def write_markdown(res, args, path):
     w(f"| HTTP connections used (keep-alive) | {spread(burst, 'connections', 0)} |")
     w(f"| peak RSS (VmHWM) | {spread(burst, 'hwm_kb', 2, mb)} MB |")
     w(f"| duplicates | {sum(col(burst, 'duplicates'))} |")
+    rep = res.get("burst_replicated")
+    if rep:
+        w(f"| with one replica and `waitReplicas: 1` (a `WAIT` after each claim call) | {spread(rep, 'jobs_per_s', 0)} jobs/s, "
+          f"{spread(rep, 'claim_calls', 0)} claim calls, {sum(col(rep, 'duplicates'))} duplicates |")
     w("")
     w(f"### Steady: {args.steady_jobs:,} jobs due evenly over {args.steady_seconds} s, scheduled {args.lead} s ahead")
     w("")
