@@ -8,7 +8,7 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build bench chaos chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps faketime run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -78,8 +78,13 @@ bench:
 # in five ways, ZREM cancels; checks that no job is lost. At least 20,000 jobs, about
 # 3 minutes on 2 cores; rewrites RELIABILITY.md. CHAOS_SEED=n replays a seed. Builds
 # into chaos/target. chaos-short: about 3,000 jobs in under a minute.
-chaos: redis-server
+chaos: redis-server redis-sentinel
 	chaos/run.sh
+
+# The same on a master, a replica and 3 sentinels, with failovers instead of Redis
+# restarts; its figures go to RELIABILITY.md's "Sentinel mode".
+chaos-sentinel: redis-server redis-sentinel
+	CHAOS_SENTINEL=1 chaos/run.sh
 
 chaos-short: redis-server
 	CHAOS_SHORT=1 chaos/run.sh

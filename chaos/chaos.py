@@ -28,6 +28,10 @@ SHORT = os.environ.get("CHAOS_SHORT") == "1"
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
 KEEP = os.environ.get("CHAOS_KEEP") == "1"
 REPORT = os.environ.get("CHAOS_REPORT")
+# Sentinel mode: a master and a replica watched by 3 sentinels; instead of Redis
+# restarts, failovers (SENTINEL FAILOVER, then a kill -9 of the master, in turn).
+SENTINEL = os.environ.get("CHAOS_SENTINEL") == "1"
+MASTER_NAME = "chaos"
 
 QUEUE, INFLIGHT, ATTEMPTS, FAIL = ("DelayQs:job_zqueue", "DelayQs:inflight",
                                    "DelayQs:attempts", "DelayQs:fail_job")
@@ -127,6 +131,10 @@ class Redis:
             raise RedisDown(str(e))
         for r in replies:
             if isinstance(r, Exception):
+                if SENTINEL and str(r).startswith(("READONLY", "LOADING", "MASTERDOWN")):
+                    # an old master being demoted, or a new one loading: ask again
+                    self.close()
+                    raise RedisDown(str(r))
                 raise r
         return replies
 
@@ -143,6 +151,31 @@ class Redis:
                 if time.time() > end:
                     raise
                 time.sleep(0.1)
+
+
+class SentinelRedis(Redis):
+    """The master the sentinels name, asked again on every new connection."""
+
+    def __init__(self, sentinel_ports):
+        super().__init__(None)
+        self.sentinels = sentinel_ports
+
+    def master_port(self):
+        for sp in self.sentinels:
+            try:
+                s = Redis(sp)
+                addr = s.cmd("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
+                s.close()
+                if addr:
+                    return int(addr[1])
+            except (RedisDown, Exception):
+                continue
+        raise RedisDown("no sentinel answered")
+
+    def _conn(self):
+        if self.sock is None:
+            self.port = self.master_port()
+        super()._conn()
 
 
 # ------------------------------------------------------------------ processes
@@ -178,14 +211,102 @@ class Cluster:
         self.eplog = os.path.join(tmp, "endpoint.log")
         self.r = Redis(self.rport)
         self.config = os.path.join(tmp, "delayqs.json")
+        target = {"redis": f"redis://127.0.0.1:{self.rport}/"}
+        if SENTINEL:
+            self.nodes = [self.rport, free_port()]   # node 0 starts as the master
+            self.sports = [free_port() for _ in range(3)]
+            self.r = SentinelRedis(self.sports)
+            target = {"sentinel": {
+                "sentinels": [f"redis://127.0.0.1:{p}/" for p in self.sports],
+                "master": f"redis://{MASTER_NAME}/0"}}
         with open(self.config, "w") as f:
-            json.dump({"redis": f"redis://127.0.0.1:{self.rport}/", "concurrency": 16,
+            json.dump({**target, "concurrency": 16,
                        "timeoutMs": TIMEOUT_MS, "connectTimeoutMs": 500,
                        "leaseMs": LEASE_MS, "redisTimeoutMs": 500, "retryBaseMs": 100,
                        "maxRetryNum": 8, "pollIntervalMs": 50, "hostFailureThreshold": 0,
                        "logLevel": "warn"}, f)
 
+    def start_node(self, i, replica_of=None):
+        d = os.path.join(self.rdir, f"node{i}")
+        os.makedirs(d, exist_ok=True)
+        log = open(os.path.join(self.tmp, f"node{i}.out"), "a")
+        args = ["redis-server", "--port", str(self.nodes[i]), "--bind", "127.0.0.1",
+                "--dir", d, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--daemonize", "no", "--logfile", os.path.join(self.tmp, f"node{i}.log")]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        procs[f"node{i}"] = subprocess.Popen(args, stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL)
+        wait_answer(self.nodes[i])
+
+    def start_sentinels(self):
+        for k, port in enumerate(self.sports):
+            conf = os.path.join(self.tmp, f"sentinel{k}.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {self.tmp}\n"
+                        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.nodes[0]} 2\n"
+                        f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+                        f"sentinel failover-timeout {MASTER_NAME} 4000\n")
+            log = open(os.path.join(self.tmp, f"sentinel{k}.out"), "a")
+            procs[f"sentinel{k}"] = subprocess.Popen(["redis-sentinel", conf], stdout=log,
+                                                     stderr=log, stdin=subprocess.DEVNULL)
+        end = time.time() + 60
+        while time.time() < end:
+            seen = 0
+            for port in self.sports:
+                try:
+                    s = Redis(port)
+                    reps = s.cmd("SENTINEL", "replicas", MASTER_NAME) or []
+                    s.close()
+                    if any("slave" in r[r.index("flags") + 1] for r in reps if "flags" in r):
+                        seen += 1
+                except (RedisDown, Exception):
+                    pass
+            if seen == len(self.sports):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the sentinels did not see the replica within 60 s")
+
+    def master_index(self):
+        return self.nodes.index(self.r.master_port())
+
+    def failover(self, kind):
+        """A planned switch (SENTINEL FAILOVER) or a dead master (kill -9, restarted as
+        a replica once the other is elected). Returns (t_down, t_up): from the switch's
+        start until the new master takes writes."""
+        old = self.master_index()
+        new = 1 - old
+        t_down = time.time()
+        if kind == "failover":
+            Redis(self.sports[0]).cmd("SENTINEL", "FAILOVER", MASTER_NAME)
+        else:
+            p = procs.pop(f"node{old}")
+            p.kill()
+            p.wait(timeout=10)
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                if self.r.master_port() == self.nodes[new]:
+                    role = Redis(self.nodes[new]).cmd("ROLE")
+                    if role and role[0] == "master":
+                        break
+            except (RedisDown, Exception):
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"no new master within 60 s after a {kind}")
+        t_up = time.time()
+        self.r.close()
+        if kind == "kill":
+            self.start_node(old, replica_of=self.nodes[new])
+        return t_down, t_up
+
     def start_redis(self):
+        if SENTINEL:
+            self.start_node(0)
+            self.start_node(1, replica_of=self.nodes[0])
+            self.start_sentinels()
+            return
         log = open(os.path.join(self.tmp, "redis.out"), "a")
         procs["redis"] = subprocess.Popen(
             ["redis-server", "--port", str(self.rport), "--bind", "127.0.0.1",
@@ -204,6 +325,11 @@ class Cluster:
         raise RuntimeError("redis-server did not answer within 30 s")
 
     def stop_redis(self):
+        if SENTINEL:
+            for name in [n for n in procs if n.startswith(("sentinel", "node"))]:
+                stop_proc(name, signal.SIGTERM, 20.0)
+            self.r.close()
+            return 0
         rc = stop_proc("redis", signal.SIGTERM, 20.0)
         self.r.close()
         return rc
@@ -227,6 +353,31 @@ class Cluster:
         procs[f"daemon{i}"] = subprocess.Popen(
             [self.binary, "run", "--config", self.config],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+
+def wait_answer(port):
+    end = time.time() + 30
+    while time.time() < end:
+        try:
+            r = Redis(port)
+            if r.cmd("PING") == "PONG":
+                r.close()
+                return
+        except (RedisDown, Exception):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server on {port} did not answer within 30 s")
+
+
+def replicated(r):
+    """In Sentinel mode, whether a replica has this connection's writes (the producer's
+    side of a write that survives a failover); always true on a single Redis."""
+    if not SENTINEL:
+        return True
+    try:
+        return r.cmd("WAIT", 1, 1000) >= 1
+    except (RedisDown, Exception):
+        return False
 
 
 # ------------------------------------------------------------------ the run
@@ -267,6 +418,8 @@ def run(binary):
                 args += [f"{s:.3f}", m]
                 jobs[jid(m)] = m
             r.retry([["ZADD", *args]])
+    if not replicated(r):
+        raise RuntimeError("the replica did not acknowledge the initial jobs")
     say(f"enqueued {len(at_once)} due at once, {len(spread)} spread over "
         f"{P['window']:.0f} s")
 
@@ -288,6 +441,7 @@ def run(binary):
     next_cancel = t_start + 1.0
     spread_sorted = sorted(spread)
     cancelled_ids = set()
+    maybe = set()   # ids whose producer write no replica acknowledged (Sentinel mode)
 
     deadline = t_window_end + 5
     while time.time() < t_window_end:
@@ -311,28 +465,39 @@ def run(binary):
                 c.start_daemon(i)
                 restarts.append((time.time(), i))
                 del revive[i]
-        # Redis restarts
+        # Redis restarts, or failovers in Sentinel mode
         if redis_at and now >= redis_at[0]:
             redis_at.pop(0)
-            t_down = time.time()
-            rc = c.stop_redis()
-            time.sleep(rng.uniform(0.5, 2.5))
-            c.start_redis()
-            t_up = time.time()
-            restarts.append((t_down, "redis"))
-            kills.append((t_down, "redis", t_up, rc))
-            say(f"redis restarted (exit {rc}), down {t_up - t_down:.1f} s")
+            if SENTINEL:
+                kind = ("failover", "kill")[len([k for k in kills if k[1] == "redis"]) % 2]
+                t_down, t_up = c.failover(kind)
+                restarts.append((t_down, "redis"))
+                kills.append((t_down, "redis", t_up, kind))
+                say(f"{kind}: master {c.master_index()} elected in {t_up - t_down:.1f} s")
+            else:
+                t_down = time.time()
+                rc = c.stop_redis()
+                time.sleep(rng.uniform(0.5, 2.5))
+                c.start_redis()
+                t_up = time.time()
+                restarts.append((t_down, "redis"))
+                kills.append((t_down, "redis", t_up, rc))
+                say(f"redis restarted (exit {rc}), down {t_up - t_down:.1f} s")
         # past-due jobs added during the run
         if pd_times and now >= pd_times[0]:
             pd_times.pop(0)
             k = P["past_due"] // pd_batches
             tnow = float(r.retry([["TIME"]])[0][0])
             args = [QUEUE]
+            batch_ids = []
             for _ in range(k):
                 m = member(n, c.eport); n += 1
                 args += [f"{tnow - rng.uniform(0, 3600):.3f}", m]
                 jobs[jid(m)] = m
+                batch_ids.append(jid(m))
             r.retry([["ZADD", *args]])
+            if not replicated(r):
+                maybe.update(batch_ids)   # a failover may have taken the write away
             pastdue_added += k
         # cancellations: mostly jobs due later, some due about now (racing a claim)
         if now >= next_cancel:
@@ -348,6 +513,8 @@ def run(binary):
                 t_sent = time.time()
                 try:
                     res = r.cmd("ZREM", QUEUE, m)
+                    if not replicated(r):
+                        res = None   # a failover may undo it
                 except RedisDown:
                     res = None   # unknown: neither required delivered nor undelivered
                 t_back = time.time()
@@ -407,7 +574,7 @@ def run(binary):
                         redis=redis_restarts, fails=fails, drained=drained, last=last,
                         leftover=leftover, eplog=c.eplog, sabotage=sabotage, duration=duration,
                         drain_s=t_drained - t_window_end, pastdue=pastdue_added,
-                        at_once=len(at_once), spread=len(spread)))
+                        at_once=len(at_once), spread=len(spread), maybe=maybe))
 
 
 def analyse(R):
@@ -450,7 +617,7 @@ def analyse(R):
                        and not (x["id"] in seen_first and seen_first[x["id"]] < x["sent"])]
     cancel_violations = [x["id"] for x in cancelled_first
                          if any(t > x["back"] for t in by_id_arrivals.get(x["id"], []))]
-    must = [i for i in R["jobs"] if i not in removed]
+    must = [i for i in R["jobs"] if i not in removed and i not in R["maybe"]]
     lost = [i for i in must if i not in successes and i not in fail_ok]
     unknown = [i for i in set(successes) | set(seen_first) if i not in R["jobs"]]
     dups = {i: s for i, s in successes.items() if len(s) > 1}
@@ -487,6 +654,9 @@ def analyse(R):
     print()
     print(f"seed {SEED}; jobs {jobs_n} ({R['at_once']} due at once, {R['spread']} spread, "
           f"{R['pastdue']} past-due added during the run)")
+    if SENTINEL:
+        print(f"Sentinel mode: failovers {[k[3] for k in R['redis']]}; producer writes no "
+              f"replica acknowledged {len(R['maybe'])} (not counted as lost when absent)")
     print(f"daemon kills (SIGKILL) {len(R['kills'])}; Redis restarts {len(R['redis'])}; "
           f"duplicates {len(dups)} jobs ({dup_extra} extra successes), "
           f"{len(unexplained)} unexplained; after a kill {R['dup_kill']}, "
@@ -597,9 +767,59 @@ CHAOS_SEED={SEED} chaos/run.sh
 exactly: the seed fixes the jobs, the schedule of kills, Redis restarts, cancels and
 the endpoint's fault draws, but which daemon claims what depends on the scheduler.
 """
+    if SENTINEL:
+        text = sentinel_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed)
+        try:
+            before = open(REPORT).read()
+        except OSError:
+            before = ""
+        head = before.split(SENTINEL_HEADING)[0].rstrip() + "\n\n" if before else ""
+        text = head + text
     with open(REPORT, "w") as f:
         f.write(text)
     print(f"wrote {REPORT}")
+
+
+SENTINEL_HEADING = "## Sentinel mode"
+
+
+def sentinel_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed):
+    checks_md = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {n}" for n, ok in checks)
+    switches = "\n".join(
+        f"| {kind} | {up - t:.1f} s |" for t, _, up, kind in R["redis"])
+    return f"""{SENTINEL_HEADING}
+
+`CHAOS_SENTINEL=1 make chaos`: the same run on a master and a replica watched by three
+sentinels (`down-after-milliseconds 1000`), with failovers instead of Redis restarts, in
+turn a `SENTINEL FAILOVER` and a `kill -9` of the master (restarted as a replica of the
+new one). The daemons name the sentinels, not a Redis. The producer waits for a replica
+after each write (`WAIT 1 1000`); a write no replica acknowledged in time may be lost
+with its master, which is outside delayqs, so such a job is not counted as lost when it
+never arrives.
+
+| | |
+| --- | --- |
+| date | {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |
+| seed | {SEED} |
+| jobs | {len(R['jobs'])} ({len(R['maybe'])} whose producer write no replica acknowledged) |
+| daemon kills (SIGKILL, then restart) | {len(R['kills'])} |
+| requests | {sum(kinds.values())} |
+| **lost** | **{len(lost)}** |
+| duplicates | {len(dups)} jobs answered `success` more than once ({dup_extra} extra), {len(unexplained)} not following a kill or a failover ({R['dup_kill']} around a daemon kill, {R['dup_redis']} around a failover only) |
+| duration | {R['duration']:.0f} s (of which {R['drain_s']:.0f} s draining) |
+
+| switch | from its start to a master taking writes |
+| --- | --- |
+{switches}
+
+Checks:
+
+{checks_md}
+
+{passed} passed, {len(checks) - passed} failed.
+
+Reproduce: `CHAOS_SENTINEL=1 CHAOS_SEED={SEED} chaos/run.sh`.
+"""
 
 
 def main():

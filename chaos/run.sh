@@ -10,10 +10,14 @@
 #   CHAOS_KEEP=1        keep the work dir (logs, AOF, endpoint log) even when all pass
 #   CHAOS_DELAYQS=path  use this binary instead of building one
 #   CHAOS_REPORT=path   where the full run writes its figures (default RELIABILITY.md)
+#   CHAOS_SENTINEL=1    a master, a replica and 3 sentinels; failovers instead of Redis
+#                       restarts (its figures go to RELIABILITY.md's "Sentinel mode")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-for c in redis-server python3; do
+need=(redis-server python3)
+[ "${CHAOS_SENTINEL:-0}" = 1 ] && need+=(redis-sentinel)
+for c in "${need[@]}"; do
   command -v "$c" >/dev/null || { echo "[chaos] $c is required" >&2; exit 1; }
 done
 if [ -n "${CHAOS_DELAYQS:-}" ]; then
