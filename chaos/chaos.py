@@ -262,10 +262,17 @@ class Cluster:
                         seen += 1
                 except (RedisDown, Exception):
                     pass
-            if seen == len(self.sports):
+            if seen == len(self.sports) and self.replica_online():
                 return
             time.sleep(0.1)
-        raise RuntimeError("the sentinels did not see the replica within 60 s")
+        raise RuntimeError("the sentinels did not see the replica in sync within 60 s")
+
+    def replica_online(self):
+        try:
+            info = Redis(self.nodes[0]).cmd("INFO", "replication")
+            return "state=online" in info
+        except (RedisDown, Exception):
+            return False
 
     def master_index(self):
         return self.nodes.index(self.r.master_port())
@@ -276,6 +283,21 @@ class Cluster:
         start until the new master takes writes."""
         old = self.master_index()
         new = 1 - old
+        if kind == "kill":
+            # Kill a master that has a replica in sync. After a planned failover,
+            # Sentinel turns the old master into a replica only some seconds later
+            # (about 10 here): a master killed before then takes everything written
+            # since the switch with it. That is Redis's window, not delayqs's; the
+            # README says how min-replicas-to-write closes it.
+            end = time.time() + 60
+            while time.time() < end:
+                try:
+                    info = Redis(self.nodes[new]).cmd("INFO", "replication")
+                    if "master_link_status:up" in info:
+                        break
+                except (RedisDown, Exception):
+                    pass
+                time.sleep(0.1)
         t_down = time.time()
         if kind == "failover":
             Redis(self.sports[0]).cmd("SENTINEL", "FAILOVER", MASTER_NAME)
@@ -627,9 +649,14 @@ def analyse(R):
     # daemon was killed or Redis was down (the outcome of that attempt could not be settled)
     intervals = [(t - 0.05, t) for t, _ in R["kills"]] + [(t, up) for t, _, up, _ in R["redis"]]
 
+    # After a failover the old master takes writes until Sentinel demotes it, and a
+    # daemon learns of the switch within about a second of the sentinels: a claim or
+    # an outcome written there in that time is lost, and the job runs again.
+    after = 2.0 if SENTINEL else 0.05
+
     def near(s, ivs):
         ta, td, _ = sorted(s)[0]
-        return any(a <= td + 2.0 and b >= ta - 0.05 for a, b in ivs)
+        return any(a <= td + 2.0 and b >= ta - after for a, b in ivs)
     kill_iv = intervals[:len(R["kills"])]
     redis_iv = intervals[len(R["kills"]):]
     unexplained = [i for i, s in dups.items() if not near(s, intervals)]
