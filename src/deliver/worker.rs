@@ -210,7 +210,7 @@ fn take<T>(
         return Attempt::TooLate;
     }
     let host = delivery.job.callback.host_key();
-    if let Some(wait) = links.breakers().hold(&host) {
+    if let Some(wait) = links.breakers().hold(host) {
         return Attempt::HostPaused(wait);
     }
     let agent = match current {
@@ -222,7 +222,7 @@ fn take<T>(
         }
     };
     let result = attempt(agent, delivery);
-    links.note(&host, &result);
+    links.note(host, &result);
     Attempt::Made(result)
 }
 
@@ -354,7 +354,12 @@ fn send<T>(
         true => agent.put(url.as_str()),
         false => agent.post(url.as_str()),
     };
-    let mut request = request.config().timeout_global(Some(left)).build();
+    // The agent's own timeout is `timeoutMs`: a request of its own config (a copy of
+    // the agent's, per request) only when the deadline is another.
+    let mut request = match left < http.timeout {
+        true => request.config().timeout_global(Some(left)).build(),
+        false => request,
+    };
     // When the job was first due: a retry does not make a stale action fresh.
     request = request
         .header("X-Delayqs-Job-Id", &d.id)

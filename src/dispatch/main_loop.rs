@@ -406,7 +406,7 @@ impl Dispatcher {
         };
         let paused = {
             let breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
-            breakers.paused(&job.callback.host_key())
+            breakers.paused(job.callback.host_key())
         };
         if let Some(wait) = paused {
             let back = settle::Returned {

@@ -23,9 +23,8 @@ pub struct Seen<'a> {
 /// Logs and counts one decision about a job; `failed` is the failed list's key.
 pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str) {
     let (id, n) = (seen.id, seen.attempt);
-    let to = seen
-        .job
-        .map_or(String::new(), |j| format!(" to {}", j.callback));
+    // Formatted only when printed: a delivery's line is at debug, off in production.
+    let to = To(seen.job);
     let took = seen.took.as_millis();
     let reason = match op {
         Op::Fail { reason, .. } => reason.as_str(),
@@ -45,7 +44,7 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
         ),
         Event::HostPaused { back_in } => debug!(
             "job {id}: {} is paused; back in {:.1} s",
-            seen.job.map_or(String::new(), |j| j.callback.host_key()),
+            seen.job.map_or("", |j| j.callback.host_key()),
             back_in.as_secs_f64()
         ),
         Event::Delivered { lateness } => {
@@ -73,6 +72,18 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
                 false => "no attempts left",
             };
             warn!("job {id} attempt {n}/{of}{to} failed: {reason}; {why}, moved to {failed:?}");
+        }
+    }
+}
+
+/// " to URL" in a log line, when the job parsed.
+struct To<'a>(Option<&'a Job>);
+
+impl std::fmt::Display for To<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(job) => write!(f, " to {}", job.callback),
+            None => Ok(()),
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::job::Malformed;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback {
     url: Url,
+    /// `host[:port]`, computed once: the breakers look it up for every attempt.
+    host_key: String,
 }
 
 impl Callback {
@@ -72,10 +74,15 @@ impl Callback {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Refusal::Credentials);
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(Refusal::NoHost);
-        }
-        Ok(Callback { url })
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host,
+            _ => return Err(Refusal::NoHost),
+        };
+        let host_key = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Ok(Callback { url, host_key })
     }
 
     /// Where a redirect's `Location` points, resolved against this URL as RFC 3986
@@ -105,11 +112,8 @@ impl Callback {
 
     /// `host[:port]` (the port only when not the scheme's default): what a host's
     /// health is kept by.
-    pub fn host_key(&self) -> String {
-        match self.url.port() {
-            Some(port) => format!("{}:{port}", self.host()),
-            None => self.host().to_string(),
-        }
+    pub fn host_key(&self) -> &str {
+        &self.host_key
     }
 
     /// The path, normalised: dot segments removed, still percent-encoded.
@@ -170,7 +174,7 @@ mod tests {
         assert_eq!(parse("http://h/é").as_str(), "http://h/%C3%A9");
         let c = parse("http://127.0.0.1:8080/x?y=1");
         assert_eq!(
-            (c.host(), c.port(), c.host_key().as_str()),
+            (c.host(), c.port(), c.host_key()),
             ("127.0.0.1", 8080, "127.0.0.1:8080")
         );
         assert_eq!(parse("https://h/").port(), 443);
