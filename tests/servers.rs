@@ -123,7 +123,7 @@ fn wait_replicas_waits_after_each_writing_round_and_says_when_replicas_fall_shor
     });
     let daemon = Daemon::start(
         &redis,
-        json!({"waitReplicas": 1, "waitReplicasTimeoutMs": 200, "redisTimeoutMs": 1000}),
+        json!({"waitReplicas": 1, "waitReplicasTimeoutMs": 2000, "redisTimeoutMs": 3000}),
     );
     daemon.wait_ready();
     for i in 0..5 {

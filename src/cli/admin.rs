@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::{Commands, Connection, Script};
+use redis::Commands;
 use serde_json::{Value, json};
 
 use crate::cli::error::Error;
 use crate::config::{Config, Keys};
 use crate::job::{Job, job_id, shorten};
+use crate::store::script::Lua;
 use crate::store::{AttemptsValue, lua};
 use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
 
@@ -43,7 +44,7 @@ impl Output {
 }
 
 pub struct Admin {
-    con: Connection,
+    con: crate::store::Conn,
     keys: Keys,
     url: String,
     /// The daemon's `timeoutMs`, which bounds a job's own `timeout`.
@@ -107,7 +108,7 @@ impl Admin {
 
         let (score, added): (String, u8) = on(
             &self.url,
-            Script::new(lua::ADD)
+            Lua::new(lua::ADD)
                 .key(&self.keys.queue)
                 .arg(&member)
                 .arg(mode)
@@ -336,7 +337,7 @@ impl Admin {
     /// each, as many as it held at the start: no call holds Redis long, and each leaves
     /// every record in the list once (see the script for an interrupted run).
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
-        let failed = Script::new(lua::FAILED);
+        let failed = Lua::new(lua::FAILED);
         let mut selection: Vec<String> = Vec::new();
         let mut asked = Vec::new();
         match &which {
@@ -424,7 +425,7 @@ impl Admin {
         } else {
             on(
                 &self.url,
-                Script::new(lua::CANCEL)
+                Lua::new(lua::CANCEL)
                     .key(&self.keys.queue)
                     .key(&self.keys.inflight)
                     .key(&self.keys.attempts)

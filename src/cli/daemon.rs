@@ -197,6 +197,12 @@ pub fn status(config: &Config) -> ExitCode {
 fn redis_health(config: &Config) -> String {
     let url = config.redis_url_redacted();
     let role = crate::store::open(config).and_then(|mut con| {
+        if con.is_cluster() {
+            // The cluster routes writes to each slot's master; any node may answer ROLE.
+            return redis::cmd("PING")
+                .query::<String>(&mut con)
+                .map(|_| "master".into());
+        }
         redis::cmd("ROLE")
             .query::<Vec<redis::Value>>(&mut con)
             .map(|r| match r.first() {

@@ -28,6 +28,8 @@ pub struct Config {
     pub redis_url: RedisUrl,
     /// `sentinel`: find the master through these sentinels instead of `redis`.
     pub sentinel: Option<SentinelSettings>,
+    /// `cluster`: the seed nodes of a Redis Cluster, instead of `redis`.
+    pub cluster: Option<Vec<String>>,
     pub keys: Keys,
     /// Worker threads, each with one HTTP call in flight.
     pub concurrency: usize,
@@ -196,7 +198,12 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         .flat_map(|s| s.sentinels.iter().chain(std::iter::once(&s.master_url)));
     let has_secret = !config.http.signing.is_empty()
         || config.redis_url.has_credentials()
-        || sentinel_urls.clone().any(|u| redact::has_credentials(u));
+        || sentinel_urls.clone().any(|u| redact::has_credentials(u))
+        || config
+            .cluster
+            .iter()
+            .flatten()
+            .any(|u| redact::has_credentials(u));
     let world_readable = std::fs::metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o004 != 0
@@ -223,6 +230,13 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         return Err(Problem::key(
             "sentinel",
             "cannot be combined with `redis`: with Sentinel the master's address comes from the sentinels; put its credentials and db in `sentinel.master`",
+        ));
+    }
+    let cluster = cluster_nodes(f.map.remove("cluster"))?;
+    if cluster.is_some() && (sentinel.is_some() || f.map.contains_key("redis")) {
+        return Err(Problem::key(
+            "cluster",
+            "cannot be combined with `redis` or `sentinel`: name the cluster's nodes in `cluster` alone",
         ));
     }
     let redis_url = match f.map.remove("redis") {
@@ -268,6 +282,29 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
             return Err(Problem::file(format!(
                 "keys `{a}` and `{b}` are both {va:?}; each must name its own Redis key"
             )));
+        }
+    }
+
+    if cluster.is_some() {
+        // Every script touches its keys in one call: on a Cluster they must live in one
+        // slot, which only a shared hash tag guarantees.
+        let tag = hash_tag(&keys.queue);
+        let scripted = [
+            ("key", &keys.queue),
+            ("inflightKey", &keys.inflight),
+            ("attemptsKey", &keys.attempts),
+            ("failKey", &keys.failed),
+        ];
+        if let Some((name, value)) = scripted
+            .iter()
+            .find(|(_, v)| tag.is_none() || hash_tag(v) != tag)
+        {
+            return Err(Problem::key(
+                name,
+                format!(
+                    "{value:?} does not share the queue's hash tag: on a Redis Cluster every key a script touches must be in one slot, so name them with one tag, e.g. `key` \"{{DelayQs}}:job_zqueue\", `inflightKey` \"{{DelayQs}}:inflight\", `attemptsKey` \"{{DelayQs}}:attempts\", `failKey` \"{{DelayQs}}:fail_job\""
+                ),
+            ));
         }
     }
 
@@ -377,6 +414,12 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
     let wait_replicas = f.integer("waitReplicas", 0, 0, 16)? as u32;
     let wait_timeout = f.millis("waitReplicasTimeoutMs", 100, 1, 60_000)?;
+    if wait_replicas > 0 && cluster.is_some() {
+        return Err(Problem::key(
+            "waitReplicas",
+            "is not supported on a Redis Cluster yet (WAIT goes to every primary there)",
+        ));
+    }
     if wait_replicas > 0 && wait_timeout >= redis_timeout {
         return Err(Problem::key(
             "waitReplicasTimeoutMs",
@@ -450,6 +493,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     let config = Config {
         redis_url,
         sentinel,
+        cluster,
         keys,
         concurrency,
         max_retries,
@@ -503,6 +547,10 @@ impl Config {
 
     /// The Redis URL to show: its credentials masked ([`redact::redis_url`]).
     pub fn redis_url_redacted(&self) -> String {
+        if let Some(nodes) = &self.cluster {
+            let shown: Vec<String> = nodes.iter().map(|u| redact::redis_url(u)).collect();
+            return format!("cluster {}", shown.join(", "));
+        }
         match &self.sentinel {
             None => self.redis_url.redacted(),
             Some(s) => format!(
@@ -536,6 +584,50 @@ pub const REDIS_CALLS_BEFORE_WRITE: u32 = 5;
 /// longer than this is refused, or a slow success would be taken back and sent twice.
 pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
     timeout + REDIS_CALLS_BEFORE_WRITE * redis_timeout + poll
+}
+
+/// `cluster`: a list of seed nodes' URLs (any few of the cluster's masters; the rest is
+/// discovered), each checked here as a Redis URL.
+fn cluster_nodes(value: Option<Value>) -> Result<Option<Vec<String>>, Problem> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let bad = || {
+        Problem::key(
+            "cluster",
+            "expected a non-empty list of Redis URLs of the cluster's nodes, e.g. [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]",
+        )
+    };
+    let Value::Array(list) = value else {
+        return Err(bad());
+    };
+    if list.is_empty() {
+        return Err(bad());
+    }
+    list.into_iter()
+        .map(|v| match v {
+            Value::String(url) => match redis::Client::open(url.as_str()) {
+                Ok(_) => Ok(url),
+                Err(e) => Err(Problem::key(
+                    "cluster",
+                    format!(
+                        "{:?} is not a usable Redis URL ({e})",
+                        redact::redis_url(&url)
+                    ),
+                )),
+            },
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The hash tag of a key name, as Redis Cluster hashes it: the text between the first
+/// `{` and the next `}`, when not empty.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
 }
 
 /// The `sentinel` object: `sentinels` (a list of URLs) and `master` (a URL whose host

@@ -24,6 +24,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
     let Config {
         redis_url,
         sentinel,
+        cluster,
         keys,
         concurrency,
         max_retries,
@@ -65,6 +66,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         // files or the pid file, all made once at start.
         redis_url: r.restart("redis", &old.redis_url, redis_url),
         sentinel: r.restart("sentinel", &old.sentinel, sentinel),
+        cluster: r.restart("cluster", &old.cluster, cluster),
         keys: r.restart("key names", &old.keys, keys),
         concurrency: r.restart("concurrency", &old.concurrency, concurrency),
         redis_timeout: r.restart("redisTimeoutMs", &old.redis_timeout, redis_timeout),

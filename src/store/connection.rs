@@ -5,18 +5,78 @@
 use std::time::{Duration, Instant};
 
 use log::info;
-use redis::{Client, Connection, RedisResult, Script, Value};
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{Client, Cmd, Connection, ConnectionLike, RedisResult, Value};
 
 use crate::config::{Config, Keys, Replication};
 use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
+use crate::store::script::Lua;
 use crate::store::sentinel::{self, Addr, Sentinel};
+
+/// A connection to one node, or to a Redis Cluster (routing each command by its first
+/// key, so that every script goes to the node that owns the queue's slot).
+pub enum Conn {
+    Node(Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Conn {
+    fn like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::Node(c) => c,
+            Conn::Cluster(c) => c.as_mut(),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.like().req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.like().req_packed_commands(cmd, offset, count)
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        self.like().req_command(cmd)
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.like().check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Conn::Node(c) => c.is_open(),
+            Conn::Cluster(c) => c.is_open(),
+        }
+    }
+}
 
 /// How often the sentinels are asked whether the master moved.
 const ASK_SENTINELS_EVERY: Duration = Duration::from_secs(1);
 
-/// Where the data lives: one node, or the master the sentinels name.
+/// Where the data lives: one node, the master the sentinels name, or a Cluster.
 enum Target {
     Single(Client),
+    Cluster(Box<ClusterClient>),
     Sentinel {
         sentinel: Box<Sentinel>,
         /// The master last connected to or named by the sentinels.
@@ -27,6 +87,21 @@ enum Target {
 
 impl Target {
     fn new(config: &Config) -> RedisResult<Target> {
+        if let Some(nodes) = &config.cluster {
+            let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+                // No retries of its own: a claim whose reply was lost must not run
+                // twice behind the loop's back; the loop has its own recovery.
+                .retries(0)
+                .connection_timeout(config.redis_timeout)
+                .response_timeout(config.redis_timeout);
+            if let Some(pem) = &config.redis_ca_pem {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                });
+            }
+            return Ok(Target::Cluster(Box::new(builder.build()?)));
+        }
         Ok(match &config.sentinel {
             None => Target::Single(config.redis_client()?),
             Some(settings) => Target::Sentinel {
@@ -41,9 +116,17 @@ impl Target {
         })
     }
 
-    fn connect(&mut self, timeout: Duration) -> RedisResult<Connection> {
+    fn connect(&mut self, timeout: Duration) -> RedisResult<Conn> {
         match self {
-            Target::Single(client) => sentinel::open(client.get_connection_info().clone(), timeout),
+            Target::Single(client) => {
+                sentinel::open(client.get_connection_info().clone(), timeout).map(Conn::Node)
+            }
+            Target::Cluster(client) => {
+                let con = client.get_connection()?;
+                con.set_read_timeout(Some(timeout))?;
+                con.set_write_timeout(Some(timeout))?;
+                Ok(Conn::Cluster(Box::new(con)))
+            }
             Target::Sentinel {
                 sentinel, master, ..
             } => {
@@ -57,7 +140,7 @@ impl Target {
                     );
                     *master = Some(addr);
                 }
-                Ok(con)
+                Ok(Conn::Node(con))
             }
         }
     }
@@ -94,9 +177,31 @@ impl Target {
     }
 }
 
+/// A reply per node: a Cluster answers a command it sends to every node with a map of
+/// node address to reply; one node's reply is the one.
+fn each_node<T: redis::FromRedisValue>(reply: Value, cluster: bool) -> RedisResult<Vec<T>> {
+    match reply {
+        Value::Map(per_node) if cluster => per_node
+            .into_iter()
+            .map(|(_, v)| Ok(redis::from_redis_value(v)?))
+            .collect(),
+        one => Ok(vec![redis::from_redis_value(one)?]),
+    }
+}
+
+/// Of the nodes' eviction policies, the one that can evict the most.
+fn worst(policies: impl Iterator<Item = String>) -> Option<String> {
+    let rank = |p: &str| match p {
+        "noeviction" => 0,
+        p if p.starts_with("volatile-") => 1,
+        _ => 2,
+    };
+    policies.max_by_key(|p| rank(p))
+}
+
 /// A connection of its own for an admin command: to the one node, or to the master
 /// the sentinels name.
-pub fn open(config: &Config) -> RedisResult<Connection> {
+pub fn open(config: &Config) -> RedisResult<Conn> {
     Target::new(config)?.connect(config.redis_timeout)
 }
 
@@ -134,12 +239,12 @@ const SWEEP_PAGE: usize = 200;
 pub struct Store {
     target: Target,
     replication: Replication,
-    con: Option<Connection>,
+    con: Option<Conn>,
     keys: Keys,
     timeout: Duration,
-    claim: Script,
-    unclaim: Script,
-    sweep: Script,
+    claim: Lua,
+    unclaim: Lua,
+    sweep: Lua,
     sweep_cursor: String,
 }
 
@@ -151,9 +256,9 @@ impl Store {
             con: None,
             keys: config.keys.clone(),
             timeout: config.redis_timeout,
-            claim: Script::new(include_str!("scripts/claim.lua")),
-            unclaim: Script::new(include_str!("scripts/unclaim.lua")),
-            sweep: Script::new(include_str!("scripts/sweep.lua")),
+            claim: Lua::new(include_str!("scripts/claim.lua")),
+            unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
+            sweep: Lua::new(include_str!("scripts/sweep.lua")),
             sweep_cursor: "0".into(),
         })
     }
@@ -274,7 +379,20 @@ impl Store {
     /// a failover), Lua scripting, and Redis 4.0 or later (variadic `HSET`). A server
     /// that can never do (`Ok(Err(why))`) stops the daemon.
     pub fn check_server(&mut self) -> RedisResult<Result<(), String>> {
-        let info: String = self.call(|con, _| redis::cmd("INFO").arg("server").query(con))?;
+        let cluster = matches!(self.target, Target::Cluster(_));
+        // An answer refused (an ACL without INFO or ROLE, a managed service) leaves
+        // that check out; only trouble reaching Redis is an error here.
+        let unreachable =
+            |e: &redis::RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+        let info: String = match self.call(|con, _| redis::cmd("INFO").arg("server").query(con)) {
+            // A Cluster asks every master; they run one version, so the first will do.
+            Ok(info) => each_node::<String>(info, cluster)?
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            Err(e) if unreachable(&e) => return Err(e),
+            Err(_) => String::new(),
+        };
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -288,12 +406,21 @@ impl Store {
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
         // Valkey reports the Redis version it is compatible with (7.2.4) here.
-        if major < 4 {
+        if major < 4 && !version.is_empty() {
             return Ok(Err(format!(
                 "the Redis server reports version {version:?}; delayqs needs Redis 4.0 or later (or Valkey)"
             )));
         }
-        let role: Vec<Value> = self.call(|con, _| redis::cmd("ROLE").query(con))?;
+        // A Cluster routes every keyed command to the master of its slot, and an
+        // unkeyed ROLE could land on any node: only a single node is asked.
+        let role: Vec<Value> = match &self.target {
+            Target::Cluster(_) => vec![Value::BulkString(b"master".to_vec())],
+            _ => match self.call(|con, _| redis::cmd("ROLE").query(con)) {
+                Ok(role) => role,
+                Err(e) if unreachable(&e) => return Err(e),
+                Err(_) => vec![Value::BulkString(b"master".to_vec())],
+            },
+        };
         let role = match role.first() {
             Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
             _ => String::new(),
@@ -307,8 +434,15 @@ impl Store {
                 ),
             )));
         }
-        let scripting: RedisResult<i64> =
-            self.call(|con, _| redis::cmd("EVAL").arg("return 1").arg(0).query(con));
+        // Keyed, so that a Cluster asks the queue's node, and so that services that
+        // refuse keyless scripts (ElastiCache Serverless) answer as they will to ours.
+        let scripting: RedisResult<i64> = self.call(|con, s| {
+            redis::cmd("EVAL")
+                .arg("return 1")
+                .arg(1)
+                .arg(&s.keys.queue)
+                .query(con)
+        });
         match scripting {
             Ok(_) => Ok(Ok(())),
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
@@ -326,28 +460,35 @@ impl Store {
         let refused = |e: &redis::RedisError| {
             !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
         };
-        let config: RedisResult<std::collections::HashMap<String, String>> = self.call(|con, _| {
+        let cluster = matches!(self.target, Target::Cluster(_));
+        let config: RedisResult<Value> = self.call(|con, _| {
             redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("maxmemory-policy")
                 .query(con)
         });
+        let config =
+            config.and_then(|v| each_node::<std::collections::HashMap<String, String>>(v, cluster));
         match config {
-            Ok(map) => {
-                if let Some(policy) = map.get("maxmemory-policy") {
-                    return Ok(Some(policy.clone()));
+            Ok(maps) => {
+                let policies = maps
+                    .iter()
+                    .filter_map(|m| m.get("maxmemory-policy").cloned());
+                if let Some(policy) = worst(policies) {
+                    return Ok(Some(policy));
                 }
             }
             Err(e) if refused(&e) => {}
             Err(e) => return Err(e),
         }
-        let info: RedisResult<String> =
+        let info: RedisResult<Value> =
             self.call(|con, _| redis::cmd("INFO").arg("memory").query(con));
-        match info {
-            Ok(info) => Ok(info
-                .lines()
-                .find_map(|l| l.strip_prefix("maxmemory_policy:"))
-                .map(|p| p.trim().to_string())),
+        match info.and_then(|v| each_node::<String>(v, cluster)) {
+            Ok(infos) => Ok(worst(infos.iter().filter_map(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                    .map(|p| p.trim().to_string())
+            }))),
             Err(e) if refused(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -404,10 +545,7 @@ impl Store {
     /// Runs `f` on a connection, connecting first when there is none. Any error drops
     /// the connection: after a timeout or a half-read reply it cannot be trusted, and
     /// the next call reconnects.
-    fn call<T>(
-        &mut self,
-        f: impl FnOnce(&mut Connection, &Store) -> RedisResult<T>,
-    ) -> RedisResult<T> {
+    fn call<T>(&mut self, f: impl FnOnce(&mut Conn, &Store) -> RedisResult<T>) -> RedisResult<T> {
         if !self.target.still_master() {
             self.con = None;
         }

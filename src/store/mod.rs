@@ -7,10 +7,11 @@
 
 mod claim;
 mod connection;
+pub mod script;
 mod sentinel;
 
 pub use claim::{AttemptsValue, ClaimBatch, Claimed, Score, SetAside};
-pub use connection::{Settle, SettleOp, Store, open};
+pub use connection::{Conn, Settle, SettleOp, Store, open};
 
 /// The admin commands' scripts, run on their own connection.
 pub mod lua {
