@@ -481,17 +481,12 @@ fn callback_of(member: &[u8]) -> String {
     }
 }
 
-/// `host[:port]` of a URL, or the text itself when it has none.
+/// `host[:port]` of a callback, as the breakers count it; the text itself when it is
+/// not a callback URL (a malformed job's record).
 fn host_of(url: &str) -> String {
-    let Some((_, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    authority
-        .rsplit('@')
-        .next()
-        .unwrap_or(authority)
-        .to_string()
+    crate::job::callback::Callback::parse(url)
+        .map(|c| c.host_key().to_string())
+        .unwrap_or_else(|_| url.to_string())
 }
 
 fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {
