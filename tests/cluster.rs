@@ -201,7 +201,10 @@ fn jobs_flow_on_a_cluster_through_retries_a_killed_daemon_and_a_failover() {
         }
     });
     let mut con = cluster.con();
-    let path = config(&cluster, json!({"leaseMs": 5000}));
+    let path = config(
+        &cluster,
+        json!({"leaseMs": 6000, "waitReplicas": 1, "waitReplicasTimeoutMs": 300}),
+    );
     let mut first = Daemon::start_with_file(&path);
     first.wait_ready();
 
@@ -217,6 +220,23 @@ fn jobs_flow_on_a_cluster_through_retries_a_killed_daemon_and_a_failover() {
         .map(|r| r.attempt())
         .collect();
     assert_eq!(flaky, [1, 2], "a retry on the cluster");
+    // WAIT went to the queue's master alone, not to every primary.
+    let waits = |port: u16| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut node(port).unwrap())
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let master = cluster.owner_of_queue(true);
+    assert!(waits(master) > 0, "no WAIT reached the queue's master");
+    for &other in cluster.ports[..3].iter().filter(|&&p| p != master) {
+        assert_eq!(waits(other), 0, "a WAIT went to another primary");
+    }
 
     // A daemon killed while its callbacks run: their leases expire, another delivers.
     for i in 0..4 {

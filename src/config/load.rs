@@ -414,12 +414,6 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     };
     let wait_replicas = f.integer("waitReplicas", 0, 0, 16)? as u32;
     let wait_timeout = f.millis("waitReplicasTimeoutMs", 100, 1, 60_000)?;
-    if wait_replicas > 0 && cluster.is_some() {
-        return Err(Problem::key(
-            "waitReplicas",
-            "is not supported on a Redis Cluster yet (WAIT goes to every primary there)",
-        ));
-    }
     if wait_replicas > 0 && wait_timeout >= redis_timeout {
         return Err(Problem::key(
             "waitReplicasTimeoutMs",

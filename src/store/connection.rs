@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Client, Cmd, Connection, ConnectionLike, RedisResult, Value};
 
 use crate::config::{Config, Keys, Replication};
@@ -189,6 +190,24 @@ fn each_node<T: redis::FromRedisValue>(reply: Value, cluster: bool) -> RedisResu
     }
 }
 
+/// The Cluster slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole name
+/// without one, modulo 16384, as Redis computes it.
+fn key_slot(key: &str) -> u16 {
+    let hashed = crate::config::hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// Of the nodes' eviction policies, the one that can evict the most.
 fn worst(policies: impl Iterator<Item = String>) -> Option<String> {
     let rank = |p: &str| match p {
@@ -333,11 +352,22 @@ impl Store {
     /// how many did within the timeout.
     fn wait_for_replicas(&mut self) -> RedisResult<u32> {
         let Replication { replicas, timeout } = self.replication;
-        self.call(|con, _| {
-            redis::cmd("WAIT")
-                .arg(replicas)
-                .arg(timeout.as_millis() as u64)
-                .query(con)
+        self.call(|con, s| {
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(replicas).arg(timeout.as_millis() as u64);
+            match con {
+                Conn::Node(node) => wait.query(node),
+                // A cluster would send an unkeyed WAIT to every primary: this one goes
+                // to the master of the queue's slot, over the connection the claim used.
+                Conn::Cluster(cluster) => {
+                    let slot = key_slot(&s.keys.queue);
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(slot, SlotAddr::Master),
+                    ));
+                    redis::from_redis_value(cluster.route_command(&wait, route)?)
+                        .map_err(Into::into)
+                }
+            }
         })
     }
 
@@ -671,5 +701,13 @@ mod tests {
         // 990 + 990 + 520 outcomes (and the first EVALSHA once more, after NOSCRIPT).
         assert!(calls.len() >= 3, "{calls:?}");
         assert!(calls.iter().all(|&n| n < 4000), "{calls:?}");
+    }
+
+    #[test]
+    fn key_slots_match_redis() {
+        // redis-cli CLUSTER KEYSLOT: 12182 for "foo", and a tag hashes alone.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{foo}:job_zqueue"), 12182);
+        assert_eq!(key_slot("123456789"), 0x31C3 % 16384);
     }
 }
