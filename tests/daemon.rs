@@ -365,3 +365,51 @@ fn status_says_whether_redis_answers_and_takes_writes() {
         text(&status)
     );
 }
+
+#[test]
+fn stop_and_status_work_when_the_config_was_broken_after_start() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let _guard = Detached(config.clone());
+    let out = delayqs("start", &config, &["-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = pid_of(&config);
+
+    // A bad edit meant for a SIGHUP: a value out of range, then a syntax error. The pid
+    // file is still named in it; status and stop need nothing else.
+    let good = fs::read_to_string(&config).unwrap();
+    let out_of_range = good.replacen("\"concurrency\":4", "\"concurrency\":-3", 1);
+    assert_ne!(out_of_range, good);
+    fs::write(&config, &out_of_range).unwrap();
+    let status = delayqs("status", &config, &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let err = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("key `concurrency`"), "{err}");
+    assert!(err.contains("delayqs.pid"), "{err}");
+    assert!(
+        text(&status).contains(&format!("running (pid {pid}")),
+        "{}",
+        text(&status)
+    );
+
+    fs::write(&config, format!("{},", good.trim_end_matches('}'))).unwrap();
+    let out = delayqs("stop", &config, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("delayqs stopped"), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out)
+    );
+    assert!(!alive(pid), "the daemon lives on");
+    assert_eq!(delayqs("status", &config, &[]).status.code(), Some(3));
+
+    // A file with no `pid` key at all: the default pid file, and the warning says so.
+    fs::write(&config, "{\"concurrency\": -3}").unwrap();
+    let status = delayqs("status", &config, &[]);
+    let err = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert!(err.contains("/var/log/delayQs/delayqs.pid"), "{err}");
+    assert!(err.contains("default"), "{err}");
+}

@@ -291,6 +291,13 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         ));
     };
     let path = config::locate(command.config())?;
+    if let Command::Stop(_) | Command::Status(_) = &command {
+        let target = pid_target(&path)?;
+        return match command {
+            Command::Stop(args) => daemon::stop(&target, args.force),
+            _ => Ok(daemon::status(&target)),
+        };
+    }
     let (config, warnings) = config::load(&path)?;
     match command {
         Command::Run(args) if args.check => {
@@ -303,15 +310,14 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Run(_) => serve(&path, config, &warnings, false, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
         Command::Start(_) => serve(&path, config, &warnings, true, notify),
-        Command::Stop(args) => daemon::stop(&config, args.force),
+        Command::Stop(_) | Command::Status(_) => unreachable!("handled above"),
         Command::Restart(args) => {
-            daemon::stop(&config, args.force)?;
+            daemon::stop(&daemon::Target::of(&config), args.force)?;
             match args.detach {
                 true => daemon::start_detached(&path, &config),
                 false => serve(&path, config, &warnings, true, notify),
             }
         }
-        Command::Status(_) => Ok(daemon::status(&config)),
         Command::Add(a) => admin(&config, a.json, |admin| {
             let (at, after) = (a.at.as_deref(), a.after.as_deref());
             admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
@@ -336,6 +342,38 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             admin(&config, a.json, |admin| admin.cancel(&a.ids))
         }
     }
+}
+
+/// The pid file for `stop` and `status`: from the config, or, when the file does not
+/// load (a bad edit since the daemon started), from its `pid` key alone, with one
+/// warning line. Fails only when not even that can be read.
+fn pid_target(path: &Path) -> Result<daemon::Target, Error> {
+    let problem = match config::load(path) {
+        Ok((config, _)) => return Ok(daemon::Target::of(&config)),
+        Err(e) => e,
+    };
+    let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| config::pid_leniently(&text))
+    else {
+        return Err(problem.into());
+    };
+    let (pid_file, whence) = match pid {
+        config::PidKey::Found(p) => (p, "its `pid` key"),
+        config::PidKey::Absent => (
+            PathBuf::from(config::DEFAULT_PID_FILE),
+            "the default, as it has no `pid` key",
+        ),
+    };
+    eprintln!(
+        "delayqs: warning: {problem}; the rest of the config is ignored, the pid file is {} ({whence})",
+        pid_file.display()
+    );
+    Ok(daemon::Target {
+        pid_file,
+        timeout: config::DEFAULT_TIMEOUT,
+        config: None,
+    })
 }
 
 /// Exactly one of `--all`, `--older-than` (where allowed) or ids.

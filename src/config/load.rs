@@ -20,6 +20,52 @@ pub use crate::job::backoff::RetryPolicy;
 /// The files tried, in order, when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config.json"];
 
+/// `timeoutMs` when the config has none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(30_000);
+
+/// The pid file when the config has no `pid`.
+pub const DEFAULT_PID_FILE: &str = "/var/log/delayQs/delayqs.pid";
+
+/// The `pid` key as read by [`pid_leniently`] from a file that may not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidKey {
+    /// The file names this pid file.
+    Found(PathBuf),
+    /// The file has no `pid` key, so the default applies.
+    Absent,
+}
+
+/// Reads only the `pid` key out of a config's text, however wrong the rest is (a
+/// value out of range, or JSON broken elsewhere), for `stop` and `status`. `None`
+/// when there is a `pid` key but its value cannot be read as a string.
+pub fn pid_leniently(text: &str) -> Option<PidKey> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return match value.get("pid") {
+            None if value.is_object() => Some(PidKey::Absent),
+            Some(Value::String(s)) => Some(PidKey::Found(PathBuf::from(s))),
+            _ => None,
+        };
+    }
+    // Not JSON: look for `"pid": "<string>"` anywhere, a JSON string after the colon.
+    let mut seen = false;
+    for (at, _) in text.match_indices("\"pid\"") {
+        seen = true;
+        let rest = text[at + 5..].trim_start();
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
+        let mut strings =
+            serde_json::Deserializer::from_str(rest.trim_start()).into_iter::<String>();
+        if let Some(Ok(s)) = strings.next() {
+            return Some(PidKey::Found(PathBuf::from(s)));
+        }
+    }
+    match seen {
+        false => Some(PidKey::Absent),
+        true => None,
+    }
+}
+
 /// A validated configuration. Holding one means every value is in range.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -337,7 +383,12 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     }
 
     let poll_interval = f.millis("pollIntervalMs", 50, 1, 10_000)?;
-    let timeout = f.millis("timeoutMs", 30_000, 1, 3_600_000)?;
+    let timeout = f.millis(
+        "timeoutMs",
+        DEFAULT_TIMEOUT.as_millis() as u64,
+        1,
+        3_600_000,
+    )?;
     let connect_default = (timeout.as_millis() as u64).min(5_000);
     let connect_timeout = f.millis("connectTimeoutMs", connect_default, 1, 600_000)?;
     if connect_timeout > timeout {
@@ -470,7 +521,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
             ));
         }
     };
-    let pid_file = PathBuf::from(f.string("pid", "/var/log/delayQs/delayqs.pid")?);
+    let pid_file = PathBuf::from(f.string("pid", DEFAULT_PID_FILE)?);
     let host_failure_threshold = f.integer("hostFailureThreshold", 10, 0, 100_000)? as u32;
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
@@ -908,6 +959,30 @@ mod tests {
             e.contains("`signingSecret`") && !e.contains("hunter2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pid_is_read_from_a_file_that_does_not_load() {
+        let found = |p: &str| Some(PidKey::Found(PathBuf::from(p)));
+        assert_eq!(
+            pid_leniently(r#"{"pid": "/a.pid", "concurrency": -3}"#),
+            found("/a.pid")
+        );
+        assert_eq!(
+            pid_leniently(r#"{"concurrency": 2, "pid" : "/b.pid","#),
+            found("/b.pid")
+        );
+        assert_eq!(
+            pid_leniently(r#"{"key": "pid", "pid": "/c.pid" x"#),
+            found("/c.pid")
+        );
+        assert_eq!(pid_leniently(r#"{"concurrency": 2,"#), Some(PidKey::Absent));
+        assert_eq!(
+            pid_leniently(r#"{"concurrency": -3}"#),
+            Some(PidKey::Absent)
+        );
+        assert_eq!(pid_leniently(r#"{"pid": 3}"#), None);
+        assert_eq!(pid_leniently(r#"{"pid": /x"#), None);
     }
 
     #[test]
