@@ -206,3 +206,37 @@ fn key_of_the_wrong_type_stops_start_up_with_exit_78() {
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 1);
     assert_eq!(endpoint.count(), 0);
 }
+
+#[test]
+fn usage_errors_exit_64_and_h_is_help() {
+    for args in [
+        &["pendng"][..],
+        &["stats", "--bogus"],
+        &["add"],
+        &["pending", "--limit", "abc"],
+        &["failed"],
+        &["run", "extra"],
+    ] {
+        let out = run_delayqs(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?}: says why");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["run", "-h"],
+        &["run", "--help"],
+        &["failed", "list", "-h"],
+        &["add", "-h"],
+    ] {
+        let out = run_delayqs(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.starts_with("Usage: delayqs"), "{args:?}: {help}");
+        assert!(
+            help.contains("--config") || help.contains("Commands"),
+            "{help}"
+        );
+    }
+}

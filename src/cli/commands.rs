@@ -267,8 +267,54 @@ impl Command {
     }
 }
 
+/// Parses the command line: help (`--help`, `-h`) printed and exit 0; a usage error
+/// printed and exit 64 (argh's own `from_env` exits 1 on both kinds of trouble).
+fn parse_args() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = match std::env::args_os().map(|a| a.into_string()).collect() {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!(
+                "delayqs: an argument is not valid UTF-8: {}",
+                arg.to_string_lossy()
+            );
+            return Err(ExitCode::from(EX_USAGE));
+        }
+    };
+    let name = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("delayqs");
+    // argh knows only `--help`; `-h` is taken nowhere else, so it means help too (up
+    // to a `--`, past which arguments are positional).
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let rest: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, a)| match a.as_str() {
+            "-h" if i < end => "--help",
+            a => a,
+        })
+        .collect();
+    Cli::from_args(&[name], &rest).map_err(|early| match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            let why = early.output.trim_end();
+            eprintln!("delayqs: {why}\nRun `{name} --help` for more information.");
+            ExitCode::from(EX_USAGE)
+        }
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let notify = Notify::from_env();
     match run(cli, &notify) {
         Ok(code) => code,
