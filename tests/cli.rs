@@ -102,14 +102,33 @@ fn missing_config_file_is_an_error() {
 }
 
 #[test]
-fn unknown_keys_warn_but_pass_run_check() {
+fn unknown_keys_fail_run_check_with_a_suggestion_and_warn_in_run() {
     let out = check(r#"{"concurency": 8}"#);
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("unknown key `concurency`"),
-        "{}",
-        stderr(&out)
+        err.contains("unknown key `concurency` (did you mean `concurrency`?)"),
+        "{err}"
     );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // No suggestion for a name near none.
+    let out = check(r#"{"zzzzzzzzzz": 1, "timeout": 9}"#);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown key `zzzzzzzzzz` (no known key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`timeout` (did you mean `timeoutMs`?)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // `run` starts anyway, and its warning has the suggestion.
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis, json!({"concurency": 8}));
+    daemon.wait_for_log("unknown key `concurency` ignored (did you mean `concurrency`?)");
 }
 
 #[test]

@@ -347,8 +347,21 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
     let (config, warnings) = config::load(&path)?;
     match command {
         Command::Run(args) if args.check => {
-            for w in &warnings {
+            // `run` only warns about an unknown key (a file written for a newer
+            // version still starts); a check refuses it, as it is most likely a typo.
+            let unknown: Vec<String> = warnings
+                .iter()
+                .filter_map(|w| w.unknown_key.as_deref())
+                .map(|k| format!("unknown key `{k}`{}", config::suggestion(k)))
+                .collect();
+            for w in warnings.iter().filter(|w| w.unknown_key.is_none()) {
                 eprintln!("delayqs: config {}: {w}", path.display());
+            }
+            if !unknown.is_empty() {
+                return Err(Error::Config(config::ConfigError {
+                    path,
+                    problem: config::Problem::file(unknown.join("; ")),
+                }));
             }
             println!("delayqs: config {} is valid", path.display());
             Ok(ExitCode::SUCCESS)
@@ -473,7 +486,7 @@ fn admin(
 fn serve(
     path: &Path,
     config: Config,
-    warnings: &[String],
+    warnings: &[config::Warning],
     with_pid_file: bool,
     notify: &Notify,
 ) -> Result<ExitCode, Error> {

@@ -211,6 +211,116 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every top-level key `parse` reads, old ones included; anything else is unknown. A
+/// test checks that `parse` asks for exactly these.
+pub const KNOWN_KEYS: &[&str] = &[
+    "sentinel",
+    "cluster",
+    "redis",
+    "connections",
+    "startTime",
+    "concurrency",
+    "key",
+    "inflightKey",
+    "attemptsKey",
+    "failKey",
+    "retryIdKey",
+    "bodyKey",
+    "maxRetryNum",
+    "retryInterval",
+    "retryBaseMs",
+    "retryMaxMs",
+    "retryJitter",
+    "pollIntervalMs",
+    "timeoutMs",
+    "connectTimeoutMs",
+    "successText",
+    "successRule",
+    "maxResponseBytes",
+    "signingSecret",
+    "caFile",
+    "allowedCallbacks",
+    "followRedirects",
+    "denyPrivateNetworks",
+    "redisTimeoutMs",
+    "allowEvictingRedis",
+    "redisCaFile",
+    "waitReplicas",
+    "waitReplicasTimeoutMs",
+    "leaseMs",
+    "logLevel",
+    "pid",
+    "hostFailureThreshold",
+    "hostPauseMs",
+    "retryAfterMaxMs",
+    "maxJobBytes",
+    "metricsFile",
+    "metricsIntervalMs",
+    "logDir",
+    "logKeepDays",
+];
+
+/// Something a config file loads with but should not have. Displays as one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The key, when the warning is that it is unknown (`run --check` refuses those).
+    pub unknown_key: Option<String>,
+    message: String,
+}
+
+impl Warning {
+    fn unknown(key: &str) -> Warning {
+        Warning {
+            unknown_key: Some(key.to_string()),
+            message: format!("unknown key `{key}` ignored{}", suggestion(key)),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// " (did you mean `x`?)" for the known key closest to `key`, when one is close
+/// enough to be a typo of it; else a pointer to the README.
+pub fn suggestion(key: &str) -> String {
+    match closest_key(key) {
+        Some(known) => format!(" (did you mean `{known}`?)"),
+        None => " (no known key is close; see README for the keys)".to_string(),
+    }
+}
+
+/// The known key at the smallest edit distance from `key` (case ignored), if within
+/// a third of its length (at least 1).
+fn closest_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let limit = (key.chars().count() / 3).max(1);
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Finds the config file: the explicit path, or the first of [`DEFAULT_PATHS`] that exists.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
@@ -230,7 +340,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 }
 
 /// Reads and validates a config file. Unknown keys come back as warnings.
-pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
     let err = |problem: Problem| ConfigError {
         path: path.to_path_buf(),
         problem,
@@ -255,37 +365,54 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         m.permissions().mode() & 0o004 != 0
     });
     if has_secret && world_readable {
-        warnings.push(
-            "holds a secret (a Redis password or signingSecret) and every user on this host can read it; chmod o-r it".into(),
-        );
+        warnings.push(Warning {
+            unknown_key: None,
+            message: "holds a secret (a Redis password or signingSecret) and every user on this host can read it; chmod o-r it".into(),
+        });
     }
     Ok((config, warnings))
 }
 
 /// Validates the text of a config file.
-pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
+pub fn parse(text: &str) -> Result<(Config, Vec<Warning>), Problem> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| Problem::file(format!("not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(Problem::file("expected a JSON object at the top level"));
     };
-    let mut f = Fields { map };
+    let mut f = Fields {
+        map,
+        #[cfg(test)]
+        read: Vec::new(),
+    };
+    let result = parse_fields(&mut f);
+    #[cfg(test)]
+    READ.with(|r| *r.borrow_mut() = std::mem::take(&mut f.read));
+    result
+}
 
-    let sentinel = sentinel_settings(f.map.remove("sentinel"))?;
+#[cfg(test)]
+thread_local! {
+    /// The keys the last `parse` on this thread asked for.
+    static READ: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
+    let sentinel = sentinel_settings(f.take("sentinel"))?;
     if sentinel.is_some() && f.map.contains_key("redis") {
         return Err(Problem::key(
             "sentinel",
             "cannot be combined with `redis`: with Sentinel the master's address comes from the sentinels; put its credentials and db in `sentinel.master`",
         ));
     }
-    let cluster = cluster_nodes(f.map.remove("cluster"))?;
+    let cluster = cluster_nodes(f.take("cluster"))?;
     if cluster.is_some() && (sentinel.is_some() || f.map.contains_key("redis")) {
         return Err(Problem::key(
             "cluster",
             "cannot be combined with `redis` or `sentinel`: name the cluster's nodes in `cluster` alone",
         ));
     }
-    let redis_url = match f.map.remove("redis") {
+    let redis_url = match f.take("redis") {
         None => "redis://localhost:6379/".to_string(),
         Some(Value::String(url)) => url,
         // Not repeated: it may hold a password.
@@ -536,11 +663,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         keep_days,
     });
 
-    let warnings = f
-        .map
-        .keys()
-        .map(|k| format!("unknown key `{k}` ignored (a typo? see README for the keys)"))
-        .collect();
+    let warnings = f.map.keys().map(|k| Warning::unknown(k)).collect();
     let config = Config {
         redis_url,
         sentinel,
@@ -780,11 +903,20 @@ fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, Problem> {
 /// The config object, consumed key by key.
 struct Fields {
     map: Map<String, Value>,
+    /// Every key asked for, present or not: checked against [`KNOWN_KEYS`] in a test.
+    #[cfg(test)]
+    read: Vec<String>,
 }
 
 impl Fields {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        #[cfg(test)]
+        self.read.push(key.to_string());
+        self.map.remove(key)
+    }
+
     fn string(&mut self, key: &str, default: &str) -> Result<String, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(Problem::key(key, format!("expected a string, got {other}"))),
@@ -792,7 +924,7 @@ impl Fields {
     }
 
     fn boolean(&mut self, key: &str, default: bool) -> Result<bool, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(b),
             Some(other) => Err(Problem::key(
@@ -805,7 +937,7 @@ impl Fields {
     /// A string or a list of strings; absent is an empty list. Values are not
     /// repeated in errors: they may be secrets.
     fn strings(&mut self, key: &str) -> Result<Vec<String>, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::String(s)) => Ok(vec![s]),
             Some(Value::Array(list)) => list
@@ -828,7 +960,7 @@ impl Fields {
     }
 
     fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, Problem> {
-        let Some(value) = self.map.remove(key) else {
+        let Some(value) = self.take(key) else {
             return Ok(default);
         };
         match value.as_u64() {
@@ -847,14 +979,14 @@ impl Fields {
 
     /// A key that is only accepted: any JSON number will do.
     fn any_number(&mut self, key: &str) -> Result<(), Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None | Some(Value::Number(_)) => Ok(()),
             Some(other) => Err(Problem::key(key, format!("expected a number, got {other}"))),
         }
     }
 
     fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, Problem> {
-        let Some(value) = self.map.remove(key) else {
+        let Some(value) = self.take(key) else {
             return Ok(default);
         };
         match value.as_f64() {
@@ -986,10 +1118,52 @@ mod tests {
     }
 
     #[test]
+    fn parse_reads_exactly_the_known_keys() {
+        let mut read = std::collections::BTreeSet::new();
+        // Each form takes its own path through `parse`; together they ask for every key.
+        for text in [
+            "{}",
+            r#"{"sentinel": {"sentinels": ["redis://127.0.0.1:26379"], "master": "redis://m/0"}}"#,
+            r#"{"cluster": ["redis://127.0.0.1:7000"], "key": "{q}:a", "inflightKey": "{q}:b", "attemptsKey": "{q}:c", "failKey": "{q}:d"}"#,
+        ] {
+            parse(text).unwrap();
+            read.extend(READ.with(|r| r.borrow().clone()));
+        }
+        for key in &read {
+            assert!(
+                KNOWN_KEYS.contains(&key.as_str()),
+                "`{key}` is read but not in KNOWN_KEYS"
+            );
+        }
+        for key in KNOWN_KEYS {
+            assert!(
+                read.contains(*key),
+                "`{key}` is in KNOWN_KEYS but parse never reads it"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_closest_known_one() {
+        assert_eq!(edit_distance("concurency", "concurrency"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest_key("concurency"), Some("concurrency"));
+        assert_eq!(closest_key("logdir"), Some("logDir"));
+        assert_eq!(closest_key("timeout"), Some("timeoutMs"));
+        assert_eq!(closest_key("zzzzzzzzzz"), None);
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let (_, warnings) = parse(r#"{"concurency": 3}"#).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("`concurency`"));
+        assert_eq!(warnings[0].unknown_key.as_deref(), Some("concurency"));
+        assert!(
+            warnings[0]
+                .to_string()
+                .contains("`concurency` ignored (did you mean `concurrency`?)")
+        );
     }
 
     #[test]
