@@ -259,3 +259,46 @@ fn usage_errors_exit_64_and_h_is_help() {
         );
     }
 }
+
+#[test]
+fn delayqs_config_names_the_file_when_config_is_not_given() {
+    let with_env = |value: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_delayqs"))
+            .args(args)
+            .env("DELAYQS_CONFIG", value)
+            // Anywhere: the default paths are relative to the current directory.
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let dir = scratch_dir();
+    let good = dir.join("good.json");
+    let pid = dir.join("delayqs.pid");
+    fs::write(&good, json!({"pid": pid}).to_string()).unwrap();
+    let bad = dir.join("bad.json");
+    fs::write(&bad, r#"{"concurrency": -3}"#).unwrap();
+
+    let out = with_env(&good, &["run", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(good.to_str().unwrap()), "{said}");
+    // An admin command finds it too: the pid file it names says stopped.
+    assert_eq!(with_env(&good, &["status"]).status.code(), Some(3));
+
+    let out = with_env(&bad, &["run", "--check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains(bad.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    // --config wins over the variable.
+    let out = with_env(
+        &bad,
+        &["run", "--check", "--config", good.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let help = String::from_utf8_lossy(&run_delayqs(&["--help"]).stdout).into_owned();
+    assert!(help.contains("DELAYQS_CONFIG"), "{help}");
+}

@@ -18,7 +18,10 @@ use crate::telemetry::logging;
 
 #[derive(FromArgs)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
-/// without losing a job. See README.md for the job format and the config keys.
+/// without losing a job. See README.md for the job format and the config keys. Every
+/// command reads the config file given by --config, else the one named by the
+/// DELAYQS_CONFIG environment variable, else config/config.json (in the current
+/// directory), else /etc/delayqs/config.json.
 struct Cli {
     /// print the version and exit
     #[argh(switch)]
@@ -47,7 +50,7 @@ enum Command {
 /// SIGQUIT. SIGHUP reloads the config. Writes no pid file.
 #[argh(subcommand, name = "run")]
 struct RunArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// check the config file and exit: 0 when it is valid, 78 when not
@@ -60,7 +63,7 @@ struct RunArgs {
 /// daemon has reached Redis.
 #[argh(subcommand, name = "start")]
 struct StartArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// detach into the background
@@ -72,7 +75,7 @@ struct StartArgs {
 /// Stop the daemon named by the pid file, waiting for it to finish its callbacks.
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// send SIGKILL if it has not stopped by the timeout
@@ -84,7 +87,7 @@ struct StopArgs {
 /// Stop, then start again once the old process has exited.
 #[argh(subcommand, name = "restart")]
 struct RestartArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// detach into the background
@@ -99,7 +102,7 @@ struct RestartArgs {
 /// Say whether the daemon runs: exit 0 running, 3 stopped, 1 dead with a pid file left.
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
 }
@@ -108,7 +111,7 @@ struct StatusArgs {
 /// Enqueue a job exactly as a producer would; prints its id and due time.
 #[argh(subcommand, name = "add")]
 struct AddArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// absolute http(s) URL the job is POSTed to
@@ -135,7 +138,7 @@ struct AddArgs {
 /// List pending jobs in due order: id, due time, lateness, attempts, callback.
 #[argh(subcommand, name = "pending")]
 struct PendingArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// how many jobs to show (default 20)
@@ -153,7 +156,7 @@ struct PendingArgs {
 /// Count jobs pending, due, in flight, waiting for a retry and failed.
 #[argh(subcommand, name = "stats")]
 struct StatsArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// print one JSON document instead of a table
@@ -181,7 +184,7 @@ enum FailedCommand {
 /// Show failed jobs, oldest first: id, when, attempts, callback, last error.
 #[argh(subcommand, name = "list")]
 struct FailedListArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// how many records to show (default 20)
@@ -196,7 +199,7 @@ struct FailedListArgs {
 /// Put failed jobs back in the queue, due now, attempt count reset, same member.
 #[argh(subcommand, name = "retry")]
 struct FailedRetryArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// every failed job
@@ -214,7 +217,7 @@ struct FailedRetryArgs {
 /// Drop failed records for good.
 #[argh(subcommand, name = "purge")]
 struct FailedPurgeArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// every failed job
@@ -235,7 +238,7 @@ struct FailedPurgeArgs {
 /// Cancel pending jobs by id (the X-Delayqs-Job-Id header), as ZREM by a producer does.
 #[argh(subcommand, name = "cancel")]
 struct CancelArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// print one JSON document instead of text

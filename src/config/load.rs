@@ -321,10 +321,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Finds the config file: the explicit path, or the first of [`DEFAULT_PATHS`] that exists.
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_VAR: &str = "DELAYQS_CONFIG";
+
+/// Finds the config file: the explicit path, else `$DELAYQS_CONFIG` (when set and not
+/// empty), else the first of [`DEFAULT_PATHS`] that exists.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(CONFIG_VAR).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
     }
     DEFAULT_PATHS
         .iter()
@@ -333,7 +340,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         .ok_or_else(|| ConfigError {
             path: PathBuf::from(DEFAULT_PATHS[0]),
             problem: Problem::file(format!(
-                "no config file found (tried {}); pass --config PATH",
+                "no config file found (tried {}); pass --config PATH or set {CONFIG_VAR}",
                 DEFAULT_PATHS.join(", ")
             )),
         })
