@@ -449,3 +449,45 @@ fn metrics_file_is_valid_exposition_format_and_counts_what_happened() {
         "the temporary file stays behind"
     );
 }
+
+#[test]
+fn failed_list_json_masks_callback_credentials_as_the_table_does() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let _daemon = Daemon::start_with_file(&config);
+    let mut con = redis.con();
+    // Both are set aside without a request: credentials in a callback are refused, and
+    // the second is not JSON at all.
+    let with_credentials = member("http://user:s3cret1@127.0.0.1:9/x", json!(1));
+    add(&mut con, &with_credentials, 0.0);
+    add(&mut con, "not json http://u:s3cret2@127.0.0.1:9/y", 0.0);
+    wait_for_failed(&mut con, 2);
+
+    let out = delayqs(&config, &["failed", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("s3cret"), "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    let records = list["records"].as_array().unwrap();
+    let parsed = records
+        .iter()
+        .find(|r| r.get("callback").is_some())
+        .unwrap();
+    assert_eq!(parsed["callback"], "http://***@127.0.0.1:9/x");
+    let member: Value = serde_json::from_str(parsed["member"].as_str().unwrap()).unwrap();
+    assert_eq!(member["callback"], "http://***@127.0.0.1:9/x");
+    assert_eq!(member["body"], 1);
+    let unparsed = records
+        .iter()
+        .find(|r| r.get("callback").is_none())
+        .unwrap();
+    assert_eq!(
+        unparsed["member"], "not json http://***@127.0.0.1:9/y",
+        "{unparsed}"
+    );
+    let table = stdout(&delayqs(&config, &["failed", "list"]));
+    assert!(!table.contains("s3cret"), "{table}");
+    // Only what is shown is masked: the records in Redis keep the member to put back.
+    let raw: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
+    assert!(raw.iter().any(|r| r.contains("s3cret1")), "{raw:?}");
+}

@@ -102,14 +102,33 @@ fn missing_config_file_is_an_error() {
 }
 
 #[test]
-fn unknown_keys_warn_but_pass_run_check() {
+fn unknown_keys_fail_run_check_with_a_suggestion_and_warn_in_run() {
     let out = check(r#"{"concurency": 8}"#);
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("unknown key `concurency`"),
-        "{}",
-        stderr(&out)
+        err.contains("unknown key `concurency` (did you mean `concurrency`?)"),
+        "{err}"
     );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // No suggestion for a name near none.
+    let out = check(r#"{"zzzzzzzzzz": 1, "timeout": 9}"#);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown key `zzzzzzzzzz` (no known key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`timeout` (did you mean `timeoutMs`?)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // `run` starts anyway, and its warning has the suggestion.
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(&redis, json!({"concurency": 8}));
+    daemon.wait_for_log("unknown key `concurency` ignored (did you mean `concurrency`?)");
 }
 
 #[test]
@@ -205,4 +224,81 @@ fn key_of_the_wrong_type_stops_start_up_with_exit_78() {
     // Nothing was claimed: the job waits untouched.
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 1);
     assert_eq!(endpoint.count(), 0);
+}
+
+#[test]
+fn usage_errors_exit_64_and_h_is_help() {
+    for args in [
+        &["pendng"][..],
+        &["stats", "--bogus"],
+        &["add"],
+        &["pending", "--limit", "abc"],
+        &["failed"],
+        &["run", "extra"],
+    ] {
+        let out = run_delayqs(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?}: says why");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["run", "-h"],
+        &["run", "--help"],
+        &["failed", "list", "-h"],
+        &["add", "-h"],
+    ] {
+        let out = run_delayqs(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.starts_with("Usage: delayqs"), "{args:?}: {help}");
+        assert!(
+            help.contains("--config") || help.contains("Commands"),
+            "{help}"
+        );
+    }
+}
+
+#[test]
+fn delayqs_config_names_the_file_when_config_is_not_given() {
+    let with_env = |value: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_delayqs"))
+            .args(args)
+            .env("DELAYQS_CONFIG", value)
+            // Anywhere: the default paths are relative to the current directory.
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let dir = scratch_dir();
+    let good = dir.join("good.json");
+    let pid = dir.join("delayqs.pid");
+    fs::write(&good, json!({"pid": pid}).to_string()).unwrap();
+    let bad = dir.join("bad.json");
+    fs::write(&bad, r#"{"concurrency": -3}"#).unwrap();
+
+    let out = with_env(&good, &["run", "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(good.to_str().unwrap()), "{said}");
+    // An admin command finds it too: the pid file it names says stopped.
+    assert_eq!(with_env(&good, &["status"]).status.code(), Some(3));
+
+    let out = with_env(&bad, &["run", "--check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains(bad.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    // --config wins over the variable.
+    let out = with_env(
+        &bad,
+        &["run", "--check", "--config", good.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let help = String::from_utf8_lossy(&run_delayqs(&["--help"]).stdout).into_owned();
+    assert!(help.contains("DELAYQS_CONFIG"), "{help}");
 }

@@ -365,3 +365,91 @@ fn status_says_whether_redis_answers_and_takes_writes() {
         text(&status)
     );
 }
+
+#[test]
+fn stop_and_status_work_when_the_config_was_broken_after_start() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let _guard = Detached(config.clone());
+    let out = delayqs("start", &config, &["-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = pid_of(&config);
+
+    // A bad edit meant for a SIGHUP: a value out of range, then a syntax error. The pid
+    // file is still named in it; status and stop need nothing else.
+    let good = fs::read_to_string(&config).unwrap();
+    let out_of_range = good.replacen("\"concurrency\":4", "\"concurrency\":-3", 1);
+    assert_ne!(out_of_range, good);
+    fs::write(&config, &out_of_range).unwrap();
+    let status = delayqs("status", &config, &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let err = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("key `concurrency`"), "{err}");
+    assert!(err.contains("delayqs.pid"), "{err}");
+    assert!(
+        text(&status).contains(&format!("running (pid {pid}")),
+        "{}",
+        text(&status)
+    );
+
+    fs::write(&config, format!("{},", good.trim_end_matches('}'))).unwrap();
+    let out = delayqs("stop", &config, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("delayqs stopped"), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out)
+    );
+    assert!(!alive(pid), "the daemon lives on");
+    assert_eq!(delayqs("status", &config, &[]).status.code(), Some(3));
+
+    // A file with no `pid` key at all: the default pid file, and the warning says so.
+    fs::write(&config, "{\"concurrency\": -3}").unwrap();
+    let status = delayqs("status", &config, &[]);
+    let err = String::from_utf8_lossy(&status.stderr).into_owned();
+    assert!(err.contains("/var/log/delayQs/delayqs.pid"), "{err}");
+    assert!(err.contains("default"), "{err}");
+}
+
+#[test]
+fn jobs_that_failed_for_good_reach_error_log() {
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::start(|r| match r.path.as_str() {
+        "/gone" => Reply::new(410, "gone"),
+        _ => Reply::new(500, "broken"),
+    });
+    let logs = scratch_dir();
+    let config = config_file(
+        &redis,
+        json!({"logDir": logs, "logLevel": "info", "maxRetryNum": 0}),
+    );
+    let mut con = redis.con();
+    // Refused by the endpoint; its last attempt failed; its attempts used up before
+    // this daemon claims it (as after a daemon died in its last attempt).
+    let gone = member(&endpoint.url("/gone"), json!(1));
+    let broken = member(&endpoint.url("/broken"), json!(2));
+    let used_up = member(&endpoint.url("/used-up"), json!(3));
+    add(&mut con, &gone, 0.0);
+    add(&mut con, &broken, 0.0);
+    add(&mut con, &used_up, 0.0);
+    let _: () = con.hset(ATTEMPTS, &used_up, "1:0 @0").unwrap();
+    let _daemon = Daemon::start_with_file(&config);
+    wait_for_failed(&mut con, 3);
+    let read = |name: &str| fs::read_to_string(logs.join(name)).unwrap_or_default();
+    for (m, why) in [
+        (&gone, "the endpoint refused the job for good"),
+        (&broken, "no attempts left, moved to"),
+        (&used_up, "no attempts left: this would be attempt 2 of 1"),
+    ] {
+        let id = job_id(&mut con, m);
+        wait_until(PATIENCE, "the failure in error.log", || {
+            read("error.log")
+                .lines()
+                .any(|l| l.contains(&id) && l.contains(why))
+        });
+    }
+    assert_eq!(endpoint.count(), 2, "the used-up job got a request");
+}

@@ -323,7 +323,7 @@ impl Admin {
                 callback_of(r),
                 shorten(v["error"].as_str().unwrap_or(""), 100),
             ]));
-            records.push(v);
+            records.push(masked(v));
         }
         Ok(Output {
             text: format_table(&table),
@@ -468,6 +468,41 @@ pub enum Selection {
     Ids(Vec<String>),
 }
 
+/// A failed record as `failed list --json` shows it: the credentials in its callback
+/// masked, as in the table, both in the `callback` field and in the `member` string
+/// (which is not the one to put back then; the record in Redis keeps that).
+fn masked(mut record: Value) -> Value {
+    let Value::Object(fields) = &mut record else {
+        return record;
+    };
+    mask_callback_fields(fields);
+    if let Some(Value::String(member)) = fields.get_mut("member") {
+        let mut shown = crate::job::callback::mask_in_text(member);
+        // A callback written with JSON escapes (`\/`, `\u0040`) is not found in the
+        // text: then the member is shown re-encoded, with it masked.
+        if let Ok(Value::Object(mut parsed)) = serde_json::from_str::<Value>(&shown)
+            && mask_callback_fields(&mut parsed)
+        {
+            shown = Value::Object(parsed).to_string();
+        }
+        *member = shown;
+    }
+    record
+}
+
+/// Masks every `callback` field (any case) of a member or record; whether one changed.
+fn mask_callback_fields(fields: &mut serde_json::Map<String, Value>) -> bool {
+    let mut changed = false;
+    for (key, value) in fields.iter_mut() {
+        if let (true, Value::String(url)) = (key.eq_ignore_ascii_case("callback"), &mut *value) {
+            let shown = crate::job::callback::mask(url);
+            changed |= shown != *url;
+            *url = shown;
+        }
+    }
+    changed
+}
+
 /// The `callback` of a member or record, or `?`.
 fn callback_of(member: &[u8]) -> String {
     match serde_json::from_slice::<Value>(member) {
@@ -541,5 +576,16 @@ mod tests {
         assert_eq!(host_of("?"), "?");
         let t = format_table(&[row(["A", "BB", "C"]), row(["aaa", "b", "c"])]);
         assert_eq!(t, "A    BB  C\naaa  b   c\n");
+    }
+
+    #[test]
+    fn a_record_shows_its_callback_masked_even_when_escaped() {
+        let record = json!({
+            "Callback": "http://u:pw@h/x",
+            "member": r#"{"Callback":"http:\/\/u:pw@h\/x","body":1}"#,
+        });
+        let shown = masked(record).to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains(r#""Callback":"http://***@h/x""#), "{shown}");
     }
 }

@@ -18,7 +18,10 @@ use crate::telemetry::logging;
 
 #[derive(FromArgs)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
-/// without losing a job. See README.md for the job format and the config keys.
+/// without losing a job. See README.md for the job format and the config keys. Every
+/// command reads the config file given by --config, else the one named by the
+/// DELAYQS_CONFIG environment variable, else config/config.json (in the current
+/// directory), else /etc/delayqs/config.json.
 struct Cli {
     /// print the version and exit
     #[argh(switch)]
@@ -47,7 +50,7 @@ enum Command {
 /// SIGQUIT. SIGHUP reloads the config. Writes no pid file.
 #[argh(subcommand, name = "run")]
 struct RunArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// check the config file and exit: 0 when it is valid, 78 when not
@@ -60,7 +63,7 @@ struct RunArgs {
 /// daemon has reached Redis.
 #[argh(subcommand, name = "start")]
 struct StartArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// detach into the background
@@ -72,7 +75,7 @@ struct StartArgs {
 /// Stop the daemon named by the pid file, waiting for it to finish its callbacks.
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// send SIGKILL if it has not stopped by the timeout
@@ -84,7 +87,7 @@ struct StopArgs {
 /// Stop, then start again once the old process has exited.
 #[argh(subcommand, name = "restart")]
 struct RestartArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// detach into the background
@@ -99,7 +102,7 @@ struct RestartArgs {
 /// Say whether the daemon runs: exit 0 running, 3 stopped, 1 dead with a pid file left.
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
 }
@@ -108,7 +111,7 @@ struct StatusArgs {
 /// Enqueue a job exactly as a producer would; prints its id and due time.
 #[argh(subcommand, name = "add")]
 struct AddArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// absolute http(s) URL the job is POSTed to
@@ -135,7 +138,7 @@ struct AddArgs {
 /// List pending jobs in due order: id, due time, lateness, attempts, callback.
 #[argh(subcommand, name = "pending")]
 struct PendingArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// how many jobs to show (default 20)
@@ -153,7 +156,7 @@ struct PendingArgs {
 /// Count jobs pending, due, in flight, waiting for a retry and failed.
 #[argh(subcommand, name = "stats")]
 struct StatsArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// print one JSON document instead of a table
@@ -181,7 +184,7 @@ enum FailedCommand {
 /// Show failed jobs, oldest first: id, when, attempts, callback, last error.
 #[argh(subcommand, name = "list")]
 struct FailedListArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// how many records to show (default 20)
@@ -196,7 +199,7 @@ struct FailedListArgs {
 /// Put failed jobs back in the queue, due now, attempt count reset, same member.
 #[argh(subcommand, name = "retry")]
 struct FailedRetryArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// every failed job
@@ -214,7 +217,7 @@ struct FailedRetryArgs {
 /// Drop failed records for good.
 #[argh(subcommand, name = "purge")]
 struct FailedPurgeArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// every failed job
@@ -235,7 +238,7 @@ struct FailedPurgeArgs {
 /// Cancel pending jobs by id (the X-Delayqs-Job-Id header), as ZREM by a producer does.
 #[argh(subcommand, name = "cancel")]
 struct CancelArgs {
-    /// config file (default: config/config.json, then /etc/delayqs/config.json)
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// print one JSON document instead of text
@@ -267,8 +270,54 @@ impl Command {
     }
 }
 
+/// Parses the command line: help (`--help`, `-h`) printed and exit 0; a usage error
+/// printed and exit 64 (argh's own `from_env` exits 1 on both kinds of trouble).
+fn parse_args() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = match std::env::args_os().map(|a| a.into_string()).collect() {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!(
+                "delayqs: an argument is not valid UTF-8: {}",
+                arg.to_string_lossy()
+            );
+            return Err(ExitCode::from(EX_USAGE));
+        }
+    };
+    let name = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("delayqs");
+    // argh knows only `--help`; `-h` is taken nowhere else, so it means help too (up
+    // to a `--`, past which arguments are positional).
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let rest: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, a)| match a.as_str() {
+            "-h" if i < end => "--help",
+            a => a,
+        })
+        .collect();
+    Cli::from_args(&[name], &rest).map_err(|early| match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            let why = early.output.trim_end();
+            eprintln!("delayqs: {why}\nRun `{name} --help` for more information.");
+            ExitCode::from(EX_USAGE)
+        }
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let notify = Notify::from_env();
     match run(cli, &notify) {
         Ok(code) => code,
@@ -291,11 +340,31 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         ));
     };
     let path = config::locate(command.config())?;
+    if let Command::Stop(_) | Command::Status(_) = &command {
+        let target = pid_target(&path)?;
+        return match command {
+            Command::Stop(args) => daemon::stop(&target, args.force),
+            _ => Ok(daemon::status(&target)),
+        };
+    }
     let (config, warnings) = config::load(&path)?;
     match command {
         Command::Run(args) if args.check => {
-            for w in &warnings {
+            // `run` only warns about an unknown key (a file written for a newer
+            // version still starts); a check refuses it, as it is most likely a typo.
+            let unknown: Vec<String> = warnings
+                .iter()
+                .filter_map(|w| w.unknown_key.as_deref())
+                .map(|k| format!("unknown key `{k}`{}", config::suggestion(k)))
+                .collect();
+            for w in warnings.iter().filter(|w| w.unknown_key.is_none()) {
                 eprintln!("delayqs: config {}: {w}", path.display());
+            }
+            if !unknown.is_empty() {
+                return Err(Error::Config(config::ConfigError {
+                    path,
+                    problem: config::Problem::file(unknown.join("; ")),
+                }));
             }
             println!("delayqs: config {} is valid", path.display());
             Ok(ExitCode::SUCCESS)
@@ -303,15 +372,14 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Run(_) => serve(&path, config, &warnings, false, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
         Command::Start(_) => serve(&path, config, &warnings, true, notify),
-        Command::Stop(args) => daemon::stop(&config, args.force),
+        Command::Stop(_) | Command::Status(_) => unreachable!("handled above"),
         Command::Restart(args) => {
-            daemon::stop(&config, args.force)?;
+            daemon::stop(&daemon::Target::of(&config), args.force)?;
             match args.detach {
                 true => daemon::start_detached(&path, &config),
                 false => serve(&path, config, &warnings, true, notify),
             }
         }
-        Command::Status(_) => Ok(daemon::status(&config)),
         Command::Add(a) => admin(&config, a.json, |admin| {
             let (at, after) = (a.at.as_deref(), a.after.as_deref());
             admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
@@ -336,6 +404,38 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             admin(&config, a.json, |admin| admin.cancel(&a.ids))
         }
     }
+}
+
+/// The pid file for `stop` and `status`: from the config, or, when the file does not
+/// load (a bad edit since the daemon started), from its `pid` key alone, with one
+/// warning line. Fails only when not even that can be read.
+fn pid_target(path: &Path) -> Result<daemon::Target, Error> {
+    let problem = match config::load(path) {
+        Ok((config, _)) => return Ok(daemon::Target::of(&config)),
+        Err(e) => e,
+    };
+    let Some(pid) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| config::pid_leniently(&text))
+    else {
+        return Err(problem.into());
+    };
+    let (pid_file, whence) = match pid {
+        config::PidKey::Found(p) => (p, "its `pid` key"),
+        config::PidKey::Absent => (
+            PathBuf::from(config::DEFAULT_PID_FILE),
+            "the default, as it has no `pid` key",
+        ),
+    };
+    eprintln!(
+        "delayqs: warning: {problem}; the rest of the config is ignored, the pid file is {} ({whence})",
+        pid_file.display()
+    );
+    Ok(daemon::Target {
+        pid_file,
+        timeout: config::DEFAULT_TIMEOUT,
+        config: None,
+    })
 }
 
 /// Exactly one of `--all`, `--older-than` (where allowed) or ids.
@@ -389,7 +489,7 @@ fn admin(
 fn serve(
     path: &Path,
     config: Config,
-    warnings: &[String],
+    warnings: &[config::Warning],
     with_pid_file: bool,
     notify: &Notify,
 ) -> Result<ExitCode, Error> {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +19,25 @@ use crate::timefmt::human;
 /// LSB init-script exit codes for `status`.
 const LSB_DEAD_WITH_PID_FILE: u8 = 1;
 const LSB_STOPPED: u8 = 3;
+
+/// What `stop` and `status` need: the pid file, how long a stop may take, and the
+/// config for the Redis line of `status` when it loaded.
+pub struct Target {
+    pub pid_file: PathBuf,
+    /// The daemon's `timeoutMs`, or its default when the config does not load.
+    pub timeout: Duration,
+    pub config: Option<Config>,
+}
+
+impl Target {
+    pub fn of(config: &Config) -> Target {
+        Target {
+            pid_file: config.pid_file.clone(),
+            timeout: config.http.timeout,
+            config: Some(config.clone()),
+        }
+    }
+}
 
 /// Starts `delayqs start` again as a detached child (new session, no terminal, stdin
 /// and stderr on /dev/null) and returns once it has its pid file and has reached
@@ -112,8 +131,8 @@ fn spawn_and_wait(config_path: &Path, config: &Config) -> std::io::Result<Result
 
 /// Sends SIGTERM and waits until the process has exited and removed its pid file;
 /// with `force`, sends SIGKILL when that takes too long.
-pub fn stop(config: &Config, force: bool) -> Result<ExitCode, Error> {
-    let path = &config.pid_file;
+pub fn stop(target: &Target, force: bool) -> Result<ExitCode, Error> {
+    let path = &target.pid_file;
     let pid = match pidfile::status(path) {
         Status::Stopped => {
             println!("delayqs is not running");
@@ -131,7 +150,7 @@ pub fn stop(config: &Config, force: bool) -> Result<ExitCode, Error> {
     };
     // Its own stop waits up to `timeoutMs` + 1 s for callbacks, then up to 10 s for
     // Redis (dispatch::main_loop::SHUTDOWN_REDIS_GRACE).
-    let patience = config.http.timeout + Duration::from_secs(13);
+    let patience = target.timeout + Duration::from_secs(13);
     println!(
         "stopping delayqs (pid {pid}); waiting up to {} s",
         patience.as_secs()
@@ -167,14 +186,16 @@ pub fn stop(config: &Config, force: bool) -> Result<ExitCode, Error> {
 }
 
 /// Prints whether the daemon runs, with LSB exit codes.
-pub fn status(config: &Config) -> ExitCode {
-    match pidfile::status(&config.pid_file) {
+pub fn status(target: &Target) -> ExitCode {
+    match pidfile::status(&target.pid_file) {
         Status::Running { pid, since } => {
             let up = SystemTime::now().duration_since(since).unwrap_or_default();
             println!("delayqs is running (pid {pid}, up {})", human(up));
             // The pid says the process lives, not that it can work: say what Redis
             // answers too. The exit code stays the LSB one.
-            println!("{}", redis_health(config));
+            if let Some(config) = &target.config {
+                println!("{}", redis_health(config));
+            }
             ExitCode::SUCCESS
         }
         Status::Stopped => {
@@ -185,7 +206,7 @@ pub fn status(config: &Config) -> ExitCode {
             let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
             println!(
                 "delayqs is dead, but its pid file {}{pid} remains",
-                config.pid_file.display()
+                target.pid_file.display()
             );
             ExitCode::from(LSB_DEAD_WITH_PID_FILE)
         }

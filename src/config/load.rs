@@ -20,6 +20,52 @@ pub use crate::job::backoff::RetryPolicy;
 /// The files tried, in order, when `--config` is not given.
 pub const DEFAULT_PATHS: [&str; 2] = ["config/config.json", "/etc/delayqs/config.json"];
 
+/// `timeoutMs` when the config has none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(30_000);
+
+/// The pid file when the config has no `pid`.
+pub const DEFAULT_PID_FILE: &str = "/var/log/delayQs/delayqs.pid";
+
+/// The `pid` key as read by [`pid_leniently`] from a file that may not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidKey {
+    /// The file names this pid file.
+    Found(PathBuf),
+    /// The file has no `pid` key, so the default applies.
+    Absent,
+}
+
+/// Reads only the `pid` key out of a config's text, however wrong the rest is (a
+/// value out of range, or JSON broken elsewhere), for `stop` and `status`. `None`
+/// when there is a `pid` key but its value cannot be read as a string.
+pub fn pid_leniently(text: &str) -> Option<PidKey> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return match value.get("pid") {
+            None if value.is_object() => Some(PidKey::Absent),
+            Some(Value::String(s)) => Some(PidKey::Found(PathBuf::from(s))),
+            _ => None,
+        };
+    }
+    // Not JSON: look for `"pid": "<string>"` anywhere, a JSON string after the colon.
+    let mut seen = false;
+    for (at, _) in text.match_indices("\"pid\"") {
+        seen = true;
+        let rest = text[at + 5..].trim_start();
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
+        let mut strings =
+            serde_json::Deserializer::from_str(rest.trim_start()).into_iter::<String>();
+        if let Some(Ok(s)) = strings.next() {
+            return Some(PidKey::Found(PathBuf::from(s)));
+        }
+    }
+    match seen {
+        false => Some(PidKey::Absent),
+        true => None,
+    }
+}
+
 /// A validated configuration. Holding one means every value is in range.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -165,10 +211,127 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Finds the config file: the explicit path, or the first of [`DEFAULT_PATHS`] that exists.
+/// Every top-level key `parse` reads, old ones included; anything else is unknown. A
+/// test checks that `parse` asks for exactly these.
+pub const KNOWN_KEYS: &[&str] = &[
+    "sentinel",
+    "cluster",
+    "redis",
+    "connections",
+    "startTime",
+    "concurrency",
+    "key",
+    "inflightKey",
+    "attemptsKey",
+    "failKey",
+    "retryIdKey",
+    "bodyKey",
+    "maxRetryNum",
+    "retryInterval",
+    "retryBaseMs",
+    "retryMaxMs",
+    "retryJitter",
+    "pollIntervalMs",
+    "timeoutMs",
+    "connectTimeoutMs",
+    "successText",
+    "successRule",
+    "maxResponseBytes",
+    "signingSecret",
+    "caFile",
+    "allowedCallbacks",
+    "followRedirects",
+    "denyPrivateNetworks",
+    "redisTimeoutMs",
+    "allowEvictingRedis",
+    "redisCaFile",
+    "waitReplicas",
+    "waitReplicasTimeoutMs",
+    "leaseMs",
+    "logLevel",
+    "pid",
+    "hostFailureThreshold",
+    "hostPauseMs",
+    "retryAfterMaxMs",
+    "maxJobBytes",
+    "metricsFile",
+    "metricsIntervalMs",
+    "logDir",
+    "logKeepDays",
+];
+
+/// Something a config file loads with but should not have. Displays as one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The key, when the warning is that it is unknown (`run --check` refuses those).
+    pub unknown_key: Option<String>,
+    message: String,
+}
+
+impl Warning {
+    fn unknown(key: &str) -> Warning {
+        Warning {
+            unknown_key: Some(key.to_string()),
+            message: format!("unknown key `{key}` ignored{}", suggestion(key)),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// " (did you mean `x`?)" for the known key closest to `key`, when one is close
+/// enough to be a typo of it; else a pointer to the README.
+pub fn suggestion(key: &str) -> String {
+    match closest_key(key) {
+        Some(known) => format!(" (did you mean `{known}`?)"),
+        None => " (no known key is close; see README for the keys)".to_string(),
+    }
+}
+
+/// The known key at the smallest edit distance from `key` (case ignored), if within
+/// a third of its length (at least 1).
+fn closest_key(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let limit = (key.chars().count() / 3).max(1);
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&key, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_VAR: &str = "DELAYQS_CONFIG";
+
+/// Finds the config file: the explicit path, else `$DELAYQS_CONFIG` (when set and not
+/// empty), else the first of [`DEFAULT_PATHS`] that exists.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(CONFIG_VAR).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
     }
     DEFAULT_PATHS
         .iter()
@@ -177,14 +340,14 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
         .ok_or_else(|| ConfigError {
             path: PathBuf::from(DEFAULT_PATHS[0]),
             problem: Problem::file(format!(
-                "no config file found (tried {}); pass --config PATH",
+                "no config file found (tried {}); pass --config PATH or set {CONFIG_VAR}",
                 DEFAULT_PATHS.join(", ")
             )),
         })
 }
 
 /// Reads and validates a config file. Unknown keys come back as warnings.
-pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
     let err = |problem: Problem| ConfigError {
         path: path.to_path_buf(),
         problem,
@@ -209,37 +372,54 @@ pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         m.permissions().mode() & 0o004 != 0
     });
     if has_secret && world_readable {
-        warnings.push(
-            "holds a secret (a Redis password or signingSecret) and every user on this host can read it; chmod o-r it".into(),
-        );
+        warnings.push(Warning {
+            unknown_key: None,
+            message: "holds a secret (a Redis password or signingSecret) and every user on this host can read it; chmod o-r it".into(),
+        });
     }
     Ok((config, warnings))
 }
 
 /// Validates the text of a config file.
-pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
+pub fn parse(text: &str) -> Result<(Config, Vec<Warning>), Problem> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| Problem::file(format!("not valid JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(Problem::file("expected a JSON object at the top level"));
     };
-    let mut f = Fields { map };
+    let mut f = Fields {
+        map,
+        #[cfg(test)]
+        read: Vec::new(),
+    };
+    let result = parse_fields(&mut f);
+    #[cfg(test)]
+    READ.with(|r| *r.borrow_mut() = std::mem::take(&mut f.read));
+    result
+}
 
-    let sentinel = sentinel_settings(f.map.remove("sentinel"))?;
+#[cfg(test)]
+thread_local! {
+    /// The keys the last `parse` on this thread asked for.
+    static READ: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
+    let sentinel = sentinel_settings(f.take("sentinel"))?;
     if sentinel.is_some() && f.map.contains_key("redis") {
         return Err(Problem::key(
             "sentinel",
             "cannot be combined with `redis`: with Sentinel the master's address comes from the sentinels; put its credentials and db in `sentinel.master`",
         ));
     }
-    let cluster = cluster_nodes(f.map.remove("cluster"))?;
+    let cluster = cluster_nodes(f.take("cluster"))?;
     if cluster.is_some() && (sentinel.is_some() || f.map.contains_key("redis")) {
         return Err(Problem::key(
             "cluster",
             "cannot be combined with `redis` or `sentinel`: name the cluster's nodes in `cluster` alone",
         ));
     }
-    let redis_url = match f.map.remove("redis") {
+    let redis_url = match f.take("redis") {
         None => "redis://localhost:6379/".to_string(),
         Some(Value::String(url)) => url,
         // Not repeated: it may hold a password.
@@ -337,7 +517,12 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
     }
 
     let poll_interval = f.millis("pollIntervalMs", 50, 1, 10_000)?;
-    let timeout = f.millis("timeoutMs", 30_000, 1, 3_600_000)?;
+    let timeout = f.millis(
+        "timeoutMs",
+        DEFAULT_TIMEOUT.as_millis() as u64,
+        1,
+        3_600_000,
+    )?;
     let connect_default = (timeout.as_millis() as u64).min(5_000);
     let connect_timeout = f.millis("connectTimeoutMs", connect_default, 1, 600_000)?;
     if connect_timeout > timeout {
@@ -464,7 +649,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
             ));
         }
     };
-    let pid_file = PathBuf::from(f.string("pid", "/var/log/delayQs/delayqs.pid")?);
+    let pid_file = PathBuf::from(f.string("pid", DEFAULT_PID_FILE)?);
     let host_failure_threshold = f.integer("hostFailureThreshold", 10, 0, 100_000)? as u32;
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
@@ -479,11 +664,7 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), Problem> {
         keep_days,
     });
 
-    let warnings = f
-        .map
-        .keys()
-        .map(|k| format!("unknown key `{k}` ignored (a typo? see README for the keys)"))
-        .collect();
+    let warnings = f.map.keys().map(|k| Warning::unknown(k)).collect();
     let config = Config {
         redis_url,
         sentinel,
@@ -723,11 +904,20 @@ fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, Problem> {
 /// The config object, consumed key by key.
 struct Fields {
     map: Map<String, Value>,
+    /// Every key asked for, present or not: checked against [`KNOWN_KEYS`] in a test.
+    #[cfg(test)]
+    read: Vec<String>,
 }
 
 impl Fields {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        #[cfg(test)]
+        self.read.push(key.to_string());
+        self.map.remove(key)
+    }
+
     fn string(&mut self, key: &str, default: &str) -> Result<String, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(Problem::key(key, format!("expected a string, got {other}"))),
@@ -735,7 +925,7 @@ impl Fields {
     }
 
     fn boolean(&mut self, key: &str, default: bool) -> Result<bool, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(b),
             Some(other) => Err(Problem::key(
@@ -748,7 +938,7 @@ impl Fields {
     /// A string or a list of strings; absent is an empty list. Values are not
     /// repeated in errors: they may be secrets.
     fn strings(&mut self, key: &str) -> Result<Vec<String>, Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::String(s)) => Ok(vec![s]),
             Some(Value::Array(list)) => list
@@ -771,7 +961,7 @@ impl Fields {
     }
 
     fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, Problem> {
-        let Some(value) = self.map.remove(key) else {
+        let Some(value) = self.take(key) else {
             return Ok(default);
         };
         match value.as_u64() {
@@ -790,14 +980,14 @@ impl Fields {
 
     /// A key that is only accepted: any JSON number will do.
     fn any_number(&mut self, key: &str) -> Result<(), Problem> {
-        match self.map.remove(key) {
+        match self.take(key) {
             None | Some(Value::Number(_)) => Ok(()),
             Some(other) => Err(Problem::key(key, format!("expected a number, got {other}"))),
         }
     }
 
     fn number(&mut self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, Problem> {
-        let Some(value) = self.map.remove(key) else {
+        let Some(value) = self.take(key) else {
             return Ok(default);
         };
         match value.as_f64() {
@@ -905,10 +1095,76 @@ mod tests {
     }
 
     #[test]
+    fn pid_is_read_from_a_file_that_does_not_load() {
+        let found = |p: &str| Some(PidKey::Found(PathBuf::from(p)));
+        assert_eq!(
+            pid_leniently(r#"{"pid": "/a.pid", "concurrency": -3}"#),
+            found("/a.pid")
+        );
+        assert_eq!(
+            pid_leniently(r#"{"concurrency": 2, "pid" : "/b.pid","#),
+            found("/b.pid")
+        );
+        assert_eq!(
+            pid_leniently(r#"{"key": "pid", "pid": "/c.pid" x"#),
+            found("/c.pid")
+        );
+        assert_eq!(pid_leniently(r#"{"concurrency": 2,"#), Some(PidKey::Absent));
+        assert_eq!(
+            pid_leniently(r#"{"concurrency": -3}"#),
+            Some(PidKey::Absent)
+        );
+        assert_eq!(pid_leniently(r#"{"pid": 3}"#), None);
+        assert_eq!(pid_leniently(r#"{"pid": /x"#), None);
+    }
+
+    #[test]
+    fn parse_reads_exactly_the_known_keys() {
+        let mut read = std::collections::BTreeSet::new();
+        // Each form takes its own path through `parse`; together they ask for every key.
+        for text in [
+            "{}",
+            r#"{"sentinel": {"sentinels": ["redis://127.0.0.1:26379"], "master": "redis://m/0"}}"#,
+            r#"{"cluster": ["redis://127.0.0.1:7000"], "key": "{q}:a", "inflightKey": "{q}:b", "attemptsKey": "{q}:c", "failKey": "{q}:d"}"#,
+        ] {
+            parse(text).unwrap();
+            read.extend(READ.with(|r| r.borrow().clone()));
+        }
+        for key in &read {
+            assert!(
+                KNOWN_KEYS.contains(&key.as_str()),
+                "`{key}` is read but not in KNOWN_KEYS"
+            );
+        }
+        for key in KNOWN_KEYS {
+            assert!(
+                read.contains(*key),
+                "`{key}` is in KNOWN_KEYS but parse never reads it"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_closest_known_one() {
+        assert_eq!(edit_distance("concurency", "concurrency"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest_key("concurency"), Some("concurrency"));
+        assert_eq!(closest_key("logdir"), Some("logDir"));
+        assert_eq!(closest_key("timeout"), Some("timeoutMs"));
+        assert_eq!(closest_key("zzzzzzzzzz"), None);
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let (_, warnings) = parse(r#"{"concurency": 3}"#).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("`concurency`"));
+        assert_eq!(warnings[0].unknown_key.as_deref(), Some("concurency"));
+        assert!(
+            warnings[0]
+                .to_string()
+                .contains("`concurency` ignored (did you mean `concurrency`?)")
+        );
     }
 
     #[test]

@@ -35,8 +35,9 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
             error!("job {id}{to}: {reason}; moved to {failed:?} without a request");
             m.poison += 1;
         }
+        // Failed for good is at error: a lost callback must reach `error.log`.
         Event::NoAttemptsLeft => {
-            warn!("job {id}{to}: {reason}; moved to {failed:?}");
+            error!("job {id}{to}: {reason}; moved to {failed:?}");
             m.failed_for_good += 1;
         }
         Event::TooLate => info!(
@@ -71,7 +72,7 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
                 true => "the endpoint refused the job for good",
                 false => "no attempts left",
             };
-            warn!("job {id} attempt {n}/{of}{to} failed: {reason}; {why}, moved to {failed:?}");
+            error!("job {id} attempt {n}/{of}{to} failed: {reason}; {why}, moved to {failed:?}");
         }
     }
 }

@@ -152,9 +152,43 @@ pub fn mask(url: &str) -> String {
     }
 }
 
+/// Free text (a member string) with the `user:password@` of every URL in it replaced
+/// by `***@`, the rest unchanged. A URL ends its authority at `/ ? #`, a quote, a
+/// backslash or white space.
+pub fn mask_in_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| "/?#\"'\\".contains(c) || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &tail[userinfo_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_credentials_in_text() {
+        assert_eq!(
+            mask_in_text(r#"{"callback":"http://u:pw@h/x@y","b":"https://a@b"}"#),
+            r#"{"callback":"http://***@h/x@y","b":"https://***@b"}"#
+        );
+        assert_eq!(mask_in_text("no url: a@b ://"), "no url: a@b ://");
+        assert_eq!(mask_in_text("x http://h/a y"), "x http://h/a y");
+    }
 
     fn parse(text: &str) -> Callback {
         Callback::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
