@@ -75,7 +75,7 @@ pub struct Config {
     /// `sentinel`: find the master through these sentinels instead of `redis`.
     pub sentinel: Option<SentinelSettings>,
     /// `cluster`: the seed nodes of a Redis Cluster, instead of `redis`.
-    pub cluster: Option<Vec<String>>,
+    pub cluster: Option<Vec<RedisUrl>>,
     pub keys: Keys,
     /// Worker threads, each with one HTTP call in flight.
     pub concurrency: usize,
@@ -114,6 +114,21 @@ pub struct Config {
     pub replication: Replication,
 }
 
+/// The most jobs a daemon holds per worker: one in hand, seven waiting
+/// (`dispatch::prefetch`). So at most this many outcomes wait for one round.
+pub const HELD_PER_WORKER: usize = 8;
+/// Outcomes one claim call carries (`store`): 4 arguments each, beside 4 keys and 5
+/// others, under ElastiCache Serverless's 3,999 arguments.
+pub const OUTCOMES_PER_CALL: usize = 990;
+
+/// What the extra calls of a round cost the lease when its outcomes need more than one
+/// (over 123 workers): each of the two claims in the window, a `redisTimeoutMs` per
+/// extra call.
+pub fn outcome_calls_cost(concurrency: usize, redis_timeout: Duration) -> Duration {
+    let calls = (concurrency * HELD_PER_WORKER).div_ceil(OUTCOMES_PER_CALL) as u32;
+    2 * calls.saturating_sub(1) * redis_timeout
+}
+
 /// `waitReplicas`: after each claim call that wrote something, `WAIT` for this many
 /// replicas to have it, at most `timeout`, so that a failover cannot undo a claim or
 /// an outcome that was acknowledged. 0: do not wait.
@@ -134,7 +149,8 @@ impl Replication {
 }
 
 /// Redis Sentinel: where the sentinels are and how to reach the master they name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` masks the URLs' credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SentinelSettings {
     /// One URL per sentinel, each with its own password and TLS (`rediss://`).
     pub sentinels: Vec<String>,
@@ -143,6 +159,21 @@ pub struct SentinelSettings {
     /// `master`: a Redis URL whose host is the master's name; its scheme, user,
     /// password and db are used for the data nodes.
     pub master_url: String,
+}
+
+impl fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|u| redact::redis_url(u))
+            .collect();
+        f.debug_struct("SentinelSettings")
+            .field("sentinels", &shown)
+            .field("master_name", &self.master_name)
+            .field("master_url", &redact::redis_url(&self.master_url))
+            .finish()
+    }
 }
 
 /// The Redis keys delayqs reads and writes.
@@ -366,7 +397,7 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
             .cluster
             .iter()
             .flatten()
-            .any(|u| redact::has_credentials(u));
+            .any(RedisUrl::has_credentials);
     let world_readable = std::fs::metadata(path).is_ok_and(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o004 != 0
@@ -613,7 +644,9 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
         replicas: wait_replicas,
         timeout: wait_timeout,
     };
-    let floor = lease_floor(timeout, redis_timeout, poll_interval) + replication.lease_cost();
+    let floor = lease_floor(timeout, redis_timeout, poll_interval)
+        + replication.lease_cost()
+        + outcome_calls_cost(concurrency, redis_timeout);
     let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
     let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
     if lease <= floor {
@@ -700,10 +733,12 @@ impl Config {
     }
 
     /// See [`lease_floor`]; with `waitReplicas`, each of the two claim calls in the
-    /// window may also wait for its replicas.
+    /// window may also wait for its replicas, and with many workers a round's
+    /// outcomes may need more than one call ([`outcome_calls_cost`]).
     pub fn lease_floor(&self) -> Duration {
         lease_floor(self.http.timeout, self.redis_timeout, self.poll_interval)
             + self.replication.lease_cost()
+            + outcome_calls_cost(self.concurrency, self.redis_timeout)
     }
 
     /// A client for the configured Redis, with `redisCaFile` when set.
@@ -723,7 +758,7 @@ impl Config {
     /// The Redis URL to show: its credentials masked ([`redact::redis_url`]).
     pub fn redis_url_redacted(&self) -> String {
         if let Some(nodes) = &self.cluster {
-            let shown: Vec<String> = nodes.iter().map(|u| redact::redis_url(u)).collect();
+            let shown: Vec<String> = nodes.iter().map(RedisUrl::redacted).collect();
             return format!("cluster {}", shown.join(", "));
         }
         match &self.sentinel {
@@ -763,7 +798,7 @@ pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -
 
 /// `cluster`: a list of seed nodes' URLs (any few of the cluster's masters; the rest is
 /// discovered), each checked here as a Redis URL.
-fn cluster_nodes(value: Option<Value>) -> Result<Option<Vec<String>>, Problem> {
+fn cluster_nodes(value: Option<Value>) -> Result<Option<Vec<RedisUrl>>, Problem> {
     let Some(value) = value else {
         return Ok(None);
     };
@@ -782,7 +817,7 @@ fn cluster_nodes(value: Option<Value>) -> Result<Option<Vec<String>>, Problem> {
     list.into_iter()
         .map(|v| match v {
             Value::String(url) => match redis::Client::open(url.as_str()) {
-                Ok(_) => Ok(url),
+                Ok(_) => Ok(RedisUrl::new(url)),
                 Err(e) => Err(Problem::key(
                     "cluster",
                     format!(

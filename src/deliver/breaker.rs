@@ -56,6 +56,11 @@ impl Breakers {
         }
     }
 
+    /// A reload changed `timeoutMs`: a probe may now take this long.
+    pub fn set_probe_window(&mut self, window: Duration) {
+        self.probe_window = window;
+    }
+
     /// How long a tripped host's jobs wait (`hostPauseMs`).
     pub fn pause(&self) -> Duration {
         self.pause

@@ -247,6 +247,10 @@ impl Dispatcher {
     /// One round: write outcomes and claim what is due in one call, hand it out.
     /// Returns how long to wait before the next round.
     fn step(&mut self) -> redis::RedisResult<Duration> {
+        self.store.connect_if_needed()?;
+        if self.store.take_fresh() {
+            self.check_redis = true;
+        }
         if self.check_redis {
             if let Err(problem) = self.store.check_server()? {
                 error!("{problem}");
@@ -599,7 +603,8 @@ impl Dispatcher {
             return;
         };
         let now = self.now();
-        // A failed read here shows in the next round's Redis call; the counters go out.
+        // A failed read drops the connection; the next round reconnects, and checks
+        // the server again on the new one. The counters go out either way.
         let gauges = with_gauges.then(|| self.store.gauges(now).ok()).flatten();
         if let Err(e) = metrics::write_atomic(&path, &self.metrics.render(gauges)) {
             // Once per interval at most; the daemon's work does not depend on it.
@@ -685,6 +690,10 @@ impl Dispatcher {
         }
         if self.config.http != r.config.http {
             self.http = Arc::new(r.config.http.clone());
+            self.breakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_probe_window(r.config.http.timeout);
         }
         self.config = r.config;
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 /// How far ahead of the workers jobs are claimed, in time.
 const HORIZON: Duration = Duration::from_millis(10);
 /// At most this many jobs per worker waiting in the channel.
-const WAITING_PER_WORKER: usize = 7;
+const WAITING_PER_WORKER: usize = crate::config::HELD_PER_WORKER - 1;
 /// Weight of the newest call in the running mean of call durations.
 const NEWEST: f64 = 0.1;
 

@@ -41,7 +41,7 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
             m.failed_for_good += 1;
         }
         Event::TooLate => info!(
-            "job {id}: waited too long for a free worker to start inside its lease; claimed again"
+            "job {id}: waited too long for a free worker to start inside its lease; put back at its score, untried"
         ),
         Event::HostPaused { back_in } => debug!(
             "job {id}: {} is paused; back in {:.1} s",

@@ -9,7 +9,7 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Client, Cmd, Connection, ConnectionLike, RedisResult, Value};
 
-use crate::config::{Config, Keys, Replication};
+use crate::config::{Config, Keys, OUTCOMES_PER_CALL, Replication};
 use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
 use crate::store::script::Lua;
 use crate::store::sentinel::{self, Addr, Sentinel};
@@ -82,14 +82,16 @@ enum Target {
         sentinel: Box<Sentinel>,
         /// The master last connected to or named by the sentinels.
         master: Option<Addr>,
-        last_asked: Instant,
+        /// When to ask the sentinels again, and how long the wait after that is.
+        next_ask: Instant,
+        ask_backoff: Duration,
     },
 }
 
 impl Target {
     fn new(config: &Config) -> RedisResult<Target> {
         if let Some(nodes) = &config.cluster {
-            let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+            let mut builder = ClusterClient::builder(nodes.iter().map(|u| u.as_str()))
                 // No retries of its own: a claim whose reply was lost must not run
                 // twice behind the loop's back; the loop has its own recovery.
                 .retries(0)
@@ -112,7 +114,8 @@ impl Target {
                     config.redis_ca_pem.as_deref(),
                 )?),
                 master: None,
-                last_asked: Instant::now(),
+                next_ask: Instant::now() + ASK_SENTINELS_EVERY,
+                ask_backoff: ASK_SENTINELS_EVERY,
             },
         })
     }
@@ -153,16 +156,25 @@ impl Target {
         let Target::Sentinel {
             sentinel,
             master,
-            last_asked,
+            next_ask,
+            ask_backoff,
         } = self
         else {
             return true;
         };
-        if last_asked.elapsed() < ASK_SENTINELS_EVERY {
+        if Instant::now() < *next_ask {
             return true;
         }
-        *last_asked = Instant::now();
-        match sentinel.master_addr() {
+        let answer = sentinel.ask_next();
+        // Asked again a second after this ask ended; while none answers, less and less
+        // often (up to every 30 s): the master in hand refuses writes itself once
+        // demoted, so the connection stays.
+        *ask_backoff = match answer {
+            Ok(_) => ASK_SENTINELS_EVERY,
+            Err(_) => (*ask_backoff * 2).min(Duration::from_secs(30)),
+        };
+        *next_ask = Instant::now() + *ask_backoff;
+        match answer {
             Ok(now) if master.as_ref() != Some(&now) => {
                 info!(
                     "Sentinel: the master {:?} moved to {}:{}; switching to it",
@@ -178,15 +190,23 @@ impl Target {
     }
 }
 
-/// A reply per node: a Cluster answers a command it sends to every node with a map of
-/// node address to reply; one node's reply is the one.
-fn each_node<T: redis::FromRedisValue>(reply: Value, cluster: bool) -> RedisResult<Vec<T>> {
-    match reply {
-        Value::Map(per_node) if cluster => per_node
-            .into_iter()
-            .map(|(_, v)| Ok(redis::from_redis_value(v)?))
-            .collect(),
-        one => Ok(vec![redis::from_redis_value(one)?]),
+/// Sends an unkeyed command to the node that holds the queue: on a Cluster, the master
+/// of the queue's slot (a cluster would send `INFO` or `WAIT` to every primary, and
+/// `CONFIG GET` to a random node); on one node, that node.
+fn on_queue_node<T: redis::FromRedisValue>(
+    con: &mut Conn,
+    queue: &str,
+    cmd: &Cmd,
+) -> RedisResult<T> {
+    match con {
+        Conn::Node(node) => cmd.query(node),
+        Conn::Cluster(cluster) => {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                key_slot(queue),
+                SlotAddr::Master,
+            )));
+            Ok(redis::from_redis_value(cluster.route_command(cmd, route)?)?)
+        }
     }
 }
 
@@ -206,16 +226,6 @@ fn key_slot(key: &str) -> u16 {
         }
     }
     crc % 16384
-}
-
-/// Of the nodes' eviction policies, the one that can evict the most.
-fn worst(policies: impl Iterator<Item = String>) -> Option<String> {
-    let rank = |p: &str| match p {
-        "noeviction" => 0,
-        p if p.starts_with("volatile-") => 1,
-        _ => 2,
-    };
-    policies.max_by_key(|p| rank(p))
 }
 
 /// A connection of its own for an admin command: to the one node, or to the master
@@ -247,9 +257,6 @@ pub enum SettleOp {
     Release { due: Score },
 }
 
-/// Outcomes one claim call carries (4 arguments each, beside 4 keys and 5 others):
-/// ElastiCache Serverless refuses a call of more than 3,999 arguments.
-const OUTCOMES_PER_CALL: usize = 990;
 /// How many expired leases one claim takes back; the rest wait for the next call.
 const RECOVER_BATCH: usize = 100;
 /// Attempt counts looked at per sweep call.
@@ -257,6 +264,8 @@ const SWEEP_PAGE: usize = 200;
 
 pub struct Store {
     target: Target,
+    /// A connection was made since the loop last asked (`take_fresh`).
+    fresh: bool,
     replication: Replication,
     con: Option<Conn>,
     keys: Keys,
@@ -271,6 +280,7 @@ impl Store {
     pub fn new(config: &Config) -> RedisResult<Store> {
         Ok(Store {
             target: Target::new(config)?,
+            fresh: false,
             replication: config.replication,
             con: None,
             keys: config.keys.clone(),
@@ -353,21 +363,10 @@ impl Store {
     fn wait_for_replicas(&mut self) -> RedisResult<u32> {
         let Replication { replicas, timeout } = self.replication;
         self.call(|con, s| {
+            // On a Cluster, over the connection the claim used: the queue's master.
             let mut wait = redis::cmd("WAIT");
             wait.arg(replicas).arg(timeout.as_millis() as u64);
-            match con {
-                Conn::Node(node) => wait.query(node),
-                // A cluster would send an unkeyed WAIT to every primary: this one goes
-                // to the master of the queue's slot, over the connection the claim used.
-                Conn::Cluster(cluster) => {
-                    let slot = key_slot(&s.keys.queue);
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::new(slot, SlotAddr::Master),
-                    ));
-                    redis::from_redis_value(cluster.route_command(&wait, route)?)
-                        .map_err(Into::into)
-                }
-            }
+            on_queue_node(con, &s.keys.queue, &wait)
         })
     }
 
@@ -409,17 +408,14 @@ impl Store {
     /// a failover), Lua scripting, and Redis 4.0 or later (variadic `HSET`). A server
     /// that can never do (`Ok(Err(why))`) stops the daemon.
     pub fn check_server(&mut self) -> RedisResult<Result<(), String>> {
-        let cluster = matches!(self.target, Target::Cluster(_));
         // An answer refused (an ACL without INFO or ROLE, a managed service) leaves
         // that check out; only trouble reaching Redis is an error here.
         let unreachable =
             |e: &redis::RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
-        let info: String = match self.call(|con, _| redis::cmd("INFO").arg("server").query(con)) {
-            // A Cluster asks every master; they run one version, so the first will do.
-            Ok(info) => each_node::<String>(info, cluster)?
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
+        let asked: RedisResult<String> =
+            self.call(|con, s| on_queue_node(con, &s.keys.queue, redis::cmd("INFO").arg("server")));
+        let info = match asked {
+            Ok(info) => info,
             Err(e) if unreachable(&e) => return Err(e),
             Err(_) => String::new(),
         };
@@ -453,6 +449,7 @@ impl Store {
         };
         let role = match role.first() {
             Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
             _ => String::new(),
         };
         if role != "master" {
@@ -473,9 +470,23 @@ impl Store {
                 .arg(&s.keys.queue)
                 .query(con)
         });
+        // Only a refusal that means "no scripting here" stops the daemon; LOADING,
+        // BUSY, MOVED, TRYAGAIN, CLUSTERDOWN and the like pass, and are retried.
+        let no_scripting = |e: &redis::RedisError| {
+            let text = e.to_string().to_ascii_lowercase();
+            [
+                "unknown command",
+                "noperm",
+                "no permission",
+                "scripting",
+                "disabled",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
+        };
         match scripting {
             Ok(_) => Ok(Ok(())),
-            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+            Err(e) if !no_scripting(&e) => Err(e),
             Err(e) => Ok(Err(format!(
                 "{name} {version} does not run Lua scripts ({e}); delayqs needs scripting (EVAL/EVALSHA): enable it, or use a build with Lua"
             ))),
@@ -490,35 +501,30 @@ impl Store {
         let refused = |e: &redis::RedisError| {
             !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
         };
-        let cluster = matches!(self.target, Target::Cluster(_));
-        let config: RedisResult<Value> = self.call(|con, _| {
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .query(con)
+        // The node that holds the queue is the one whose policy matters.
+        let config: RedisResult<std::collections::HashMap<String, String>> = self.call(|con, s| {
+            on_queue_node(
+                con,
+                &s.keys.queue,
+                redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"),
+            )
         });
-        let config =
-            config.and_then(|v| each_node::<std::collections::HashMap<String, String>>(v, cluster));
         match config {
-            Ok(maps) => {
-                let policies = maps
-                    .iter()
-                    .filter_map(|m| m.get("maxmemory-policy").cloned());
-                if let Some(policy) = worst(policies) {
-                    return Ok(Some(policy));
+            Ok(map) => {
+                if let Some(policy) = map.get("maxmemory-policy") {
+                    return Ok(Some(policy.clone()));
                 }
             }
             Err(e) if refused(&e) => {}
             Err(e) => return Err(e),
         }
-        let info: RedisResult<Value> =
-            self.call(|con, _| redis::cmd("INFO").arg("memory").query(con));
-        match info.and_then(|v| each_node::<String>(v, cluster)) {
-            Ok(infos) => Ok(worst(infos.iter().filter_map(|info| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
-                    .map(|p| p.trim().to_string())
-            }))),
+        let info: RedisResult<String> =
+            self.call(|con, s| on_queue_node(con, &s.keys.queue, redis::cmd("INFO").arg("memory")));
+        match info {
+            Ok(info) => Ok(info
+                .lines()
+                .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                .map(|p| p.trim().to_string())),
             Err(e) if refused(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -575,13 +581,30 @@ impl Store {
     /// Runs `f` on a connection, connecting first when there is none. Any error drops
     /// the connection: after a timeout or a half-read reply it cannot be trusted, and
     /// the next call reconnects.
+    /// Connects now if there is no connection (or the sentinels named another master),
+    /// so that a new connection is known before the round's first real call.
+    pub fn connect_if_needed(&mut self) -> RedisResult<()> {
+        self.call(|_, _| Ok(()))
+    }
+
+    /// Whether a new connection was made since the last time this was asked: the loop
+    /// checks the server again on every new connection, however it came about (an
+    /// error, a Sentinel switch, a failed metrics read).
+    pub fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
+    }
+
     fn call<T>(&mut self, f: impl FnOnce(&mut Conn, &Store) -> RedisResult<T>) -> RedisResult<T> {
         if !self.target.still_master() {
             self.con = None;
         }
         let mut con = match self.con.take() {
             Some(con) => con,
-            None => self.target.connect(self.timeout)?,
+            None => {
+                let con = self.target.connect(self.timeout)?;
+                self.fresh = true;
+                con
+            }
         };
         let result = f(&mut con, self);
         if result.is_ok() {

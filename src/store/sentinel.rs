@@ -27,6 +27,8 @@ pub struct Sentinel {
     timeout: Duration,
     /// A connection to the sentinel that answered last, and which one it is.
     asked: Option<(usize, Connection)>,
+    /// The sentinel to ask next when none is connected.
+    next: usize,
 }
 
 impl Sentinel {
@@ -61,6 +63,7 @@ impl Sentinel {
             template: info(&settings.master_url)?,
             timeout,
             asked: None,
+            next: 0,
         })
     }
 
@@ -70,16 +73,11 @@ impl Sentinel {
 
     /// Asks the sentinels, the one that answered last first, where the master is.
     pub fn master_addr(&mut self) -> RedisResult<Addr> {
-        let first = self.asked.as_ref().map_or(0, |(i, _)| *i);
         let mut last_error = None;
-        for k in 0..self.sentinels.len() {
-            let i = (first + k) % self.sentinels.len();
-            match self.ask(i) {
+        for _ in 0..self.sentinels.len() {
+            match self.ask_next() {
                 Ok(addr) => return Ok(addr),
-                Err(e) => {
-                    self.asked = None;
-                    last_error = Some(e);
-                }
+                Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -87,9 +85,28 @@ impl Sentinel {
         }))
     }
 
+    /// Asks one sentinel: the one that answered last, else the next in turn (a failed
+    /// one is not asked again first). This is what the store's once-a-second check
+    /// uses, so that sentinels gone quiet cost one short timeout, not one per sentinel.
+    pub fn ask_next(&mut self) -> RedisResult<Addr> {
+        let i = match &self.asked {
+            Some((i, _)) => *i,
+            None => self.next % self.sentinels.len(),
+        };
+        let result = self.ask(i);
+        if result.is_err() {
+            self.asked = None;
+            self.next = i + 1;
+        }
+        result
+    }
+
     fn ask(&mut self, i: usize) -> RedisResult<Addr> {
         if !matches!(&self.asked, Some((j, _)) if *j == i) {
-            self.asked = Some((i, open(self.sentinels[i].clone(), self.timeout)?));
+            // A sentinel answers from memory: a second is plenty, and bounds what a
+            // blackholed one costs the loop.
+            let timeout = self.timeout.min(Duration::from_secs(1));
+            self.asked = Some((i, open(self.sentinels[i].clone(), timeout)?));
         }
         let Some((_, con)) = self.asked.as_mut() else {
             unreachable!("set above");
