@@ -491,3 +491,45 @@ fn failed_list_json_masks_callback_credentials_as_the_table_does() {
     let raw: Vec<String> = con.lrange(FAILED, 0, -1).unwrap();
     assert!(raw.iter().any(|r| r.contains("s3cret1")), "{raw:?}");
 }
+
+#[test]
+fn failed_retry_skips_malformed_records_unless_asked() {
+    let redis = RedisServer::start();
+    let gone = Arc::new(AtomicBool::new(true));
+    let answer = gone.clone();
+    let endpoint = Endpoint::start(move |_| match answer.load(Ordering::SeqCst) {
+        true => Reply::new(410, "gone"),
+        false => Reply::success(),
+    });
+    let mut con = redis.con();
+    let config = config_file(&redis, json!({"maxRetryNum": 0}));
+    let _daemon = Daemon::start_with_file(&config);
+    let refused = member(&endpoint.url("/refused"), json!(1));
+    add(&mut con, &refused, 0.0);
+    let _: () = con.zadd(QUEUE, "{not json", 0).unwrap();
+    wait_for_failed(&mut con, 2);
+    gone.store(false, Ordering::SeqCst);
+
+    let out = delayqs(&config, &["failed", "retry", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("skipped 1 malformed records"),
+        "{}",
+        stdout(&out)
+    );
+    endpoint.wait_for(2); // the refused job, retried and now delivered
+    wait_for_failed(&mut con, 1);
+    let left = failed_records(&mut con);
+    assert!(
+        left[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed job"),
+        "{left:?}"
+    );
+
+    let out = delayqs(&config, &["failed", "retry", "--all", "--malformed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(": retried"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("skipped"), "{}", stdout(&out));
+}

@@ -390,10 +390,20 @@ impl Admin {
         for id in &missing {
             lines.push_str(&format!("{id}: not found in the failed list\n"));
         }
+        let malformed_kept = reply
+            .chunks(2)
+            .filter(|p| p[1].starts_with("kept: malformed"))
+            .count();
+        if malformed_kept > 0 {
+            lines.push_str(&format!(
+                "skipped {malformed_kept} malformed records: they would fail again at once (retry them by id or with --malformed)\n"
+            ));
+        }
         if lines.is_empty() {
             lines.push_str("nothing matched\n");
         }
-        let json = json!({"results": done, "notFound": missing});
+        let json =
+            json!({"results": done, "notFound": missing, "malformedSkipped": malformed_kept});
         let shortfall = (!missing.is_empty())
             .then(|| format!("{} ids not found in the failed list", missing.len()));
         Ok(Output {

@@ -202,9 +202,13 @@ struct FailedRetryArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
-    /// every failed job
+    /// every failed job (malformed ones only with --malformed)
     #[argh(switch)]
     all: bool,
+    /// with --all or --older-than: retry malformed jobs too, which fail again at once
+    /// unless their member was fixed (ids named are always retried)
+    #[argh(switch)]
+    malformed: bool,
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
@@ -390,7 +394,12 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             FailedCommand::List(a) => admin(&config, a.json, |admin| admin.failed_list(a.limit)),
             FailedCommand::Retry(a) => {
                 let which = select(a.all, None, a.ids, false)?;
-                admin(&config, a.json, |admin| admin.failed_change("retry", which))
+                let op = if a.malformed {
+                    "retry-malformed"
+                } else {
+                    "retry"
+                };
+                admin(&config, a.json, |admin| admin.failed_change(op, which))
             }
             FailedCommand::Purge(a) => {
                 let which = select(a.all, a.older_than.as_deref(), a.ids, true)?;

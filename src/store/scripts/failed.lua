@@ -9,7 +9,10 @@
 --
 -- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list, KEYS[4] inflight
 -- ARGV[1] "retry": the record's original member goes back into the queue, due now,
---         with its attempt count reset; or "purge": the record is dropped
+--         with its attempt count reset; a malformed job's record (its error starts
+--         "malformed job") is kept unless chosen by id, since it would fail again at
+--         once; "retry-malformed": the same, malformed ones included; or "purge":
+--         the record is dropped
 -- ARGV[2] how many records this step takes from the head (fewer if the list is shorter)
 -- ARGV[3] which records: "all", "older" (ARGV[4] = Unix seconds: failed before it),
 --         or "ids" (ARGV[4..] = job ids, the records' `Id`)
@@ -51,6 +54,11 @@ for _, raw in ipairs(records) do
   elseif op == 'purge' then
     out[#out + 1] = id
     out[#out + 1] = 'purged'
+  elseif op == 'retry' and which ~= 'ids' and type(r.error) == 'string'
+      and string.sub(r.error, 1, 13) == 'malformed job' then
+    keep[#keep + 1] = raw
+    out[#out + 1] = id
+    out[#out + 1] = 'kept: malformed, it would fail again at once; fix the job, or retry it by id or with --malformed'
   elseif type(r.member) ~= 'string' then
     keep[#keep + 1] = raw
     out[#out + 1] = id
