@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -19,14 +18,6 @@ const Q: &str = "{dq}:job_zqueue";
 const F: &str = "{dq}:inflight";
 const A: &str = "{dq}:attempts";
 const X: &str = "{dq}:fail_job";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The `-cli` program beside the server the tests run against.
 fn cli_program() -> String {

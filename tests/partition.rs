@@ -105,10 +105,7 @@ impl Drop for Host {
 #[test]
 fn a_daemon_cut_off_from_redis_loses_nothing_and_resumes_when_healed() {
     let host = Host::create();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = scratch_dir();
     let mut redis_cmd = Command::new(server_program());
     redis_cmd

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -17,14 +16,6 @@ use common::*;
 use serde_json::json;
 
 const MASTER: &str = "jobs";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The sentinel program beside the server the tests run against.
 fn sentinel_program() -> String {

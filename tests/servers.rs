@@ -43,10 +43,7 @@ fn a_replica_is_said_to_be_one_and_work_starts_once_it_is_promoted() {
 
 #[test]
 fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = scratch_dir();
     let mut cmd = Command::new(server_program());
     cmd.args([
@@ -79,10 +76,7 @@ fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
 
 /// A replica of `master`, killed when dropped.
 fn replica_of(master: u16) -> (Guarded, u16) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = scratch_dir();
     let mut cmd = Command::new(server_program());
     cmd.args([
