@@ -43,22 +43,7 @@ fn a_replica_is_said_to_be_one_and_work_starts_once_it_is_promoted() {
 
 #[test]
 fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
-    let port = free_port();
-    let dir = scratch_dir();
-    let mut cmd = Command::new(server_program());
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ])
-    .args(["--rename-command", "EVAL", ""])
-    .arg("--dir")
-    .arg(&dir)
-    .stdout(Stdio::null());
-    let _server = Guarded::spawn(&mut cmd);
+    let (_server, port) = server_with(&["--rename-command", "EVAL", ""]);
     let url = format!("redis://127.0.0.1:{port}/");
     wait_until(PATIENCE, "the server to answer", || {
         redis::Client::open(url.as_str())
@@ -74,10 +59,9 @@ fn a_server_without_scripting_stops_the_daemon_with_exit_78_and_one_line() {
     assert!(!log.contains("ready:"), "{log}");
 }
 
-/// A replica of `master`, killed when dropped.
-fn replica_of(master: u16) -> (Guarded, u16) {
+/// A server of its own on a free port with `extra` arguments, killed when dropped.
+fn server_with(extra: &[&str]) -> (Guarded, u16) {
     let port = free_port();
-    let dir = scratch_dir();
     let mut cmd = Command::new(server_program());
     cmd.args([
         "--port",
@@ -87,11 +71,16 @@ fn replica_of(master: u16) -> (Guarded, u16) {
         "--save",
         "",
     ])
-    .args(["--replicaof", "127.0.0.1", &master.to_string()])
+    .args(extra)
     .arg("--dir")
-    .arg(&dir)
+    .arg(scratch_dir())
     .stdout(Stdio::null());
     (Guarded::spawn(&mut cmd), port)
+}
+
+/// A replica of `master`, killed when dropped.
+fn replica_of(master: u16) -> (Guarded, u16) {
+    server_with(&["--replicaof", "127.0.0.1", &master.to_string()])
 }
 
 fn wait_calls(con: &mut redis::Connection) -> u64 {

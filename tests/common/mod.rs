@@ -608,8 +608,13 @@ pub fn config_file(redis: &RedisServer, fields: serde_json::Value) -> PathBuf {
 
 /// Writes `fields` merged over test defaults to `path`.
 pub fn write_config(path: &Path, redis: &RedisServer, fields: serde_json::Value) {
+    write_config_for(path, &redis.url(), fields);
+}
+
+/// Writes `fields` merged over test defaults, for the Redis at `redis_url`, to `path`.
+pub fn write_config_for(path: &Path, redis_url: &str, fields: serde_json::Value) {
     let mut config = serde_json::json!({
-        "redis": redis.url(),
+        "redis": redis_url,
         "concurrency": 4,
         "pollIntervalMs": 20,
         "retryBaseMs": 200,
@@ -856,19 +861,6 @@ impl Drop for SocketRedis {
 /// [`write_config`] with `fields` merged over them, in a fresh directory.
 pub fn config_file_for(redis_url: &str, fields: serde_json::Value) -> PathBuf {
     let path = scratch_dir().join("config.json");
-    let mut config = serde_json::json!({
-        "redis": redis_url,
-        "concurrency": 4,
-        "pollIntervalMs": 20,
-        "retryBaseMs": 200,
-        "retryJitter": 0,
-        "timeoutMs": 5000,
-        "logLevel": "debug",
-        "pid": path.with_file_name("delayqs.pid"),
-    });
-    for (k, v) in fields.as_object().expect("fields must be an object") {
-        config[k] = v.clone();
-    }
-    fs::write(&path, config.to_string()).unwrap();
+    write_config_for(&path, redis_url, fields);
     path
 }
