@@ -19,6 +19,17 @@ const F: &str = "{dq}:inflight";
 const A: &str = "{dq}:attempts";
 const X: &str = "{dq}:fail_job";
 
+/// A free port whose cluster bus port (the port + 10000) exists and is free too: a
+/// node given a port above 55535 cannot open its bus and never joins.
+fn node_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The `-cli` program beside the server the tests run against.
 fn cli_program() -> String {
     server_program().replace("-server", "-cli")
@@ -32,7 +43,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let dir = scratch_dir();
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..6).map(|_| node_port()).collect();
         let mut nodes = Vec::new();
         for &port in &ports {
             let d = dir.join(port.to_string());
