@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::config::keys::{Keys, MAX_SHARDS, hash_tag};
 use crate::config::redact::{self, RedisUrl};
 use crate::deliver::allowlist::Allowed;
 use crate::deliver::signing::Secret;
@@ -139,11 +140,12 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// What waiting adds to the lease floor: two claim calls' waits.
-    pub fn lease_cost(&self) -> Duration {
+    /// What waiting adds to the lease floor: the waits after two rounds' claim calls,
+    /// one per shard each.
+    pub fn lease_cost(&self, shards: usize) -> Duration {
         match self.replicas {
             0 => Duration::ZERO,
-            _ => 2 * self.timeout,
+            _ => 2 * shards as u32 * self.timeout,
         }
     }
 }
@@ -174,23 +176,6 @@ impl fmt::Debug for SentinelSettings {
             .field("master_url", &redact::redis_url(&self.master_url))
             .finish()
     }
-}
-
-/// The Redis keys delayqs reads and writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Keys {
-    /// Sorted set of pending jobs, written by producers (`key`).
-    pub queue: String,
-    /// Sorted set of claimed jobs, scored by lease deadline (`inflightKey`).
-    pub inflight: String,
-    /// Hash of attempt counts per member (`attemptsKey`).
-    pub attempts: String,
-    /// List of jobs that failed for good (`failKey`).
-    pub failed: String,
-    /// The old daemon's retry list (`retryIdKey`); only inspected at start-up.
-    pub old_retry_ids: String,
-    /// The old daemon's job hash (`bodyKey`); only inspected at start-up.
-    pub old_bodies: String,
 }
 
 /// What is wrong with a config's text: the key at fault (when one is) and the problem,
@@ -257,6 +242,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "failKey",
     "retryIdKey",
     "bodyKey",
+    "shards",
     "maxRetryNum",
     "retryInterval",
     "retryBaseMs",
@@ -479,6 +465,7 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
         failed: f.key_name("failKey", "DelayQs:fail_job")?,
         old_retry_ids: f.key_name("retryIdKey", "DelayQs:retry_id")?,
         old_bodies: f.key_name("bodyKey", "DelayQs:body")?,
+        shards: f.integer("shards", 1, 1, MAX_SHARDS as u64)? as usize,
     };
     let names = [
         ("key", &keys.queue),
@@ -496,9 +483,15 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
         }
     }
 
-    if cluster.is_some() {
+    if cluster.is_some() || keys.shards > 1 {
         // Every script touches its keys in one call: on a Cluster they must live in one
-        // slot, which only a shared hash tag guarantees.
+        // slot, which only a shared hash tag guarantees. Shards are named by that tag,
+        // so they need one on any server.
+        let why = if cluster.is_some() {
+            "on a Redis Cluster every key a script touches must be in one slot"
+        } else {
+            "with `shards` above 1 each shard's keys are named by the tag (`{T}` becomes `{T:1}`, …)"
+        };
         let tag = hash_tag(&keys.queue);
         let scripted = [
             ("key", &keys.queue),
@@ -513,7 +506,7 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
             return Err(Problem::key(
                 name,
                 format!(
-                    "{value:?} does not share the queue's hash tag: on a Redis Cluster every key a script touches must be in one slot, so name them with one tag, e.g. `key` \"{{DelayQs}}:job_zqueue\", `inflightKey` \"{{DelayQs}}:inflight\", `attemptsKey` \"{{DelayQs}}:attempts\", `failKey` \"{{DelayQs}}:fail_job\""
+                    "{value:?} does not share the queue's hash tag: {why}, so name them with one tag, e.g. `key` \"{{DelayQs}}:job_zqueue\", `inflightKey` \"{{DelayQs}}:inflight\", `attemptsKey` \"{{DelayQs}}:attempts\", `failKey` \"{{DelayQs}}:fail_job\""
                 ),
             ));
         }
@@ -644,21 +637,22 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
         replicas: wait_replicas,
         timeout: wait_timeout,
     };
-    let floor = lease_floor(timeout, redis_timeout, poll_interval)
-        + replication.lease_cost()
+    let floor = lease_floor(timeout, redis_timeout, poll_interval, keys.shards)
+        + replication.lease_cost(keys.shards)
         + outcome_calls_cost(concurrency, redis_timeout);
     let lease_default = floor.max(timeout + Duration::from_secs(30)) + Duration::from_secs(5);
     let lease = f.millis("leaseMs", lease_default.as_millis() as u64, 100, 86_400_000)?;
     if lease <= floor {
+        let calls = redis_calls_before_write(keys.shards);
         return Err(Problem::key(
             "leaseMs",
             format!(
-                "{} must exceed `timeoutMs` + {REDIS_CALLS_BEFORE_WRITE} × `redisTimeoutMs` + `pollIntervalMs`{} = {} ms (the callback, then up to {REDIS_CALLS_BEFORE_WRITE} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
+                "{} must exceed `timeoutMs` + {calls} × `redisTimeoutMs` + `pollIntervalMs`{} = {} ms (the callback, then up to {calls} Redis calls and a poll before its outcome is written), or a slow callback would be taken back and sent twice",
                 lease.as_millis(),
                 if replication.replicas > 0 {
-                    " + 2 × `waitReplicasTimeoutMs`"
+                    format!(" + {} × `waitReplicasTimeoutMs`", 2 * keys.shards)
                 } else {
-                    ""
+                    String::new()
                 },
                 floor.as_millis()
             ),
@@ -736,8 +730,12 @@ impl Config {
     /// window may also wait for its replicas, and with many workers a round's
     /// outcomes may need more than one call ([`outcome_calls_cost`]).
     pub fn lease_floor(&self) -> Duration {
-        lease_floor(self.http.timeout, self.redis_timeout, self.poll_interval)
-            + self.replication.lease_cost()
+        lease_floor(
+            self.http.timeout,
+            self.redis_timeout,
+            self.poll_interval,
+            self.keys.shards,
+        ) + self.replication.lease_cost(self.keys.shards)
             + outcome_calls_cost(self.concurrency, self.redis_timeout)
     }
 
@@ -779,21 +777,29 @@ impl Config {
 /// Redis calls, each bounded by `redisTimeoutMs`, that can come between an outcome
 /// reaching the main loop and its write, while Redis answers (`Dispatcher::step` and
 /// `main_loop`). The worst case is an outcome that arrives just after a round took
-/// the outcomes in: that round's sweep (once a second) and claim, then the metrics
-/// gauges (`metricsFile`), which start inside the wait for the next round but may end
-/// up to one call after it, then the next round's sweep (again due when that wait or
-/// the calls took a second) and the claim that writes the outcome. The unclaims and the
-/// key and policy checks run only after Redis trouble, which a lease does not promise
-/// to outlast.
-pub const REDIS_CALLS_BEFORE_WRITE: u32 = 5;
+/// the outcomes in: that round's sweep (once a second) and its claim calls (one per
+/// shard), then the metrics gauges (`metricsFile`, one call per shard), which start
+/// inside the wait for the next round but may end after it, then the next round's
+/// sweep (again due when that wait or the calls took a second) and its claim calls, the
+/// last of which may be the one that writes the outcome: 5 calls with one shard. The
+/// unclaims and the key and policy checks run only after Redis trouble, which a lease
+/// does not promise to outlast.
+pub fn redis_calls_before_write(shards: usize) -> u32 {
+    3 * shards as u32 + 2
+}
 
 /// What a lease must outlast once its job starts: the call (`timeoutMs`), the wait for
 /// the next round (at most `pollIntervalMs`), and the Redis calls before the outcome's
-/// write ([`REDIS_CALLS_BEFORE_WRITE`] × `redisTimeoutMs`). A claimed job that has not
+/// write ([`redis_calls_before_write`] × `redisTimeoutMs`). A claimed job that has not
 /// started by lease − this goes back untried (`Delivery::start_by`), and a lease no
 /// longer than this is refused, or a slow success would be taken back and sent twice.
-pub fn lease_floor(timeout: Duration, redis_timeout: Duration, poll: Duration) -> Duration {
-    timeout + REDIS_CALLS_BEFORE_WRITE * redis_timeout + poll
+pub fn lease_floor(
+    timeout: Duration,
+    redis_timeout: Duration,
+    poll: Duration,
+    shards: usize,
+) -> Duration {
+    timeout + redis_calls_before_write(shards) * redis_timeout + poll
 }
 
 /// `cluster`: a list of seed nodes' URLs (any few of the cluster's masters; the rest is
@@ -830,14 +836,6 @@ fn cluster_nodes(value: Option<Value>) -> Result<Option<Vec<RedisUrl>>, Problem>
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// The hash tag of a key name, as Redis Cluster hashes it: the text between the first
-/// `{` and the next `}`, when not empty.
-pub fn hash_tag(key: &str) -> Option<&str> {
-    let open = key.find('{')?;
-    let close = key[open + 1..].find('}')?;
-    (close > 0).then(|| &key[open + 1..open + 1 + close])
 }
 
 /// The `sentinel` object: `sentinels` (a list of URLs) and `master` (a URL whose host

@@ -99,7 +99,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
             format!(
                 "{} must exceed `timeoutMs` + {} × the running `redisTimeoutMs` + `pollIntervalMs` = {} ms",
                 config.lease.as_millis(),
-                crate::config::REDIS_CALLS_BEFORE_WRITE,
+                crate::config::redis_calls_before_write(config.keys.shards),
                 floor.as_millis()
             ),
         ));

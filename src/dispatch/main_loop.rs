@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, select_biased};
 use log::{error, info, warn};
 
-use crate::config::{self, Config, HttpSettings, Problem};
+use crate::config::{self, Config, HttpSettings, MAX_SHARDS, Problem};
 use crate::deliver::breaker::Breakers;
 use crate::deliver::worker::{self, Attempt};
 use crate::dispatch::prefetch::Prefetch;
@@ -23,7 +23,7 @@ use crate::dispatch::settle::{self, Decision, Op, Policy};
 use crate::dispatch::signals::Signal;
 use crate::job::backoff::random_unit;
 use crate::job::{Job, failure_record};
-use crate::store::{ClaimBatch, Claimed, Settle, SettleOp, Store};
+use crate::store::{ClaimBatch, Claimed, Score, Settle, SettleOp, Store};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::{self, Metrics};
 
@@ -34,6 +34,8 @@ type Outcome = worker::Outcome<Claimed>;
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often one page of attempt counts is checked for jobs that no longer exist.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often to look for shards a larger `shards` setting left holding jobs.
+const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
 /// How often an outage that goes on is logged again.
 const STILL_DOWN_EVERY: Duration = Duration::from_secs(60);
 /// How long a shutdown keeps trying to write outcomes to an unreachable Redis.
@@ -110,8 +112,9 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         ring_at,
         breakers,
         next_round: Instant::now(),
-        pending: Vec::new(),
-        sent_unanswered: 0,
+        shards: (0..MAX_SHARDS).map(|_| ShardRound::default()).collect(),
+        turn: 0,
+        last_shard_probe: Instant::now(),
         redis_down: None,
         redis_last_said: Instant::now(),
         replication_short_said: None,
@@ -130,7 +133,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
     };
     d.main_loop();
     let misconfigured = d.misconfigured;
-    if misconfigured && d.held == 0 && d.pending.is_empty() {
+    if misconfigured && d.held == 0 && d.pending() == 0 {
         return Ok(Exit::Misconfigured); // at start: nothing to write back
     }
     // Found on a reconnect (another Redis behind the address): what is in hand is
@@ -167,11 +170,13 @@ struct Dispatcher {
     breakers: Arc<Mutex<Breakers>>,
     /// When the next round is due, unless outcomes free enough room before.
     next_round: Instant,
-    /// Outcomes not yet written to Redis.
-    pending: Vec<Settle>,
-    /// How many of `pending` (the first ones) went out in a call that failed: Redis
-    /// may have run it and only the reply got lost, so they may be written already.
-    sent_unanswered: usize,
+    /// Per shard, by number: the outcomes not yet written and when it is next due.
+    shards: Vec<ShardRound>,
+    /// Which shard goes first in the next round: each in turn, so that with less room
+    /// than shards none starves.
+    turn: usize,
+    /// When the loop last looked for shards a larger `shards` setting left holding jobs.
+    last_shard_probe: Instant,
     /// When Redis stopped answering, while it does not.
     redis_down: Option<Instant>,
     /// When the outage was last logged.
@@ -190,8 +195,9 @@ struct Dispatcher {
     eviction_note: Option<String>,
     /// The keys in Redis do not fit the config; the loop ends.
     misconfigured: bool,
-    /// Tokens of claims whose reply was lost; their jobs are put back on reconnect.
-    lost_claims: Vec<String>,
+    /// Shards and tokens of claims whose reply was lost; their jobs are put back on
+    /// reconnect.
+    lost_claims: Vec<(usize, String)>,
     last_sweep: Instant,
     /// Redis's clock at the last claim, and when that was here.
     clock: (f64, Instant),
@@ -201,7 +207,25 @@ struct Dispatcher {
     last_metrics: Instant,
 }
 
+/// What the loop keeps for one shard between rounds.
+#[derive(Default)]
+struct ShardRound {
+    /// Outcomes not yet written to Redis.
+    pending: Vec<Settle>,
+    /// How many of `pending` (the first ones) went out in a call that failed: Redis
+    /// may have run it and only the reply got lost, so they may be written already.
+    sent_unanswered: usize,
+    /// The earliest score left in the shard's queue at its last claim (Unix s, Redis's
+    /// clock); 0 until it has been claimed from, so that it is looked at at once.
+    next_due: f64,
+}
+
 impl Dispatcher {
+    /// Outcomes not yet written, over all shards.
+    fn pending(&self) -> usize {
+        self.shards.iter().map(|s| s.pending.len()).sum()
+    }
+
     fn main_loop(&mut self) {
         loop {
             self.take_outcomes();
@@ -279,22 +303,35 @@ impl Dispatcher {
             }
             self.check_redis = false;
         }
+        if self.first_contact || self.last_shard_probe.elapsed() >= SHARD_PROBE_EVERY {
+            self.last_shard_probe = Instant::now();
+            for extra in self.store.find_shards()? {
+                warn!(
+                    "shard {extra} ({:?}) holds jobs but `shards` is {}: claiming from it too until it is empty (it was written under a larger `shards`)",
+                    self.config.keys.shard(extra).queue,
+                    self.config.keys.shards
+                );
+            }
+        }
         if self.first_contact {
             self.warn_about_old_daemon_keys()?;
             self.first_contact = false;
+            let from = match self.config.keys.shards {
+                1 => format!("{:?}", self.config.keys.queue),
+                n => format!("{n} shards of {:?}", self.config.keys.queue),
+            };
             // Tests and operators wait on this line: it comes after Redis answered.
             info!(
-                "ready: Redis at {} answers and its keys check out; claiming from {:?}",
+                "ready: Redis at {} answers and its keys check out; claiming from {from}",
                 self.config.redis_url_redacted(),
-                self.config.keys.queue
             );
             if let Some(tell) = self.control.readiness.as_mut() {
                 tell(Readiness::Ready);
             }
             self.control.readiness = None;
         }
-        while let Some(token) = self.lost_claims.last() {
-            let put_back = self.store.unclaim(token)?;
+        while let Some((shard, token)) = self.lost_claims.last() {
+            let put_back = self.store.unclaim(*shard, token)?;
             if put_back > 0 {
                 info!(
                     "put back {put_back} jobs claimed by a call whose reply was lost; they run now"
@@ -311,16 +348,47 @@ impl Dispatcher {
                 );
             }
         }
-        let room = self.room();
-        if room == 0 && self.pending.is_empty() {
+        if self.room() == 0 && self.pending() == 0 {
             return Ok(self.config.poll_interval); // outcomes will wake us first
         }
+        let active = self.store.shards().to_vec();
+        let first = self.turn % active.len();
+        self.turn = self.turn.wrapping_add(1);
+        for k in 0..active.len() {
+            let shard = active[(first + k) % active.len()];
+            // Each shard's share of the room left, rounded up; what one leaves unused
+            // goes to those after it. With less room than shards the first turns
+            // rotate, so none starves.
+            let share = self.room().div_ceil(active.len() - k);
+            if share == 0 && self.shards[shard].pending.is_empty() {
+                continue;
+            }
+            self.claim_from(shard, share)?;
+        }
+        if self.room() == 0 {
+            return Ok(self.config.poll_interval); // outcomes will wake us first
+        }
+        // Still due somewhere and room left (jobs set aside took none): go again at
+        // once.
+        let now = self.now();
+        let until_next = active
+            .iter()
+            .map(|&i| secs(self.shards[i].next_due - now))
+            .min()
+            .unwrap_or(Duration::MAX);
+        Ok(until_next.min(self.config.poll_interval))
+    }
+
+    /// One shard's call: writes its outcomes and claims up to `limit` of its due jobs,
+    /// which go down the job channel.
+    fn claim_from(&mut self, shard: usize, limit: usize) -> redis::RedisResult<()> {
         self.claims += 1;
         let token = format!("{}-{}", self.token_prefix, self.claims);
         let asked = Instant::now();
         let claim = self.store.claim(
-            &self.pending,
-            room,
+            shard,
+            &self.shards[shard].pending,
+            limit,
             self.config.lease,
             &token,
             self.config.max_job_bytes,
@@ -330,15 +398,16 @@ impl Dispatcher {
             Err(e) => {
                 // Redis may have run the claim and only the reply got lost. The
                 // outcomes stay pending: writing them twice changes nothing.
-                if room > 0 {
-                    self.lost_claims.push(token);
+                if limit > 0 {
+                    self.lost_claims.push((shard, token));
                 }
-                self.unanswered(&e);
+                self.unanswered(shard, &e);
                 return Err(e);
             }
         };
-        self.written(&batch.stale);
+        self.written(shard, &batch.stale);
         self.clock = (batch.now, Instant::now());
+        self.shards[shard].next_due = batch.next_due.as_ref().map_or(f64::MAX, Score::value);
         if let Some(acked) = batch.replicated {
             self.note_replication(acked);
         }
@@ -349,17 +418,18 @@ impl Dispatcher {
                 batch.recovered
             );
         }
+        let failed_key = self.config.keys.shard(shard).failed;
         for set_aside in &batch.set_aside {
-            report::set_aside(&mut self.metrics, set_aside, &self.config.keys.failed);
+            report::set_aside(&mut self.metrics, set_aside, &failed_key);
         }
         for bad in std::mem::take(&mut batch.bad) {
             error!(
-                "job {}: cannot read its claim: {}; moved to {:?} without a request",
-                bad.id, bad.problem, self.config.keys.failed
+                "job {}: cannot read its claim: {}; moved to {failed_key:?} without a request",
+                bad.id, bad.problem
             );
             self.metrics.poison += 1;
             let record = failure_record(&bad.member, &bad.id, 0, &bad.problem, 0.0, self.now());
-            self.pending.push(Settle {
+            self.shards[shard].pending.push(Settle {
                 member: bad.member,
                 id: bad.id,
                 lease: bad.lease,
@@ -378,15 +448,7 @@ impl Dispatcher {
         for claimed in batch.jobs {
             self.dispatch(claimed, start_by);
         }
-        // Still due and room left (jobs set aside took none): go again at once. A full
-        // pool waits for outcomes to free room instead.
-        let until_next = batch
-            .next_due
-            .map_or(Duration::MAX, |due| secs(due.value() - batch.now));
-        if self.room() == 0 {
-            return Ok(self.config.poll_interval);
-        }
-        Ok(until_next.min(self.config.poll_interval))
+        Ok(())
     }
 
     /// The settings `settle` decides by.
@@ -494,7 +556,7 @@ impl Dispatcher {
             &seen,
             &event,
             &op,
-            &self.config.keys.failed,
+            &self.config.keys.shard(claimed.shard).failed,
         );
         let op = match op {
             Op::Done => SettleOp::Done,
@@ -509,7 +571,7 @@ impl Dispatcher {
                 self.now(),
             )),
         };
-        self.pending.push(Settle {
+        self.shards[claimed.shard].pending.push(Settle {
             member: claimed.member,
             lease: claimed.lease,
             id: claimed.id,
@@ -542,44 +604,46 @@ impl Dispatcher {
     /// Writes the pending outcomes without claiming. On error they stay pending, to
     /// be written later.
     fn flush(&mut self) -> redis::RedisResult<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let written = self.store.claim(
-            &self.pending,
-            0,
-            self.config.lease,
-            &self.token_prefix,
-            self.config.max_job_bytes,
-        );
-        match written {
-            Ok(batch) => {
-                self.written(&batch.stale);
-                Ok(())
+        for shard in 0..self.shards.len() {
+            if self.shards[shard].pending.is_empty() {
+                continue;
             }
-            Err(e) => {
-                self.unanswered(&e);
-                Err(e)
+            let written = self.store.claim(
+                shard,
+                &self.shards[shard].pending,
+                0,
+                self.config.lease,
+                &self.token_prefix,
+                self.config.max_job_bytes,
+            );
+            match written {
+                Ok(batch) => self.written(shard, &batch.stale),
+                Err(e) => {
+                    self.unanswered(shard, &e);
+                    return Err(e);
+                }
             }
         }
+        Ok(())
     }
 
-    /// A call carrying the pending outcomes failed. Unless Redis said it refused the
-    /// call before writing anything (OOM), it may have run them.
-    fn unanswered(&mut self, e: &redis::RedisError) {
+    /// A call carrying a shard's pending outcomes failed. Unless Redis said it refused
+    /// the call before writing anything (OOM), it may have run them.
+    fn unanswered(&mut self, shard: usize, e: &redis::RedisError) {
         if e.code() != Some("OOM") {
-            self.sent_unanswered = self.pending.len();
+            self.shards[shard].sent_unanswered = self.shards[shard].pending.len();
         }
     }
 
-    /// The pending outcomes are in Redis; `stale` names those that changed nothing:
-    /// written already by a call whose reply was lost, or their lease ran out.
-    fn written(&mut self, stale: &[usize]) {
+    /// A shard's pending outcomes are in Redis; `stale` names those that changed
+    /// nothing: written already by a call whose reply was lost, or their lease ran out.
+    fn written(&mut self, shard: usize, stale: &[usize]) {
+        let round = &mut self.shards[shard];
         for &i in stale {
-            let Some(late) = self.pending.get(i) else {
+            let Some(late) = round.pending.get(i) else {
                 continue;
             };
-            if i < self.sent_unanswered {
+            if i < round.sent_unanswered {
                 info!(
                     "job {}: outcome already written by the call whose reply was lost, so this resend changed nothing (had that call not run, the lease ran out meanwhile and another attempt follows)",
                     late.id
@@ -591,8 +655,8 @@ impl Dispatcher {
                 );
             }
         }
-        self.pending.clear();
-        self.sent_unanswered = 0;
+        round.pending.clear();
+        round.sent_unanswered = 0;
     }
 
     /// Writes the metrics file, when one is configured; `with_gauges` reads the
@@ -726,7 +790,7 @@ impl Dispatcher {
                 "Redis at {} still failing after {:.0} s: {e}; {} outcomes held, nothing is claimed until it answers",
                 self.config.redis_url_redacted(),
                 since.elapsed().as_secs_f64(),
-                self.pending.len()
+                self.pending()
             );
         }
         if self.redis_down.is_none() {
@@ -736,13 +800,13 @@ impl Dispatcher {
                 error!(
                     "Redis at {} is full (maxmemory) and refused the call before writing anything: {e}; retrying every few seconds, {} outcomes held until it has room",
                     self.config.redis_url_redacted(),
-                    self.pending.len()
+                    self.pending()
                 );
             } else {
                 error!(
                     "Redis at {} failed: {e}; retrying every few seconds, {} outcomes held until it answers",
                     self.config.redis_url_redacted(),
-                    self.pending.len()
+                    self.pending()
                 );
             }
         }
@@ -774,7 +838,7 @@ impl Dispatcher {
             self.held -= 1;
             let claimed = unstarted.back;
             let due = claimed.due.clone();
-            self.pending.push(Settle {
+            self.shards[claimed.shard].pending.push(Settle {
                 member: claimed.member,
                 lease: claimed.lease,
                 id: claimed.id,
@@ -794,9 +858,9 @@ impl Dispatcher {
             if Instant::now() >= give_up {
                 error!(
                     "could not write {} outcomes to Redis ({e}); their leases will expire and those jobs run again",
-                    self.pending.len()
+                    self.pending()
                 );
-                return Exit::Unrecorded(self.pending.len() + self.held);
+                return Exit::Unrecorded(self.pending() + self.held);
             }
             std::thread::sleep(self.redis_trouble(&e));
         }

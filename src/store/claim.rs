@@ -117,6 +117,8 @@ pub struct Claimed {
     pub lease: LeaseToken,
     /// When the job was first due, before any retry moved it.
     pub first_due: Score,
+    /// The shard it was claimed from, where its outcome is written.
+    pub shard: usize,
 }
 
 /// A claimed job whose reply line could not be read: it is leased like the others,
@@ -191,7 +193,7 @@ const HEAD: usize = 6;
 const PER_JOB: usize = 5;
 
 /// Parses the reply of `claim.lua`.
-pub fn parse(reply: Vec<Value>) -> Result<ClaimBatch, BadReply> {
+pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
     if reply.len() < HEAD || !(reply.len() - HEAD).is_multiple_of(PER_JOB) {
         return Err(BadReply(format!("{} values", reply.len())));
     }
@@ -251,6 +253,7 @@ pub fn parse(reply: Vec<Value>) -> Result<ClaimBatch, BadReply> {
                 attempt,
                 lease,
                 first_due,
+                shard,
             }),
             Err(problem) => bad.push(BadClaim {
                 member,
@@ -382,7 +385,7 @@ mod tests {
                 "1699999000",
             ]],
         );
-        let b = parse(r).unwrap();
+        let b = parse(r, 0).unwrap();
         assert_eq!(b.now, 1_700_000_000.25);
         assert_eq!(b.next_due.unwrap().value(), 1_700_000_005.5);
         assert_eq!((b.recovered, b.merged), (2, 1));
@@ -427,7 +430,7 @@ mod tests {
                 ["huge", "1.5", "4294967296", "x", "1.5"],
             ],
         );
-        let b = parse(r).unwrap();
+        let b = parse(r, 0).unwrap();
         assert_eq!(b.jobs.len(), 1);
         assert_eq!(b.bad.len(), 2);
         assert_eq!(b.bad[0].id, job_id(b"bad"));
@@ -473,8 +476,8 @@ mod tests {
 
     #[test]
     fn a_reply_of_the_wrong_shape_is_refused() {
-        assert!(parse(vec![bulk("1")]).is_err());
-        assert!(parse(reply(["soon", "", "0", "0", "", ""], &[])).is_err());
-        assert!(parse(reply(["1", "", "0", "0", "what is this", ""], &[])).is_err());
+        assert!(parse(vec![bulk("1")], 0).is_err());
+        assert!(parse(reply(["soon", "", "0", "0", "", ""], &[]), 0).is_err());
+        assert!(parse(reply(["1", "", "0", "0", "what is this", ""], &[]), 0).is_err());
     }
 }

@@ -9,7 +9,7 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Client, Cmd, Connection, ConnectionLike, RedisResult, Value};
 
-use crate::config::{Config, Keys, OUTCOMES_PER_CALL, Replication};
+use crate::config::{Config, Keys, MAX_SHARDS, OUTCOMES_PER_CALL, Replication, ShardKeys};
 use crate::store::claim::{self, ClaimBatch, LeaseToken, Score};
 use crate::store::script::Lua;
 use crate::store::sentinel::{self, Addr, Sentinel};
@@ -234,6 +234,29 @@ pub fn open(config: &Config) -> RedisResult<Conn> {
     Target::new(config)?.connect(config.redis_timeout)
 }
 
+/// The shards of a queue that are in use: the configured ones, and those beyond that
+/// still hold pending or claimed jobs (or, `with_failed`, failed records), left by a
+/// larger `shards` setting. One `EXISTS` per shard beyond, all its keys in one slot.
+pub fn shards_in_use(con: &mut Conn, keys: &Keys, with_failed: bool) -> RedisResult<Vec<usize>> {
+    let mut found: Vec<usize> = (0..keys.shards).collect();
+    for i in keys.shards..MAX_SHARDS {
+        let names = keys.shard(i);
+        let mut exists = redis::cmd("EXISTS");
+        exists
+            .arg(&names.queue)
+            .arg(&names.inflight)
+            .arg(&names.attempts);
+        if with_failed {
+            exists.arg(&names.failed);
+        }
+        let held: u64 = exists.query(con)?;
+        if held > 0 {
+            found.push(i);
+        }
+    }
+    Ok(found)
+}
+
 /// An outcome to record. Each names the job's member and the lease it was claimed under.
 #[derive(Debug, Clone)]
 pub struct Settle {
@@ -269,10 +292,18 @@ pub struct Store {
     replication: Replication,
     con: Option<Conn>,
     keys: Keys,
+    /// Every shard's names, in use or not, by number.
+    names: Vec<ShardKeys>,
+    /// The shards claimed from: the configured ones, and any a larger `shards` left
+    /// holding jobs (`find_shards`).
+    active: Vec<usize>,
     timeout: Duration,
     claim: Lua,
     unclaim: Lua,
     sweep: Lua,
+    /// The sweep goes through the active shards' attempts hashes one page at a time:
+    /// which one (an index into `active`), and where in it.
+    sweep_at: usize,
     sweep_cursor: String,
 }
 
@@ -284,19 +315,47 @@ impl Store {
             replication: config.replication,
             con: None,
             keys: config.keys.clone(),
+            names: (0..MAX_SHARDS).map(|i| config.keys.shard(i)).collect(),
+            active: (0..config.keys.shards).collect(),
             timeout: config.redis_timeout,
             claim: Lua::new(include_str!("scripts/claim.lua")),
             unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
+            sweep_at: 0,
             sweep_cursor: "0".into(),
         })
     }
 
-    /// One round in one call: records `outcomes`, then claims up to `limit` due jobs,
-    /// taking back expired leases on the way. A `limit` of 0 only records outcomes.
-    /// More outcomes than one call may carry go first in calls that only record.
+    /// The shards claimed from, by number.
+    pub fn shards(&self) -> &[usize] {
+        &self.active
+    }
+
+    /// Looks again for shards beyond `shards` that still hold jobs (the setting was
+    /// lowered): those are claimed from too, until they are empty. Returns the ones
+    /// newly found.
+    pub fn find_shards(&mut self) -> RedisResult<Vec<usize>> {
+        let found = self.call(|con, s| shards_in_use(con, &s.keys, false))?;
+        let new: Vec<usize> = found
+            .iter()
+            .copied()
+            .filter(|i| !self.active.contains(i))
+            .collect();
+        if self.active != found {
+            self.active = found;
+            self.sweep_at = 0;
+            self.sweep_cursor = "0".into();
+        }
+        Ok(new)
+    }
+
+    /// One shard's round in one call: records `outcomes` (all of that shard), then
+    /// claims up to `limit` due jobs, taking back expired leases on the way. A `limit`
+    /// of 0 only records outcomes. More outcomes than one call may carry go first in
+    /// calls that only record.
     pub fn claim(
         &mut self,
+        shard: usize,
         outcomes: &[Settle],
         limit: usize,
         lease: Duration,
@@ -309,14 +368,14 @@ impl Store {
             let end = (start + OUTCOMES_PER_CALL).min(outcomes.len());
             let last = end == outcomes.len();
             let chunk = &outcomes[start..end];
-            let mut batch =
-                self.claim_call(chunk, if last { limit } else { 0 }, lease, token, max_bytes)?;
+            let limit = if last { limit } else { 0 };
+            let mut batch = self.claim_call(shard, chunk, limit, lease, token, max_bytes)?;
             stale.extend(batch.stale.iter().map(|i| i + start));
             if last {
                 batch.stale = stale;
                 let wrote = !outcomes.is_empty() || !batch.jobs.is_empty() || batch.recovered > 0;
                 if self.replication.replicas > 0 && wrote {
-                    batch.replicated = Some(self.wait_for_replicas()?);
+                    batch.replicated = Some(self.wait_for_replicas(shard)?);
                 }
                 return Ok(batch);
             }
@@ -326,6 +385,7 @@ impl Store {
 
     fn claim_call(
         &mut self,
+        shard: usize,
         outcomes: &[Settle],
         limit: usize,
         lease: Duration,
@@ -334,11 +394,12 @@ impl Store {
     ) -> RedisResult<ClaimBatch> {
         let recover = if limit == 0 { 0 } else { RECOVER_BATCH };
         let reply: Vec<Value> = self.call(|con, s| {
+            let keys = &s.names[shard];
             let mut inv = s.claim.prepare_invoke();
-            inv.key(&s.keys.queue)
-                .key(&s.keys.inflight)
-                .key(&s.keys.attempts)
-                .key(&s.keys.failed)
+            inv.key(&keys.queue)
+                .key(&keys.inflight)
+                .key(&keys.attempts)
+                .key(&keys.failed)
                 .arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
@@ -355,29 +416,30 @@ impl Store {
             }
             inv.invoke(con)
         })?;
-        Ok(claim::parse(reply)?)
+        Ok(claim::parse(reply, shard)?)
     }
 
     /// `WAIT`s for the configured replicas to have what this connection wrote; returns
     /// how many did within the timeout.
-    fn wait_for_replicas(&mut self) -> RedisResult<u32> {
+    fn wait_for_replicas(&mut self, shard: usize) -> RedisResult<u32> {
         let Replication { replicas, timeout } = self.replication;
         self.call(|con, s| {
-            // On a Cluster, over the connection the claim used: the queue's master.
+            // On a Cluster, over the connection the claim used: the shard's master.
             let mut wait = redis::cmd("WAIT");
             wait.arg(replicas).arg(timeout.as_millis() as u64);
-            on_queue_node(con, &s.keys.queue, &wait)
+            on_queue_node(con, &s.names[shard].queue, &wait)
         })
     }
 
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
     /// Returns how many there were.
-    pub fn unclaim(&mut self, token: &str) -> RedisResult<u64> {
+    pub fn unclaim(&mut self, shard: usize, token: &str) -> RedisResult<u64> {
         self.call(|con, s| {
+            let keys = &s.names[shard];
             s.unclaim
-                .key(&s.keys.queue)
-                .key(&s.keys.inflight)
-                .key(&s.keys.attempts)
+                .key(&keys.queue)
+                .key(&keys.inflight)
+                .key(&keys.attempts)
                 .arg(token)
                 .invoke(con)
         })
@@ -386,12 +448,19 @@ impl Store {
     /// Checks that each key delayqs writes is absent or of the type it expects, so a
     /// wrong key name in the config is caught before a script fails halfway.
     pub fn check_key_types(&mut self) -> RedisResult<Result<(), String>> {
-        let expected = [
-            ("key", self.keys.queue.clone(), "zset"),
-            ("inflightKey", self.keys.inflight.clone(), "zset"),
-            ("attemptsKey", self.keys.attempts.clone(), "hash"),
-            ("failKey", self.keys.failed.clone(), "list"),
-        ];
+        let expected: Vec<(&str, String, &str)> = self
+            .active
+            .iter()
+            .flat_map(|&i| {
+                let keys = &self.names[i];
+                [
+                    ("key", keys.queue.clone(), "zset"),
+                    ("inflightKey", keys.inflight.clone(), "zset"),
+                    ("attemptsKey", keys.attempts.clone(), "hash"),
+                    ("failKey", keys.failed.clone(), "list"),
+                ]
+            })
+            .collect();
         for (setting, key, want) in expected {
             let found: String = self.call(|con, _| redis::cmd("TYPE").arg(&key).query(con))?;
             if found != "none" && found != want {
@@ -533,33 +602,43 @@ impl Store {
     /// Looks at one page of attempt counts and drops those of jobs that no longer
     /// exist. Returns how many it dropped.
     pub fn sweep_step(&mut self) -> RedisResult<u64> {
+        let shard = self.active[self.sweep_at % self.active.len()];
         let (cursor, removed): (String, u64) = self.call(|con, s| {
+            let keys = &s.names[shard];
             s.sweep
-                .key(&s.keys.queue)
-                .key(&s.keys.inflight)
-                .key(&s.keys.attempts)
+                .key(&keys.queue)
+                .key(&keys.inflight)
+                .key(&keys.attempts)
                 .arg(&s.sweep_cursor)
                 .arg(SWEEP_PAGE)
                 .invoke(con)
         })?;
+        if cursor == "0" {
+            self.sweep_at = (self.sweep_at + 1) % self.active.len();
+        }
         self.sweep_cursor = cursor;
         Ok(removed)
     }
 
     /// The queue's state for the metrics file: pending, due by `now`, in flight.
+    /// Summed over the shards, one pipeline each (a Cluster routes it by the shard's
+    /// slot).
     pub fn gauges(&mut self, now: f64) -> RedisResult<crate::telemetry::metrics::Gauges> {
-        let (pending, due, inflight) = self.call(|con, s| {
-            redis::pipe()
-                .zcard(&s.keys.queue)
-                .zcount(&s.keys.queue, "-inf", now)
-                .zcard(&s.keys.inflight)
-                .query(con)
-        })?;
-        Ok(crate::telemetry::metrics::Gauges {
-            pending,
-            due,
-            inflight,
-        })
+        let mut sum = crate::telemetry::metrics::Gauges::default();
+        for shard in self.active.clone() {
+            let (pending, due, inflight): (u64, u64, u64) = self.call(|con, s| {
+                let keys = &s.names[shard];
+                redis::pipe()
+                    .zcard(&keys.queue)
+                    .zcount(&keys.queue, "-inf", now)
+                    .zcard(&keys.inflight)
+                    .query(con)
+            })?;
+            sum.pending += pending;
+            sum.due += due;
+            sum.inflight += inflight;
+        }
+        Ok(sum)
     }
 
     /// Names the keys of the old daemon that still exist in Redis.
@@ -691,7 +770,7 @@ mod tests {
             })
             .collect();
         let batch = store
-            .claim(&outcomes, 8, Duration::from_secs(60), "t", 1 << 20)
+            .claim(0, &outcomes, 8, Duration::from_secs(60), "t", 1 << 20)
             .unwrap();
         assert_eq!(batch.stale, (0..2500).collect::<Vec<_>>());
         let log: Vec<Vec<redis::Value>> = redis::cmd("SLOWLOG")

@@ -36,7 +36,7 @@ pub struct Metrics {
 }
 
 /// The queue's state, read from Redis when the file is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
     pub pending: u64,
     pub due: u64,

@@ -1,0 +1,242 @@
+//! One queue over several shards on one redis-server (issue 15): the producers' rule,
+//! fair claiming, retries staying in their shard, an old producer writing `key`, and a
+//! lowered `shards` setting draining what it left behind. The same on a real Cluster
+//! is in tests/cluster.rs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use redis::Commands;
+use serde_json::json;
+
+const TAG_KEYS: [&str; 4] = [
+    "{dq}:job_zqueue",
+    "{dq}:inflight",
+    "{dq}:attempts",
+    "{dq}:fail_job",
+];
+
+fn keys(shards: usize) -> serde_json::Value {
+    json!({
+        "key": TAG_KEYS[0], "inflightKey": TAG_KEYS[1], "attemptsKey": TAG_KEYS[2],
+        "failKey": TAG_KEYS[3], "shards": shards,
+    })
+}
+
+fn merged(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    for (k, v) in b.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+/// A shard's name for one of the configured keys, as the README gives it: shard 0 is
+/// the name itself, shard i has the tag `{dq}` made `{dq:i}`.
+fn shard_key(key: &str, shard: usize) -> String {
+    match shard {
+        0 => key.to_string(),
+        i => key.replacen("{dq}", &format!("{{dq:{i}}}"), 1),
+    }
+}
+
+/// The README's producer rule, computed here from Redis's own SHA-1.
+fn shard_of(con: &mut redis::Connection, member: &str, shards: usize) -> usize {
+    let id = job_id(con, member);
+    u32::from_str_radix(&id[..8], 16).unwrap() as usize % shards
+}
+
+/// Adds `member` where a producer following the rule would.
+fn produce(con: &mut redis::Connection, member: &str, due: f64, shards: usize) -> usize {
+    let shard = shard_of(con, member, shards);
+    let _: () = con
+        .zadd(shard_key(TAG_KEYS[0], shard), member, format!("{due:.6}"))
+        .unwrap();
+    shard
+}
+
+fn left_in(con: &mut redis::Connection, shard: usize) -> (usize, usize, usize) {
+    (
+        con.zcard(shard_key(TAG_KEYS[0], shard)).unwrap(),
+        con.zcard(shard_key(TAG_KEYS[1], shard)).unwrap(),
+        con.hlen(shard_key(TAG_KEYS[2], shard)).unwrap(),
+    )
+}
+
+#[test]
+fn jobs_in_every_shard_are_delivered_once_and_retries_stay_in_their_shard() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::start(|r| {
+        if r.path == "/flaky" && r.attempt() == 1 {
+            Reply::new(500, "not yet")
+        } else {
+            Reply::success()
+        }
+    });
+    let daemon = Daemon::start(&redis, keys(3));
+    daemon.wait_ready();
+    assert!(
+        daemon.log().contains("claiming from 3 shards of"),
+        "{}",
+        daemon.log()
+    );
+
+    let mut per_shard = [0; 3];
+    for i in 0..60 {
+        let shard = produce(&mut con, &member(&endpoint.url("/ok"), json!(i)), 0.0, 3);
+        per_shard[shard] += 1;
+    }
+    assert!(
+        per_shard.iter().all(|&n| n > 5),
+        "the rule spreads: {per_shard:?}"
+    );
+    // A job that fails once, retried from the shard it lives in.
+    let mut flaky_shard = None;
+    for i in 0.. {
+        let m = member(&endpoint.url("/flaky"), json!(i));
+        if shard_of(&mut con, &m, 3) == 2 {
+            produce(&mut con, &m, unix_now() + 0.5, 3);
+            flaky_shard = Some(m);
+            break;
+        }
+    }
+    let flaky = flaky_shard.unwrap();
+    wait_until(PATIENCE, "the flaky job's first attempt", || {
+        endpoint.requests().iter().any(|r| r.path == "/flaky")
+    });
+    wait_until(PATIENCE, "the retry scheduled", || {
+        con.zscore::<_, _, Option<f64>>(shard_key(TAG_KEYS[0], 2), &flaky)
+            .unwrap()
+            .is_some()
+    });
+    let elsewhere: Option<f64> = con.zscore(TAG_KEYS[0], &flaky).unwrap();
+    assert_eq!(
+        elsewhere, None,
+        "the retry went back to shard 2, not shard 0"
+    );
+    endpoint.wait_for(62);
+    let per_job = endpoint.per_job();
+    assert_eq!(per_job.len(), 61);
+    let twice: Vec<_> = endpoint
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/ok" && per_job[r.job_id()] != 1)
+        .collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for shard in 0..3 {
+        wait_until(PATIENCE, "every shard empty", || {
+            left_in(&mut con, shard) == (0, 0, 0)
+        });
+    }
+}
+
+#[test]
+fn a_backlog_in_one_shard_does_not_starve_the_others() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::start(|_| Reply::success().after(Duration::from_millis(5)));
+    // One worker, so every claim is small and the turn decides who goes first.
+    let daemon = Daemon::start(&redis, merged(keys(3), json!({"concurrency": 1})));
+    daemon.wait_ready();
+    let mut backlog = 0;
+    let mut others = Vec::new();
+    for i in 0.. {
+        let m = member(&endpoint.url("/job"), json!(i));
+        let shard = shard_of(&mut con, &m, 3);
+        if shard == 0 && backlog < 300 {
+            // Due earliest of all, so that due order alone would send them first.
+            produce(&mut con, &m, 1000.0 + backlog as f64, 3);
+            backlog += 1;
+        } else if shard != 0 && others.len() < 10 {
+            produce(&mut con, &m, 5000.0, 3);
+            others.push(json!(i).to_string());
+        }
+        if backlog == 300 && others.len() == 10 {
+            break;
+        }
+    }
+    endpoint.wait_for(310);
+    let order: Vec<String> = endpoint
+        .requests()
+        .iter()
+        .map(|r| r.form["body"].clone())
+        .collect();
+    let last_other = order
+        .iter()
+        .rposition(|b| others.contains(b))
+        .expect("the other shards' jobs arrived");
+    // Taking turns, the other shards' 10 jobs go out among the first few dozen, not
+    // after the 300 of the backlog.
+    assert!(
+        last_other < 60,
+        "the other shards waited: last at {last_other} of {}",
+        order.len()
+    );
+}
+
+#[test]
+fn an_old_producer_writing_key_and_a_lowered_shards_setting_lose_nothing() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    // Written under `shards: 4`: some jobs land in shard 3, which `shards: 2` no
+    // longer names; and one old producer writes the configured key itself.
+    let mut expected = 0;
+    let mut in_shard_3 = 0;
+    for i in 0..40 {
+        let m = member(&endpoint.url("/four"), json!(i));
+        if produce(&mut con, &m, 0.0, 4) == 3 {
+            in_shard_3 += 1;
+        }
+        expected += 1;
+    }
+    assert!(in_shard_3 > 0);
+    add_to(
+        &mut con,
+        TAG_KEYS[0],
+        &member(&endpoint.url("/old"), json!("old")),
+    );
+    expected += 1;
+    let daemon = Daemon::start(&redis, keys(2));
+    daemon.wait_ready();
+    endpoint.wait_for(expected);
+    assert!(
+        daemon
+            .log()
+            .contains("shard 3 (\"{dq:3}:job_zqueue\") holds jobs but `shards` is 2"),
+        "{}",
+        daemon.log()
+    );
+    let per_job: HashMap<String, usize> = endpoint.per_job();
+    assert_eq!(per_job.len(), expected);
+    assert!(per_job.values().all(|&n| n == 1), "{per_job:?}");
+    for shard in 0..4 {
+        wait_until(PATIENCE, "every shard empty", || {
+            left_in(&mut con, shard) == (0, 0, 0)
+        });
+    }
+}
+
+fn add_to(con: &mut redis::Connection, key: &str, member: &str) {
+    let _: () = con.zadd(key, member, 0).unwrap();
+}
+
+#[test]
+fn shards_without_a_hash_tag_stop_at_the_check_with_how_to_name_them() {
+    let path = scratch_dir().join("config.json");
+    write_config_for(&path, "redis://127.0.0.1:1/", json!({"shards": 3}));
+    let out = run_delayqs(&["run", "--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`shards` above 1") && err.contains("{DelayQs}:job_zqueue"),
+        "{err}"
+    );
+    write_config_for(&path, "redis://127.0.0.1:1/", merged(keys(65), json!({})));
+    let out = run_delayqs(&["run", "--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
+}
