@@ -1,7 +1,9 @@
-//! Redis Cluster, with real processes on loopback (issue 15, first step): 3 masters
-//! with a replica each, joined by `redis-cli --cluster create`; the queue's keys share
-//! one hash tag. Delivery, a retry, a daemon killed mid-delivery, and a
-//! `CLUSTER FAILOVER` of the queue's master while jobs flow.
+//! Redis Cluster, with real processes on loopback (issue 15): 3 masters with a replica
+//! each, joined by `redis-cli --cluster create`; the queue's keys share one hash tag.
+//! One shard: delivery, a retry, a daemon killed mid-delivery, and a `CLUSTER
+//! FAILOVER` of the queue's master while jobs flow. Three shards on three masters: a
+//! master killed, a slot migrated by `redis-cli --cluster reshard` and a daemon killed,
+//! while two daemons claim and a producer adds.
 
 mod common;
 
@@ -37,25 +39,39 @@ fn cli_program() -> String {
 
 struct Cluster {
     ports: Vec<u16>,
-    _nodes: Vec<Guarded>,
+    /// The node processes, in the order of `ports`.
+    nodes: Vec<Guarded>,
+    /// Each node's `nodes.conf` lives in a folder named for its port here.
+    dir: std::path::PathBuf,
+}
+
+/// A cluster node on `port`; a node restarted in the same folder rejoins as it was
+/// (its `nodes.conf`).
+fn spawn_node(dir: &std::path::Path, port: u16) -> Guarded {
+    let d = dir.join(port.to_string());
+    fs::create_dir_all(&d).unwrap();
+    let mut cmd = Command::new(server_program());
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&d)
+        .stdout(Stdio::null());
+    Guarded::spawn(&mut cmd)
+}
+
+/// One slot range of `CLUSTER SLOTS`: its bounds and its master's port and node id.
+struct Range {
+    lo: u16,
+    hi: u16,
+    master: u16,
+    master_id: String,
 }
 
 impl Cluster {
     fn start() -> Cluster {
         let dir = scratch_dir();
         let ports: Vec<u16> = (0..6).map(|_| node_port()).collect();
-        let mut nodes = Vec::new();
-        for &port in &ports {
-            let d = dir.join(port.to_string());
-            fs::create_dir_all(&d).unwrap();
-            let mut cmd = Command::new(server_program());
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(&d)
-                .stdout(Stdio::null());
-            nodes.push(Guarded::spawn(&mut cmd));
-        }
+        let nodes = ports.iter().map(|&port| spawn_node(&dir, port)).collect();
         for &port in &ports {
             wait_until(PATIENCE, "a cluster node to answer", || {
                 node(port).is_some()
@@ -91,14 +107,60 @@ impl Cluster {
                     .is_ok_and(|ranges| ranges.len() == 3 && ranges.iter().all(|r| r.len() >= 4))
             })
         });
-        Cluster {
-            ports,
-            _nodes: nodes,
-        }
+        Cluster { ports, nodes, dir }
+    }
+
+    /// The slot ranges as a live master sees them.
+    fn ranges(&self) -> Vec<Range> {
+        let mut con = self.con();
+        let slots: Vec<Vec<redis::Value>> =
+            redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(n) => *n as u16,
+            _ => 0,
+        };
+        slots
+            .iter()
+            .map(|range| {
+                let redis::Value::Array(node) = &range[2] else {
+                    panic!("{range:?}")
+                };
+                let id = match &node[2] {
+                    redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => panic!("{other:?}"),
+                };
+                Range {
+                    lo: int(&range[0]),
+                    hi: int(&range[1]),
+                    master: int(&node[1]),
+                    master_id: id,
+                }
+            })
+            .collect()
+    }
+
+    /// The port of the master that serves `slot`.
+    fn master_of(&self, slot: u16) -> u16 {
+        let ranges = self.ranges();
+        let range = ranges.iter().find(|r| (r.lo..=r.hi).contains(&slot));
+        range.expect("every slot is served").master
+    }
+
+    fn kill9(&mut self, port: u16) {
+        let i = self.ports.iter().position(|&p| p == port).unwrap();
+        let _ = self.nodes[i].0.kill();
+        let _ = self.nodes[i].0.wait();
+    }
+
+    /// Starts a killed node again: it comes back as a replica of whoever took its
+    /// slots.
+    fn restart(&mut self, port: u16) {
+        let i = self.ports.iter().position(|&p| p == port).unwrap();
+        self.nodes[i] = spawn_node(&self.dir, port);
     }
 
     fn urls(&self) -> Vec<String> {
-        self.ports[..3]
+        self.ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}/"))
             .collect()
@@ -297,4 +359,260 @@ fn jobs_flow_on_a_cluster_through_retries_a_killed_daemon_and_a_failover() {
         .map(|r| r.attempt())
         .collect();
     assert!(slow.iter().filter(|&&a| a == 2).count() == 4, "{slow:?}");
+}
+
+/// The slot of a key, as Redis computes it (CRC16/XMODEM of its hash tag).
+fn slot_of(key: &str) -> u16 {
+    let hashed = match (key.find('{'), key.find('}')) {
+        (Some(open), Some(close)) if close > open + 1 => &key[open + 1..close],
+        _ => key,
+    };
+    let mut crc: u16 = 0;
+    for &byte in hashed.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The names of shard `i` of the keys tagged `{tag}`, as the README gives them.
+fn shard_keys(tag: &str, i: usize) -> [String; 4] {
+    let t = match i {
+        0 => format!("{{{tag}}}"),
+        i => format!("{{{tag}:{i}}}"),
+    };
+    [":q", ":f", ":a", ":x"].map(|suffix| format!("{t}{suffix}"))
+}
+
+/// How many slots the reshard moves: `redis-cli --cluster reshard` takes a source's
+/// lowest slots first, so shard 2's slot is chosen among its master's first few.
+const MOVED_SLOTS: u16 = 64;
+
+#[test]
+fn three_shards_on_three_masters_survive_a_master_killed_a_slot_migrated_and_a_daemon_killed() {
+    let mut cluster = Cluster::start();
+    let ranges = cluster.ranges();
+    let range_of = |slot: u16| {
+        ranges
+            .iter()
+            .position(|r| (r.lo..=r.hi).contains(&slot))
+            .unwrap()
+    };
+    // A tag whose 3 shards sit on 3 masters, shard 2's slot among the ones the
+    // reshard will move.
+    let tag = (0..)
+        .map(|n| format!("q{n}"))
+        .find(|tag| {
+            let slots: Vec<u16> = (0..3).map(|i| slot_of(&shard_keys(tag, i)[0])).collect();
+            let owners: HashSet<usize> = slots.iter().map(|&s| range_of(s)).collect();
+            let two = &ranges[range_of(slots[2])];
+            owners.len() == 3 && slots[2] < two.lo + MOVED_SLOTS
+        })
+        .unwrap();
+    let slot = |i: usize| slot_of(&shard_keys(&tag, i)[0]);
+    let endpoint = Endpoint::start(|r| {
+        if r.path == "/flaky" && r.attempt() == 1 {
+            Reply::new(503, "not yet")
+        } else if r.path == "/slow" {
+            Reply::success().after(Duration::from_millis(800))
+        } else {
+            Reply::success()
+        }
+    });
+    let names = shard_keys(&tag, 0);
+    let path = config(
+        &cluster,
+        json!({
+            "key": names[0], "inflightKey": names[1], "attemptsKey": names[2], "failKey": names[3],
+            "shards": 3, "leaseMs": 8000, "waitReplicas": 1, "waitReplicasTimeoutMs": 100,
+            "redisTimeoutMs": 300,
+        }),
+    );
+    let mut first = Daemon::start_with_file(&path);
+    let second = Daemon::start_with_file(&path);
+    first.wait_ready();
+    second.wait_ready();
+
+    // The producer follows the rule and, like a careful shop, waits for a replica to
+    // have each job: what a dying master never passed on was never added.
+    let urls = cluster.urls();
+    let total = 240;
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer = {
+        let produced = produced.clone();
+        let tag = tag.clone();
+        let base = endpoint.url("");
+        thread::spawn(move || {
+            let mut jobs = Vec::new();
+            let mut con: Option<redis::cluster::ClusterConnection> = None;
+            for i in 0..total {
+                let path = match i % 10 {
+                    0 => "/flaky",
+                    5 => "/slow",
+                    _ => "/ok",
+                };
+                let m = member(&format!("{}{path}", base.trim_end_matches('/')), json!(i));
+                let id = sha1_hex(&m);
+                let shard = u32::from_str_radix(&id[..8], 16).unwrap() as usize % 3;
+                let key = shard_keys(&tag, shard)[0].clone();
+                loop {
+                    let c = match con.as_mut() {
+                        Some(c) => c,
+                        None => match redis::cluster::ClusterClient::new(urls.clone())
+                            .and_then(|c| c.get_connection())
+                        {
+                            Ok(c) => con.insert(c),
+                            Err(_) => {
+                                thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                        },
+                    };
+                    if add_and_wait(c, &key, &m).is_ok() {
+                        break;
+                    }
+                    con = None;
+                    thread::sleep(Duration::from_millis(100));
+                }
+                jobs.push(m);
+                produced.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(25));
+            }
+            jobs
+        })
+    };
+    let wait_produced = |n: usize| {
+        wait_until(PATIENCE, &format!("{n} jobs produced"), || {
+            produced.load(std::sync::atomic::Ordering::SeqCst) >= n
+        })
+    };
+
+    // Shard 1's master dies; its replica takes the slot over.
+    wait_produced(40);
+    let dead = cluster.master_of(slot(1));
+    cluster.kill9(dead);
+    wait_until(PATIENCE, "a replica to take shard 1's slot", || {
+        cluster.ranges().iter().all(|r| r.master != dead)
+    });
+    // As an operator would: the dead node comes back, as the new master's replica.
+    cluster.restart(dead);
+    // Shard 2's slot moves to shard 0's master while jobs flow (MOVED, ASK).
+    wait_produced(100);
+    let from = &ranges[range_of(slot(2))];
+    let to = cluster
+        .ranges()
+        .into_iter()
+        .find(|r| (r.lo..=r.hi).contains(&slot(0)))
+        .unwrap();
+    let out = Command::new(cli_program())
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", to.master)])
+        .args([
+            "--cluster-from",
+            &from.master_id,
+            "--cluster-to",
+            &to.master_id,
+        ])
+        .args(["--cluster-slots", &MOVED_SLOTS.to_string(), "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reshard failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cluster.master_of(slot(2)),
+        to.master,
+        "shard 2's slot moved"
+    );
+    // A daemon dies with callbacks in hand; the other takes them back at lease end.
+    wait_produced(160);
+    first.kill9();
+
+    let jobs = producer.join().unwrap();
+    let wanted: HashSet<String> = jobs
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(m).unwrap()["body"].to_string())
+        .collect();
+    wait_until(PATIENCE, "every job delivered", || {
+        let seen: HashSet<String> = endpoint
+            .requests()
+            .iter()
+            .map(|r| r.form["body"].clone())
+            .collect();
+        wanted.is_subset(&seen)
+    });
+    let mut con = cluster.con();
+    for i in 0..3 {
+        let [q, f, a, _] = shard_keys(&tag, i);
+        wait_until(
+            PATIENCE,
+            &format!("shard {i} empty: nothing stranded"),
+            || {
+                let left: (usize, usize, usize) = (
+                    redis::cmd("ZCARD").arg(&q).query(&mut con).unwrap_or(1),
+                    redis::cmd("ZCARD").arg(&f).query(&mut con).unwrap_or(1),
+                    redis::cmd("HLEN").arg(&a).query(&mut con).unwrap_or(1),
+                );
+                left == (0, 0, 0)
+            },
+        );
+    }
+    let flaky = endpoint
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/flaky" && r.attempt() >= 2)
+        .map(|r| r.form["body"].clone())
+        .collect::<HashSet<_>>()
+        .len();
+    assert_eq!(flaky, total / 10, "every flaky job retried once it failed");
+    assert!(
+        second.log().contains("claiming from 3 shards"),
+        "{}",
+        second.log()
+    );
+}
+
+fn sha1_hex(member: &str) -> String {
+    let out = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(member.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..40].to_string()
+}
+
+/// `ZADD` on the key's master, then `WAIT` there for one replica to have it.
+fn add_and_wait(
+    con: &mut redis::cluster::ClusterConnection,
+    key: &str,
+    member: &str,
+) -> redis::RedisResult<()> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let _: () = redis::cmd("ZADD").arg(key).arg(0).arg(member).query(con)?;
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+        slot_of(key),
+        SlotAddr::Master,
+    )));
+    let acked: i64 =
+        redis::from_redis_value(con.route_command(redis::cmd("WAIT").arg(1).arg(1000), route)?)?;
+    if acked < 1 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no replica has it",
+        )));
+    }
+    Ok(())
 }

@@ -107,7 +107,9 @@ impl Admin {
             .map_err(|e| Error::Usage(format!("--callback: {e}")))?;
 
         // Where a producer would put it, by the rule of `config::keys`.
-        let shard = self.keys.shard(self.keys.shard_of_member(member.as_bytes()));
+        let shard = self
+            .keys
+            .shard(self.keys.shard_of_member(member.as_bytes()));
         let (score, added): (String, u8) = on(
             &self.url,
             Lua::new(lua::ADD)
