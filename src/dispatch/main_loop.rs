@@ -34,6 +34,10 @@ type Outcome = worker::Outcome<Claimed>;
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often one page of attempt counts is checked for jobs that no longer exist.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How soon to call again after a Cluster said a slot moved, and at most while it keeps
+/// saying so (ASK: the slot's keys are moving).
+const SLOT_MOVE_RETRY: Duration = Duration::from_millis(10);
+const SLOT_MOVE_RETRY_CAP: Duration = Duration::from_millis(500);
 /// How often to look for shards a larger `shards` setting left holding jobs.
 const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
 /// How often an outage that goes on is logged again.
@@ -118,6 +122,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         redis_down: None,
         redis_last_said: Instant::now(),
         replication_short_said: None,
+        slots_moving_said: None,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -181,6 +186,8 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// When a Cluster slot move was last logged.
+    slots_moving_said: Option<Instant>,
     /// When too few replicas were last reported, while they are.
     replication_short_said: Option<Instant>,
     redis_backoff: Duration,
@@ -244,7 +251,10 @@ impl Dispatcher {
                         self.next_round = Instant::now() + wait;
                     }
                     Err(e) => {
-                        let backoff = self.redis_trouble(&e);
+                        let backoff = match slot_in_motion(&e) {
+                            true => self.follow_slots(&e),
+                            false => self.redis_trouble(&e),
+                        };
                         let at = Instant::now() + backoff;
                         self.redis_retry_at = Some(at);
                         self.next_round = at;
@@ -628,9 +638,10 @@ impl Dispatcher {
     }
 
     /// A call carrying a shard's pending outcomes failed. Unless Redis said it refused
-    /// the call before writing anything (OOM), it may have run them.
+    /// the call before writing anything (OOM, or a Cluster's slot moving), it may have
+    /// run them.
     fn unanswered(&mut self, shard: usize, e: &redis::RedisError) {
-        if e.code() != Some("OOM") {
+        if e.code() != Some("OOM") && !slot_in_motion(e) {
             self.shards[shard].sent_unanswered = self.shards[shard].pending.len();
         }
     }
@@ -777,7 +788,12 @@ impl Dispatcher {
         // refuses a script at its first write that needs memory, and only when
         // nothing was written before it, so no call is ever cut halfway.
         let full = e.code() == Some("OOM");
-        if self.redis_down.is_some() && !unreachable && !full {
+        // A Cluster failing over, or a node still loading: passes like an outage.
+        let passing = matches!(
+            e.code(),
+            Some("CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "LOADING")
+        );
+        if self.redis_down.is_some() && !unreachable && !full && !passing {
             // Not an outage but a failing command: say it each time, it will not pass.
             error!("Redis call failed again: {e}");
         }
@@ -812,6 +828,23 @@ impl Dispatcher {
         }
         self.redis_backoff =
             (self.redis_backoff * 2).clamp(Duration::from_millis(100), REDIS_BACKOFF_CAP);
+        self.redis_backoff
+    }
+
+    /// A Cluster moving a slot answered MOVED, ASK or TRYAGAIN: the call ran nowhere.
+    /// The connection was dropped, so the next one reads the new slot map; try again
+    /// soon, backing off only a little while a slot's keys are under way (ASK), and say
+    /// so at most once a minute: a reshard is routine, not an outage.
+    fn follow_slots(&mut self, e: &redis::RedisError) -> Duration {
+        self.check_redis = true;
+        if self
+            .slots_moving_said
+            .is_none_or(|at| at.elapsed() >= STILL_DOWN_EVERY)
+        {
+            self.slots_moving_said = Some(Instant::now());
+            info!("the Redis Cluster is moving a slot of the queue ({e}); following it");
+        }
+        self.redis_backoff = (self.redis_backoff * 2).clamp(SLOT_MOVE_RETRY, SLOT_MOVE_RETRY_CAP);
         self.redis_backoff
     }
 
@@ -887,6 +920,11 @@ impl Dispatcher {
     fn now(&self) -> f64 {
         self.clock.0 + self.clock.1.elapsed().as_secs_f64()
     }
+}
+
+/// A Cluster's answer that the call ran nowhere because a slot is moving.
+fn slot_in_motion(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN"))
 }
 
 /// What Redis's `maxmemory-policy` means for running.

@@ -566,15 +566,30 @@ impl Store {
     /// services rename it, an ACL may deny it) from `INFO memory`. `None` when neither
     /// answers with it.
     pub fn eviction_policy(&mut self) -> RedisResult<Option<String>> {
+        // On a Cluster each shard's master has its own; the first that is not
+        // `noeviction` is the one to judge.
+        let mut policy = None;
+        for shard in self.active.clone() {
+            let queue = self.names[shard].queue.clone();
+            policy = self.eviction_policy_of(&queue)?;
+            if policy.as_deref() != Some("noeviction") || !matches!(self.target, Target::Cluster(_))
+            {
+                break;
+            }
+        }
+        Ok(policy)
+    }
+
+    fn eviction_policy_of(&mut self, queue: &str) -> RedisResult<Option<String>> {
         // A refusal is an answer; only trouble reaching Redis is an error here.
         let refused = |e: &redis::RedisError| {
             !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
         };
         // The node that holds the queue is the one whose policy matters.
-        let config: RedisResult<std::collections::HashMap<String, String>> = self.call(|con, s| {
+        let config: RedisResult<std::collections::HashMap<String, String>> = self.call(|con, _| {
             on_queue_node(
                 con,
-                &s.keys.queue,
+                queue,
                 redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"),
             )
         });
@@ -588,7 +603,7 @@ impl Store {
             Err(e) => return Err(e),
         }
         let info: RedisResult<String> =
-            self.call(|con, s| on_queue_node(con, &s.keys.queue, redis::cmd("INFO").arg("memory")));
+            self.call(|con, _| on_queue_node(con, queue, redis::cmd("INFO").arg("memory")));
         match info {
             Ok(info) => Ok(info
                 .lines()

@@ -506,7 +506,15 @@ impl Daemon {
 
     /// Starts `delayqs run` as the argument of `wrapper` (e.g. `faketime -f +1h`).
     pub fn start_under(wrapper: &[&str], config: &Path) -> Daemon {
-        let log = config.with_extension("log");
+        // A log of its own even when daemons share a config: two writers of one file
+        // would overwrite each other's lines.
+        let log = (1..)
+            .map(|n| match n {
+                1 => config.with_extension("log"),
+                n => config.with_extension(format!("{n}.log")),
+            })
+            .find(|p| !p.exists())
+            .unwrap();
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
