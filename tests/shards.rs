@@ -240,3 +240,84 @@ fn shards_without_a_hash_tag_stop_at_the_check_with_how_to_name_them() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
 }
+
+/// The README's one-line rule in PHP, Python and Node, for `member` and 3 shards.
+fn rule_in(language: &str, member: &str) -> usize {
+    let (program, args): (&str, Vec<&str>) = match language {
+        "php" => (
+            "php",
+            vec!["-r", "echo hexdec(substr(sha1($argv[1]), 0, 8)) % 3;", "--"],
+        ),
+        "python" => (
+            "python3",
+            vec![
+                "-c",
+                "import hashlib, sys; print(int(hashlib.sha1(sys.argv[1].encode()).hexdigest()[:8], 16) % 3)",
+            ],
+        ),
+        "node" => (
+            "node",
+            vec![
+                "-e",
+                "const crypto = require('crypto'); console.log(parseInt(crypto.createHash('sha1').update(process.argv[1]).digest('hex').slice(0, 8), 16) % 3)",
+            ],
+        ),
+        _ => unreachable!(),
+    };
+    let out = std::process::Command::new(program)
+        .args(args)
+        .arg(member)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (make test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn delayqs_add_and_the_readmes_php_python_and_node_rule_pick_the_same_shard() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let path = config_file(&redis, keys(3));
+    let mut seen = [0; 3];
+    for i in 0..12 {
+        let body = json!({"order": i, "text": "déjà vu ✓"}).to_string();
+        let out = run_delayqs(&[
+            "add",
+            "--config",
+            path.to_str().unwrap(),
+            "--callback",
+            "http://127.0.0.1:9/x",
+            "--body",
+            &body,
+            "--in",
+            "1h",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = added["member"].as_str().unwrap();
+        let shard = (0..3)
+            .find(|&s| {
+                con.zscore::<_, _, Option<f64>>(shard_key(TAG_KEYS[0], s), m)
+                    .unwrap()
+                    .is_some()
+            })
+            .expect("add wrote the job into a shard");
+        seen[shard] += 1;
+        for language in ["php", "python", "node"] {
+            assert_eq!(rule_in(language, m), shard, "{language} for {m}");
+        }
+    }
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "12 jobs over 3 shards: {seen:?}"
+    );
+}
