@@ -543,7 +543,7 @@ fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {
 }
 
 /// Left-aligned columns two spaces apart; the last column is not padded.
-fn format_table(rows: &[Vec<String>]) -> String {
+pub(crate) fn format_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use log::warn;
 
-use crate::cli::admin::{Admin, AdminResult, Selection};
+use crate::cli::admin::{Admin, AdminResult, Output, Selection};
 use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
+use crate::cli::fleet;
 use crate::cli::notify::Notify;
 use crate::cli::pidfile::PidFile;
 use crate::config::{self, Config};
@@ -43,6 +44,9 @@ enum Command {
     Stats(StatsArgs),
     Failed(FailedArgs),
     Cancel(CancelArgs),
+    Daemons(DaemonsArgs),
+    Pause(PauseArgs),
+    Resume(ResumeArgs),
 }
 
 #[derive(FromArgs)]
@@ -253,6 +257,47 @@ struct CancelArgs {
     ids: Vec<String>,
 }
 
+#[derive(FromArgs)]
+/// List the daemons serving the queue: host, pid, version, uptime, last round, busy
+/// workers, delivered and failed since start (from their heartbeats in Redis).
+#[argh(subcommand, name = "daemons")]
+struct DaemonsArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Pause the queue: every daemon serving it stops claiming within 2 s, and still
+/// settles the calls in flight. Lasts until `delayqs resume`, across restarts.
+#[argh(subcommand, name = "pause")]
+struct PauseArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// why, shown by stats and daemons
+    #[argh(option)]
+    reason: Option<String>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Resume a paused queue: every daemon claims again within 2 s.
+#[argh(subcommand, name = "resume")]
+struct ResumeArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
 impl Command {
     fn config(&self) -> Option<&Path> {
         match self {
@@ -270,6 +315,9 @@ impl Command {
                 FailedCommand::Purge(a) => a.config.as_deref(),
             },
             Command::Cancel(a) => a.config.as_deref(),
+            Command::Daemons(a) => a.config.as_deref(),
+            Command::Pause(a) => a.config.as_deref(),
+            Command::Resume(a) => a.config.as_deref(),
         }
     }
 }
@@ -412,6 +460,9 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             }
             admin(&config, a.json, |admin| admin.cancel(&a.ids))
         }
+        Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
+        Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
+        Command::Resume(a) => show(fleet::resume(&config)?, a.json),
     }
 }
 
@@ -478,7 +529,11 @@ fn admin(
     json: bool,
     f: impl FnOnce(&mut Admin) -> AdminResult,
 ) -> Result<ExitCode, Error> {
-    let output = f(&mut Admin::connect(config)?)?;
+    show(f(&mut Admin::connect(config)?)?, json)
+}
+
+/// Prints a command's output; a shortfall goes to stderr, with exit code 64.
+fn show(output: Output, json: bool) -> Result<ExitCode, Error> {
     let text = output.render(json);
     print!("{text}");
     if json {

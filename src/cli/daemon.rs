@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 
 use crate::cli::error::{EX_UNAVAILABLE, Error};
+use crate::cli::fleet;
 use crate::cli::notify::{self, Line};
 use crate::cli::pidfile::{self, Status};
 use crate::config::Config;
@@ -19,6 +20,8 @@ use crate::timefmt::human;
 /// LSB init-script exit codes for `status`.
 const LSB_DEAD_WITH_PID_FILE: u8 = 1;
 const LSB_STOPPED: u8 = 3;
+/// Running, but Redis does not answer as a master or the last round is old.
+const STATUS_NOT_WORKING: u8 = 150;
 
 /// What `stop` and `status` need: the pid file, how long a stop may take, and the
 /// config for the Redis line of `status` when it loaded.
@@ -191,12 +194,20 @@ pub fn status(target: &Target) -> ExitCode {
         Status::Running { pid, since } => {
             let up = SystemTime::now().duration_since(since).unwrap_or_default();
             println!("delayqs is running (pid {pid}, up {})", human(up));
-            // The pid says the process lives, not that it can work: say what Redis
-            // answers too. The exit code stays the LSB one.
-            if let Some(config) = &target.config {
-                println!("{}", redis_health(config));
+            // The pid says the process lives, not that it works: say what Redis answers
+            // and how old the daemon's last round is. Running but not working is 150
+            // (LSB leaves 150–199 to applications); the pid-only answers stay LSB's.
+            let Some(config) = &target.config else {
+                return ExitCode::SUCCESS;
+            };
+            let (line, answers) = redis_health(config);
+            println!("{line}");
+            let (line, fresh) = last_round(config, pid);
+            println!("{line}");
+            match answers && fresh {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(STATUS_NOT_WORKING),
             }
-            ExitCode::SUCCESS
         }
         Status::Stopped => {
             println!("delayqs is stopped");
@@ -213,9 +224,48 @@ pub fn status(target: &Target) -> ExitCode {
     }
 }
 
+/// A round older than this means the daemon is stuck or cut off from Redis: the loop
+/// makes a round at least every `pollIntervalMs` while Redis answers.
+const STALE_ROUND_SECS: f64 = 30.0;
+
+/// One line on how old the daemon's last round is, from its heartbeat in Redis, and
+/// whether that is recent.
+fn last_round(config: &Config, pid: u32) -> (String, bool) {
+    match fleet::heartbeat_of(config, pid) {
+        Ok((Some(record), now)) => {
+            let at = record.fields["lastRound"].as_f64().unwrap_or(0.0);
+            if at == 0.0 {
+                return ("it has not finished a round yet".into(), false);
+            }
+            let age = (now - at).max(0.0);
+            let shown = human(Duration::from_secs_f64(age));
+            match age <= STALE_ROUND_SECS {
+                true => (format!("its last round ended {shown} ago"), true),
+                false => (
+                    format!(
+                        "its last round ended {shown} ago: it is stuck or cannot reach Redis (see its log)"
+                    ),
+                    false,
+                ),
+            }
+        }
+        Ok((None, _)) => (
+            format!(
+                "no heartbeat of pid {pid} in Redis: it has not reached Redis since it started, or serves another queue than {:?}",
+                config.keys.queue
+            ),
+            false,
+        ),
+        Err(_) => (
+            "its last round is unknown while Redis does not answer".into(),
+            false,
+        ),
+    }
+}
+
 /// One line on the Redis the daemon works on: answering as a master, read-only (a
-/// replica), or not answering.
-fn redis_health(config: &Config) -> String {
+/// replica), or not answering; and whether it answers as a master.
+fn redis_health(config: &Config) -> (String, bool) {
     let url = config.redis_url_redacted();
     let role = crate::store::open(config).and_then(|mut con| {
         if con.is_cluster() {
@@ -232,12 +282,18 @@ fn redis_health(config: &Config) -> String {
             })
     });
     match role {
-        Ok(role) if role == "master" => format!("Redis at {url} answers (master)"),
-        Ok(role) => format!(
-            "Redis at {url} is a {role}, read-only: the daemon cannot claim or settle jobs there"
+        Ok(role) if role == "master" => (format!("Redis at {url} answers (master)"), true),
+        Ok(role) => (
+            format!(
+                "Redis at {url} is a {role}, read-only: the daemon cannot claim or settle jobs there"
+            ),
+            false,
         ),
-        Err(e) => format!(
-            "Redis at {url} does not answer: {e}; the daemon delivers nothing until it does"
+        Err(e) => (
+            format!(
+                "Redis at {url} does not answer: {e}; the daemon delivers nothing until it does"
+            ),
+            false,
         ),
     }
 }

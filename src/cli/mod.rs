@@ -9,6 +9,7 @@ mod admin;
 mod commands;
 mod daemon;
 mod error;
+mod fleet;
 mod notify;
 mod pidfile;
 

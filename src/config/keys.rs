@@ -58,6 +58,18 @@ impl Keys {
         }
     }
 
+    /// Hash of the daemons serving this queue: id → `"<expires> <JSON record>"`,
+    /// rewritten by each daemon every second; `delayqs daemons` reads it. Named after
+    /// `key`, so on a Cluster it shares shard 0's slot.
+    pub fn daemons(&self) -> String {
+        format!("{}:daemons", self.queue)
+    }
+
+    /// Set while the queue is paused (`delayqs pause`): a JSON note of who and when.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.queue)
+    }
+
     /// The shard a member belongs in by the producers' rule.
     pub fn shard_of_member(&self, member: &[u8]) -> usize {
         shard_of_id(&job_id(member), self.shards)

@@ -32,8 +32,13 @@ type Outcome = worker::Outcome<Claimed>;
 
 /// Longest wait between two tries while Redis is unreachable.
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// How often one page of attempt counts is checked for jobs that no longer exist.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a round does one chore besides its claims: in turn, one page of attempt
+/// counts checked for jobs that no longer exist (the sweep), and the heartbeat, which
+/// also reads whether the queue is paused. One at a time, so a round makes at most one
+/// such call (the lease floor counts one).
+const CHORE_EVERY: Duration = Duration::from_secs(1);
+/// How long a heartbeat record stands for: several missed beats (one every 2 s).
+const HEARTBEAT_LIFE: f64 = 10.0;
 /// How soon to call again after a Cluster said a slot moved, and at most while it keeps
 /// saying so (ASK: the slot's keys are moving).
 const SLOT_MOVE_RETRY: Duration = Duration::from_millis(10);
@@ -130,7 +135,11 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         eviction_note: None,
         misconfigured: false,
         lost_claims: Vec::new(),
-        last_sweep: Instant::now(),
+        last_chore: Instant::now(),
+        sweep_next: false,
+        paused: None,
+        started: unix_now(),
+        host: hostname(),
         clock: (unix_now(), Instant::now()),
         metrics: Metrics::default(),
         last_metrics: Instant::now(),
@@ -205,7 +214,15 @@ struct Dispatcher {
     /// Shards and tokens of claims whose reply was lost; their jobs are put back on
     /// reconnect.
     lost_claims: Vec<(usize, String)>,
-    last_sweep: Instant,
+    last_chore: Instant,
+    /// Whose turn it is among the chores: the sweep, or the heartbeat.
+    sweep_next: bool,
+    /// The queue's pause note while it is paused (`delayqs pause`): nothing is claimed,
+    /// outcomes are still written.
+    paused: Option<String>,
+    /// When this daemon started (Unix s), and the host it runs on, for its heartbeat.
+    started: f64,
+    host: String,
     /// Redis's clock at the last claim, and when that was here.
     clock: (f64, Instant),
     token_prefix: String,
@@ -248,9 +265,12 @@ impl Dispatcher {
                 match self.step() {
                     Ok(wait) => {
                         self.redis_is_back();
+                        self.metrics.redis_up = true;
+                        self.metrics.last_round = self.now();
                         self.next_round = Instant::now() + wait;
                     }
                     Err(e) => {
+                        self.metrics.redis_up = false;
                         let backoff = match slot_in_motion(&e) {
                             true => self.follow_slots(&e),
                             false => self.redis_trouble(&e),
@@ -273,9 +293,49 @@ impl Dispatcher {
         }
     }
 
-    /// Claimed jobs the pool can still take.
+    /// Claimed jobs the pool can still take; none while the queue is paused.
     fn room(&self) -> usize {
+        if self.paused.is_some() {
+            return 0;
+        }
         self.prefetch.limit().saturating_sub(self.held)
+    }
+
+    /// Writes this daemon's heartbeat record and reads the queue's pause, saying when
+    /// it changes.
+    fn beat(&mut self) -> redis::RedisResult<()> {
+        let now = self.now();
+        // Redis has answered this round so far: that counts as its last round.
+        self.metrics.last_round = now;
+        let waiting = self.jobs_rx.len();
+        let record = serde_json::json!({
+            "id": self.token_prefix,
+            "host": self.host,
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "queue": self.config.keys.queue,
+            "shards": self.store.shards(),
+            "started": self.started,
+            "lastRound": self.metrics.last_round,
+            "workers": self.config.concurrency,
+            "busy": self.held.saturating_sub(waiting),
+            "held": self.held,
+            "delivered": self.metrics.delivered,
+            "failed": self.metrics.failed_for_good,
+            "paused": self.paused.is_some(),
+        });
+        let line = format!("{:.3} {record}", now + HEARTBEAT_LIFE);
+        let paused = self.store.heartbeat(&self.token_prefix, Some(&line), now)?;
+        match (&self.paused, &paused) {
+            (None, Some(note)) => info!(
+                "the queue is paused ({note}): nothing is claimed until `delayqs resume`; calls in flight still settle"
+            ),
+            (Some(_), None) => info!("the queue was resumed: claiming again"),
+            _ => {}
+        }
+        self.metrics.paused = paused.is_some();
+        self.paused = paused;
+        Ok(())
     }
 
     /// One round: write outcomes and claim what is due in one call, hand it out.
@@ -324,6 +384,8 @@ impl Dispatcher {
             }
         }
         if self.first_contact {
+            // A paused queue stays paused across restarts: known before any claim.
+            self.beat()?;
             self.warn_about_old_daemon_keys()?;
             self.first_contact = false;
             let from = match self.config.keys.shards {
@@ -349,13 +411,18 @@ impl Dispatcher {
             }
             self.lost_claims.pop();
         }
-        if self.last_sweep.elapsed() >= SWEEP_EVERY {
-            self.last_sweep = Instant::now();
-            let dropped = self.store.sweep_step()?;
-            if dropped > 0 {
-                info!(
-                    "dropped {dropped} attempt counts of jobs that were cancelled while waiting for a retry"
-                );
+        if self.last_chore.elapsed() >= CHORE_EVERY {
+            self.last_chore = Instant::now();
+            self.sweep_next = !self.sweep_next;
+            if self.sweep_next {
+                let dropped = self.store.sweep_step()?;
+                if dropped > 0 {
+                    info!(
+                        "dropped {dropped} attempt counts of jobs that were cancelled while waiting for a retry"
+                    );
+                }
+            } else {
+                self.beat()?;
             }
         }
         if self.room() == 0 && self.pending() == 0 {
@@ -376,7 +443,8 @@ impl Dispatcher {
             self.claim_from(shard, share)?;
         }
         if self.room() == 0 {
-            return Ok(self.config.poll_interval); // outcomes will wake us first
+            // Outcomes will wake us first; a pause is read again by the heartbeat.
+            return Ok(self.config.poll_interval);
         }
         // Still due somewhere and room left (jobs set aside took none): go again at
         // once.
@@ -910,6 +978,11 @@ impl Dispatcher {
                 error!("a worker thread panicked outside an attempt");
             }
         }
+        // Gone from `delayqs daemons` at once, not when the record expires.
+        let now = self.now();
+        if let Err(e) = self.store.heartbeat(&self.token_prefix, None, now) {
+            warn!("could not remove this daemon's heartbeat record ({e}); it expires by itself");
+        }
         // The last counts, without the gauges: Redis may be what stopped us.
         self.write_metrics(false);
         info!("stopped cleanly");
@@ -972,6 +1045,13 @@ fn unix_now() -> f64 {
 
 /// Unique to this process among all daemons on one Redis: the claim tokens built on it
 /// tell one lease from the next.
+/// This host's name, for the heartbeat record: as `hostname` prints it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn token_prefix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

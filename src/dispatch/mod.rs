@@ -11,4 +11,4 @@ mod report;
 pub mod settle;
 pub mod signals;
 
-pub use main_loop::{Control, Exit, Readiness, run};
+pub use main_loop::{Control, Exit, Readiness, hostname, run};

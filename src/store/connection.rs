@@ -301,6 +301,7 @@ pub struct Store {
     claim: Lua,
     unclaim: Lua,
     sweep: Lua,
+    heartbeat: Lua,
     /// The sweep goes through the active shards' attempts hashes one page at a time:
     /// which one (an index into `active`), and where in it.
     sweep_at: usize,
@@ -321,6 +322,7 @@ impl Store {
             claim: Lua::new(include_str!("scripts/claim.lua")),
             unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
+            heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
             sweep_at: 0,
             sweep_cursor: "0".into(),
         })
@@ -636,19 +638,41 @@ impl Store {
     }
 
     /// The queue's state for the metrics file: pending, due by `now`, in flight.
+    /// Writes this daemon's heartbeat record (`None`: removes it, at a clean stop),
+    /// drops those of daemons that stopped beating, and returns the queue's pause note
+    /// when it is paused.
+    pub fn heartbeat(
+        &mut self,
+        id: &str,
+        record: Option<&str>,
+        now: f64,
+    ) -> RedisResult<Option<String>> {
+        self.call(|con, s| {
+            s.heartbeat
+                .key(s.keys.daemons())
+                .key(s.keys.paused())
+                .arg(id)
+                .arg(record.unwrap_or(""))
+                .arg(now)
+                .invoke(con)
+        })
+    }
+
     /// Summed over the shards, one pipeline each (a Cluster routes it by the shard's
     /// slot).
     pub fn gauges(&mut self, now: f64) -> RedisResult<crate::telemetry::metrics::Gauges> {
         let mut sum = crate::telemetry::metrics::Gauges::default();
         for shard in self.active.clone() {
-            let (pending, due, inflight): (u64, u64, u64) = self.call(|con, s| {
+            let (pending, due, inflight, failed): (u64, u64, u64, u64) = self.call(|con, s| {
                 let keys = &s.names[shard];
                 redis::pipe()
                     .zcard(&keys.queue)
                     .zcount(&keys.queue, "-inf", now)
                     .zcard(&keys.inflight)
+                    .llen(&keys.failed)
                     .query(con)
             })?;
+            sum.failed += failed;
             sum.pending += pending;
             sum.due += due;
             sum.inflight += inflight;

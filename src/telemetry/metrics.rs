@@ -33,6 +33,12 @@ pub struct Metrics {
     pub lateness: Histogram,
     /// How long each attempt's HTTP call took.
     pub duration: Histogram,
+    /// Whether Redis answered the last call.
+    pub redis_up: bool,
+    /// When the last round that reached Redis ended (Unix s); 0 before the first.
+    pub last_round: f64,
+    /// Whether the queue is paused (`delayqs pause`), as last read.
+    pub paused: bool,
 }
 
 /// The queue's state, read from Redis when the file is written.
@@ -41,6 +47,8 @@ pub struct Gauges {
     pub pending: u64,
     pub due: u64,
     pub inflight: u64,
+    /// Records in the failed lists.
+    pub failed: u64,
 }
 
 #[derive(Debug)]
@@ -98,6 +106,9 @@ impl Default for Metrics {
             skipped: 0,
             lateness: Histogram::new(LATENESS_BOUNDS),
             duration: Histogram::new(DURATION_BOUNDS),
+            redis_up: false,
+            last_round: 0.0,
+            paused: false,
         }
     }
 }
@@ -144,6 +155,29 @@ impl Metrics {
             ),
         ];
         scalars(&mut out, "counter", &counters);
+        let _ = writeln!(
+            out,
+            "# HELP delayqs_build_info The running version.\n# TYPE delayqs_build_info gauge\ndelayqs_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let liveness = [
+            (
+                "delayqs_redis_up",
+                "1 when Redis answered the daemon's last call, 0 while it does not.",
+                u64::from(self.redis_up),
+            ),
+            (
+                "delayqs_paused",
+                "1 while the queue is paused (delayqs pause): nothing is claimed.",
+                u64::from(self.paused),
+            ),
+        ];
+        scalars(&mut out, "gauge", &liveness);
+        let _ = writeln!(
+            out,
+            "# HELP delayqs_last_round_timestamp_seconds When the last round that reached Redis ended (0: none yet).\n# TYPE delayqs_last_round_timestamp_seconds gauge\ndelayqs_last_round_timestamp_seconds {:.3}",
+            self.last_round
+        );
         if let Some(g) = gauges {
             let gauges = [
                 (
@@ -156,6 +190,11 @@ impl Metrics {
                     "delayqs_inflight_jobs",
                     "Jobs claimed by any daemon and not yet settled.",
                     g.inflight,
+                ),
+                (
+                    "delayqs_failed_jobs",
+                    "Records in the failed list: jobs that failed for good or were set aside.",
+                    g.failed,
                 ),
             ];
             scalars(&mut out, "gauge", &gauges);

@@ -556,6 +556,10 @@ impl Daemon {
         self.wait_for_log("] ready: Redis at ");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, name: &str) {
         signal(self.child.as_ref().expect("running").id(), name);
     }

@@ -1,0 +1,24 @@
+-- A daemon's heartbeat, once a second: writes its record, drops the records of daemons
+-- that stopped beating, and reads whether the queue is paused. Records carry their
+-- expiry in front ("<expires> <json>") because hash fields do not expire before
+-- Redis 7.4; the hash holds one field per live daemon, so reading it whole is cheap.
+--
+-- KEYS[1] daemons hash, KEYS[2] pause key
+-- ARGV[1] this daemon's id, ARGV[2] its record ("" to remove it: a clean stop),
+-- ARGV[3] now (Unix s, Redis's clock as the daemon knows it)
+-- Returns the pause note, or false
+
+local now = tonumber(ARGV[3])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local expires = tonumber(string.match(all[i + 1], '^(%S+)'))
+  if not expires or expires < now then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return redis.call('GET', KEYS[2])
