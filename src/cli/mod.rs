@@ -1,5 +1,6 @@
 //! The command line: the commands and their arguments (`commands`), the operator's
-//! commands on Redis (`admin`), the old daemon's way of running with a pid file and
+//! commands on Redis (`admin`; the listings in `lists`, printed by `listing`, read by
+//! `pages`; `show`; ids by prefix in `ids`), the old daemon's way of running with a pid file and
 //! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
 //! printed line and an exit code (`error`).
 //!
@@ -9,7 +10,12 @@ mod admin;
 mod commands;
 mod daemon;
 mod error;
+mod ids;
+mod listing;
+mod lists;
 mod notify;
+mod pages;
 mod pidfile;
+mod show;
 
 pub use commands::main;
