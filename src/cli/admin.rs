@@ -470,12 +470,14 @@ pub(super) fn masked(mut record: Value) -> Value {
         return record;
     };
     mask_callback_fields(fields);
+    mask_secret_headers(fields);
     if let Some(Value::String(member)) = fields.get_mut("member") {
         let mut shown = crate::job::callback::mask_in_text(member);
         // A callback written with JSON escapes (`\/`, `\u0040`) is not found in the
-        // text: then the member is shown re-encoded, with it masked.
+        // text, nor is a header value found without parsing: then the member is shown
+        // re-encoded, with them masked.
         if let Ok(Value::Object(mut parsed)) = serde_json::from_str::<Value>(&shown)
-            && mask_callback_fields(&mut parsed)
+            && (mask_callback_fields(&mut parsed) | mask_secret_headers(&mut parsed))
         {
             shown = Value::Object(parsed).to_string();
         }
@@ -492,6 +494,27 @@ fn mask_callback_fields(fields: &mut serde_json::Map<String, Value>) -> bool {
             let shown = crate::job::callback::mask(url);
             changed |= shown != *url;
             *url = shown;
+        }
+    }
+    changed
+}
+
+/// Masks the values of the `headers` option that usually carry credentials
+/// (`Authorization`, cookies, tokens, keys); whether one changed.
+pub(super) fn mask_secret_headers(fields: &mut serde_json::Map<String, Value>) -> bool {
+    let Some(Value::Object(headers)) = fields.get_mut("headers") else {
+        return false;
+    };
+    let mut changed = false;
+    for (name, value) in headers.iter_mut() {
+        let n = name.to_ascii_lowercase();
+        let secret = n == "cookie"
+            || ["auth", "token", "secret", "key", "password"]
+                .iter()
+                .any(|w| n.contains(w));
+        if secret && *value != "***" {
+            *value = Value::String("***".into());
+            changed = true;
         }
     }
     changed
@@ -581,5 +604,15 @@ mod tests {
         let shown = masked(record).to_string();
         assert!(!shown.contains("pw"), "{shown}");
         assert!(shown.contains(r#""Callback":"http://***@h/x""#), "{shown}");
+    }
+
+    #[test]
+    fn credential_headers_are_masked_in_the_record_and_its_member() {
+        let member = r#"{"callback":"http://h/x","headers":{"Authorization":"Bearer pw","X-Api-Key":"pw","X-Shop":"7"}}"#;
+        let mut record: Value = serde_json::from_str(member).unwrap();
+        record["member"] = Value::String(member.into());
+        let shown = masked(record).to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains(r#"\"X-Shop\":\"7\""#), "{shown}");
     }
 }

@@ -4,7 +4,9 @@
 use redis::Commands;
 use serde_json::{Map, Value, json};
 
-use crate::cli::admin::{Admin, AdminResult, Output, callback_of, format_table, masked, on, row};
+use crate::cli::admin::{
+    Admin, AdminResult, Output, callback_of, format_table, mask_secret_headers, masked, on, row,
+};
 use crate::cli::error::Error;
 use crate::cli::ids::{IdArg, Resolver};
 use crate::cli::lists::{Claimer, body_of};
@@ -296,32 +298,12 @@ fn failure(record: &Value) -> Value {
 /// The per-job options a member sets, with the values of headers that usually carry
 /// credentials masked.
 fn options_of(fields: &Map<String, Value>) -> Map<String, Value> {
-    let mut options = Map::new();
-    for name in OPTIONS {
-        if let Some(v) = fields.get(name) {
-            let v = match (name, v) {
-                ("headers", Value::Object(h)) => Value::Object(
-                    h.iter()
-                        .map(|(k, v)| match secret_header(k) {
-                            true => (k.clone(), Value::String("***".into())),
-                            false => (k.clone(), v.clone()),
-                        })
-                        .collect(),
-                ),
-                _ => v.clone(),
-            };
-            options.insert(name.to_string(), v);
-        }
-    }
+    let mut options: Map<String, Value> = OPTIONS
+        .iter()
+        .filter_map(|name| fields.get(*name).map(|v| (name.to_string(), v.clone())))
+        .collect();
+    mask_secret_headers(&mut options);
     options
-}
-
-fn secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "cookie"
-        || ["auth", "token", "secret", "key", "password"]
-            .iter()
-            .any(|w| n.contains(w))
 }
 
 #[cfg(test)]
