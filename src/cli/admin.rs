@@ -344,7 +344,7 @@ impl Admin {
         let mut selection = vec!["picked".to_string()];
         for raw in head {
             let record: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-            if bounds.keeps(&record, &raw) {
+            if bounds.keeps(&record) {
                 selection.push(job_id(&raw));
             }
         }
@@ -522,8 +522,13 @@ pub(super) fn mask_secret_headers(fields: &mut serde_json::Map<String, Value>) -
 
 /// The `callback` of a member or record, or `?`.
 pub(super) fn callback_of(member: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(member) {
-        Ok(Value::Object(fields)) => fields
+    callback_in(&serde_json::from_slice(member).unwrap_or(Value::Null))
+}
+
+/// The `callback` (any case) of a parsed member or record, masked, or `?`.
+pub(super) fn callback_in(value: &Value) -> String {
+    match value {
+        Value::Object(fields) => fields
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("callback"))
             .and_then(|(_, v)| v.as_str())

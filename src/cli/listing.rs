@@ -49,6 +49,11 @@ impl<'w> Listing<'w> {
         Ok(l)
     }
 
+    /// Rows are wanted as JSON values, not table cells.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     pub fn closed(&self) -> bool {
         self.closed
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::{Value, json};
 
-use crate::cli::admin::{Admin, callback_of, host_of, masked, on};
+use crate::cli::admin::{Admin, callback_in, host_of, masked, on};
 use crate::cli::error::Error;
 use crate::cli::listing::{Listing, thousands};
 use crate::cli::pages::{ListPages, PAGE, RankPages};
@@ -67,7 +67,9 @@ impl Admin {
             let rows = page
                 .iter()
                 .zip(attempts)
-                .map(|((member, due), attempts)| pending_row(member, *due, attempts, now))
+                .map(|((member, due), attempts)| {
+                    pending_row(member, *due, attempts, now, out.json())
+                })
                 .collect::<Vec<_>>();
             shown += rows.len();
             out.page(rows)?;
@@ -133,7 +135,9 @@ impl Admin {
             let rows = page
                 .iter()
                 .zip(values)
-                .map(|((member, deadline), value)| inflight_row(member, *deadline, value, now))
+                .map(|((member, deadline), value)| {
+                    inflight_row(member, *deadline, value, now, out.json())
+                })
                 .collect::<Vec<_>>();
             shown += rows.len();
             out.page(rows)?;
@@ -177,12 +181,12 @@ impl Admin {
             let mut rows = Vec::new();
             for raw in &page {
                 let record: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
-                if !bounds.keeps(&record, raw) {
+                if !bounds.keeps(&record) {
                     continue;
                 }
                 matched += 1;
                 if rows.len() < limit.left(shown) {
-                    rows.push(failed_row(raw, record));
+                    rows.push(failed_row(record, out.json()));
                 }
             }
             shown += rows.len();
@@ -239,26 +243,35 @@ fn short(id: &str) -> String {
     id[..SHORT_ID.min(id.len())].to_string()
 }
 
-fn pending_row(member: &[u8], due: f64, attempts: u32, now: f64) -> (Vec<String>, Value) {
+fn pending_row(
+    member: &[u8],
+    due: f64,
+    attempts: u32,
+    now: f64,
+    as_json: bool,
+) -> (Vec<String>, Value) {
     let id = job_id(member);
     // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
     let due = due.max(0.0);
     let late = (now - due).max(0.0);
-    let callback = callback_of(member);
-    let body = body_of(member);
+    let (callback, body) = callback_and_body(member);
+    if as_json {
+        let json = json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
+        return (Vec::new(), json);
+    }
+    let late = match late > 0.0 {
+        true => human(Duration::from_secs_f64(late)),
+        false => String::new(),
+    };
     let cells = vec![
         short(&id),
         rfc3339(due),
-        match late > 0.0 {
-            true => human(Duration::from_secs_f64(late)),
-            false => String::new(),
-        },
+        late,
         attempts.to_string(),
-        callback.clone(),
-        body_text(&body),
+        callback,
+        body.to_string(),
     ];
-    let json = json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
-    (cells, json)
+    (cells, Value::Null)
 }
 
 fn inflight_row(
@@ -266,12 +279,22 @@ fn inflight_row(
     deadline: f64,
     value: Option<AttemptsValue>,
     now: f64,
+    as_json: bool,
 ) -> (Vec<String>, Value) {
     let id = job_id(member);
     let attempt = value.as_ref().map_or(0, |v| v.made);
     let token = value.and_then(|v| v.token);
     let daemon = token.as_deref().and_then(Claimer::of_token);
     let expired = deadline < now;
+    let (callback, body) = callback_and_body(member);
+    if as_json {
+        let json = json!({
+            "id": id, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
+            "token": token, "daemon": daemon.map(|d| d.json()), "callback": callback,
+            "body": body,
+        });
+        return (Vec::new(), json);
+    }
     let cells = vec![
         short(&id),
         match expired {
@@ -283,50 +306,60 @@ fn inflight_row(
             || token.clone().unwrap_or_else(|| "?".into()),
             Claimer::to_string,
         ),
-        callback_of(member),
+        callback,
     ];
-    let json = json!({
-        "id": id, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
-        "token": token, "daemon": daemon.map(|d| d.json()), "callback": callback_of(member),
-        "body": body_of(member),
-    });
-    (cells, json)
+    (cells, Value::Null)
 }
 
-fn failed_row(raw: &[u8], record: Value) -> (Vec<String>, Value) {
+fn failed_row(record: Value, as_json: bool) -> (Vec<String>, Value) {
+    if as_json {
+        return (Vec::new(), masked(record));
+    }
     let cells = vec![
         record["Id"].as_str().unwrap_or("?").to_string(),
         record["failedAt"].as_f64().map(rfc3339).unwrap_or_default(),
         record["attempts"].to_string(),
-        callback_of(raw),
+        callback_in(&record),
         shorten(record["error"].as_str().unwrap_or(""), 100),
     ];
-    (cells, masked(record))
+    (cells, Value::Null)
+}
+
+/// A member's callback (masked) and body, from one parse: listing a million jobs
+/// costs a parse each.
+fn callback_and_body(member: &[u8]) -> (String, Value) {
+    match serde_json::from_slice::<Value>(member) {
+        Ok(parsed @ Value::Object(_)) => {
+            let callback = callback_in(&parsed);
+            (callback, body_in(parsed))
+        }
+        _ => ("?".into(), body_of(member)),
+    }
 }
 
 /// The `body` of a member (any case), as the endpoint would get it; a member that is
 /// not JSON is shown whole, its credentials masked.
 pub(super) fn body_of(member: &[u8]) -> Value {
     match serde_json::from_slice::<Value>(member) {
-        Ok(Value::Object(fields)) => fields
-            .get("body")
-            .or_else(|| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("body"))
-                    .map(|(_, v)| v)
-            })
-            .cloned()
-            .unwrap_or(Value::Null),
+        Ok(parsed @ Value::Object(_)) => body_in(parsed),
         _ => Value::String(crate::job::callback::mask_in_text(
             &String::from_utf8_lossy(member),
         )),
     }
 }
 
-/// A body for a table cell: compact JSON, which escapes every control character.
-fn body_text(body: &Value) -> String {
-    body.to_string()
+fn body_in(parsed: Value) -> Value {
+    let Value::Object(mut fields) = parsed else {
+        return Value::Null;
+    };
+    if let Some(body) = fields.remove("body") {
+        return body;
+    }
+    let key = fields
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("body"))
+        .cloned();
+    key.and_then(|k| fields.remove(&k)).unwrap_or(Value::Null)
 }
 
 /// The daemon named by a claim token. The daemon builds its tokens as
@@ -418,9 +451,9 @@ pub struct Bounds {
 
 impl Bounds {
     /// Whether a failed record (parsed, and as stored) is one the filter keeps.
-    pub fn keeps(&self, record: &Value, raw: &[u8]) -> bool {
+    pub fn keeps(&self, record: &Value) -> bool {
         let failed_at = record["failedAt"].as_f64();
-        self.host.as_ref().is_none_or(|h| host_matches(h, raw))
+        self.host.as_ref().is_none_or(|h| host_matches(h, record))
             && self.error.as_ref().is_none_or(|e| {
                 record["error"]
                     .as_str()
@@ -432,8 +465,8 @@ impl Bounds {
 }
 
 /// `host` is the callback's host with or without its port (as `stats` shows it).
-fn host_matches(host: &str, raw: &[u8]) -> bool {
-    let key = host_of(&callback_of(raw)).to_ascii_lowercase();
+fn host_matches(host: &str, record: &Value) -> bool {
+    let key = host_of(&callback_in(record)).to_ascii_lowercase();
     key == host || key.rsplit_once(':').is_some_and(|(name, _)| name == host)
 }
 
@@ -470,13 +503,13 @@ mod tests {
         };
         let raw = br#"{"callback":"http://Shop.example:8080/x","error":"HTTP 500: Disk full","failedAt":100}"#;
         let record: Value = serde_json::from_slice(raw).unwrap();
-        assert!(b(Some("shop.example"), None, None).keeps(&record, raw));
-        assert!(b(Some("shop.example:8080"), None, None).keeps(&record, raw));
-        assert!(!b(Some("shop.exampl"), None, None).keeps(&record, raw));
-        assert!(b(None, Some("disk full"), None).keeps(&record, raw));
-        assert!(!b(None, Some("timeout"), None).keeps(&record, raw));
-        assert!(b(None, None, Some(100.0)).keeps(&record, raw));
-        assert!(!b(None, None, Some(100.5)).keeps(&record, raw));
+        assert!(b(Some("shop.example"), None, None).keeps(&record));
+        assert!(b(Some("shop.example:8080"), None, None).keeps(&record));
+        assert!(!b(Some("shop.exampl"), None, None).keeps(&record));
+        assert!(b(None, Some("disk full"), None).keeps(&record));
+        assert!(!b(None, Some("timeout"), None).keeps(&record));
+        assert!(b(None, None, Some(100.0)).keeps(&record));
+        assert!(!b(None, None, Some(100.5)).keeps(&record));
         assert!(When::parse("3d", "--since").is_ok());
         assert_eq!(
             When::parse("1764000000", "--since").unwrap(),
