@@ -8,10 +8,11 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::{Value, json};
 
-use crate::cli::admin::{Admin, callback_in, host_of, masked, on};
+use crate::cli::admin::{Admin, on};
 use crate::cli::error::Error;
 use crate::cli::listing::{Listing, thousands};
 use crate::cli::pages::{ListPages, PAGE, RankPages};
+use crate::cli::shown::{callback_in, host_of, masked};
 use crate::config::Keys;
 use crate::job::{job_id, shorten};
 use crate::store::AttemptsValue;

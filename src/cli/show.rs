@@ -4,13 +4,12 @@
 use redis::Commands;
 use serde_json::{Map, Value, json};
 
-use crate::cli::admin::{
-    Admin, AdminResult, Output, callback_of, format_table, mask_secret_headers, masked, on, row,
-};
+use crate::cli::admin::{Admin, AdminResult, Output, format_table, on, row};
 use crate::cli::error::Error;
 use crate::cli::ids::{IdArg, Resolver};
 use crate::cli::lists::{Claimer, body_of};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
+use crate::cli::shown::{callback_of, mask_secret_headers, masked};
 use crate::config::Keys;
 use crate::job::{job_id, shorten};
 use crate::store::AttemptsValue;
