@@ -14,7 +14,7 @@ use crate::cli::ids::{IdArg, Resolver};
 use crate::cli::lists::{Bounds, Filter};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
 use crate::cli::shown::{callback_of, host_of};
-use crate::config::{Config, Keys};
+use crate::config::{Config, Keys, ShardKeys};
 use crate::job::{Job, job_id};
 use crate::store::script::Lua;
 use crate::store::{AttemptsValue, lua};
@@ -64,6 +64,20 @@ impl Admin {
             url,
             max_timeout: config.http.timeout,
         })
+    }
+
+    /// The set of keys the listings, `show`, `cancel` and `failed retry|purge` read:
+    /// shard 0, the configured names. Each of them takes one set, so that running it
+    /// per shard and merging is left to do; until then a sharded queue is said to be
+    /// seen in part rather than shown as if whole.
+    pub(super) fn one_set(&self) -> ShardKeys {
+        if self.keys.shards > 1 {
+            eprintln!(
+                "delayqs: warning: the queue has {} shards (`shards`); this command reads shard 0 only",
+                self.keys.shards
+            );
+        }
+        self.keys.shard(0)
     }
 
     /// Redis's clock, which the daemons judge due times by.
@@ -242,11 +256,11 @@ impl Admin {
     /// each, as many as it held at the start: no call holds Redis long, and each leaves
     /// every record in the list once (see the script for an interrupted run).
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
-        let k = self.keys.clone();
+        let k = self.one_set();
         self.failed_change_in(&k, op, which)
     }
 
-    fn failed_change_in(&mut self, k: &Keys, op: &str, which: Selection) -> AdminResult {
+    fn failed_change_in(&mut self, k: &ShardKeys, op: &str, which: Selection) -> AdminResult {
         let mut not_found: Vec<String> = Vec::new();
         let (mut selection, bounds) = match which {
             Selection::All => (vec!["all".to_string()], None),
@@ -307,7 +321,7 @@ impl Admin {
     /// name none. The list is read a page at a time; ambiguous prefixes are an error.
     fn failed_ids(
         &mut self,
-        k: &Keys,
+        k: &ShardKeys,
         args: Vec<IdArg>,
     ) -> Result<(Vec<String>, Vec<String>), Error> {
         let mut ids: Resolver<()> = Resolver::new(args);
@@ -340,7 +354,12 @@ impl Admin {
     /// step's records the filter keeps, read from the head the step will take. The
     /// script acts only on records whose hash it is given, so a head that changed
     /// meanwhile (another operator's run) is kept, not wrongly acted on.
-    fn picked(&mut self, k: &Keys, step: usize, bounds: &Bounds) -> Result<Vec<String>, Error> {
+    fn picked(
+        &mut self,
+        k: &ShardKeys,
+        step: usize,
+        bounds: &Bounds,
+    ) -> Result<Vec<String>, Error> {
         let head: Vec<Vec<u8>> = on(&self.url, self.con.lrange(&k.failed, 0, step as isize - 1))?;
         let mut selection = vec!["picked".to_string()];
         for raw in head {
@@ -355,11 +374,11 @@ impl Admin {
     /// `cancel`: removes pending jobs by id. Finding a member by id means reading the
     /// queue page by page and hashing; the removal itself is one script call.
     pub fn cancel(&mut self, args: &[IdArg]) -> AdminResult {
-        let k = self.keys.clone();
+        let k = self.one_set();
         self.cancel_in(&k, args)
     }
 
-    fn cancel_in(&mut self, k: &Keys, args: &[IdArg]) -> AdminResult {
+    fn cancel_in(&mut self, k: &ShardKeys, args: &[IdArg]) -> AdminResult {
         let mut ids: Resolver<Vec<u8>> = Resolver::new(args.to_vec());
         'scan: for key in [&k.queue, &k.inflight] {
             let mut pages = ScanPages::new(key);

@@ -13,7 +13,7 @@ use crate::cli::error::Error;
 use crate::cli::listing::{Listing, thousands};
 use crate::cli::pages::{ListPages, PAGE, RankPages};
 use crate::cli::shown::{callback_in, host_of, masked};
-use crate::config::Keys;
+use crate::config::ShardKeys;
 use crate::job::{job_id, shorten};
 use crate::store::AttemptsValue;
 use crate::timefmt::{human, rfc3339};
@@ -45,13 +45,13 @@ impl Admin {
         limit: Limit,
         due_only: bool,
     ) -> Result<(), Error> {
-        let k = self.keys.clone();
+        let k = self.one_set();
         self.pending_in(&k, out, limit, due_only)
     }
 
     fn pending_in(
         &mut self,
-        k: &Keys,
+        k: &ShardKeys,
         out: &mut Listing,
         limit: Limit,
         due_only: bool,
@@ -87,7 +87,7 @@ impl Admin {
 
     /// Attempts made so far by each pending job (member, score): 0 when there is no
     /// count, and for a job added anew since its count was written.
-    fn attempts_of(&mut self, k: &Keys, rows: &[(Vec<u8>, f64)]) -> Result<Vec<u32>, Error> {
+    fn attempts_of(&mut self, k: &ShardKeys, rows: &[(Vec<u8>, f64)]) -> Result<Vec<u32>, Error> {
         let values = self.attempts_values(k, rows.iter().map(|(m, _)| m))?;
         Ok(values
             .into_iter()
@@ -99,7 +99,7 @@ impl Admin {
     /// The attempts-hash values of these members, one `HMGET` for the page.
     pub(super) fn attempts_values<'m>(
         &mut self,
-        k: &Keys,
+        k: &ShardKeys,
         members: impl Iterator<Item = &'m Vec<u8>>,
     ) -> Result<Vec<Option<AttemptsValue>>, Error> {
         let members: Vec<&Vec<u8>> = members.collect();
@@ -122,11 +122,11 @@ impl Admin {
     /// `inflight`: claimed jobs, soonest lease deadline first, with the daemon that
     /// holds each.
     pub fn inflight(&mut self, out: &mut Listing, limit: Limit) -> Result<(), Error> {
-        let k = self.keys.clone();
+        let k = self.one_set();
         self.inflight_in(&k, out, limit)
     }
 
-    fn inflight_in(&mut self, k: &Keys, out: &mut Listing, limit: Limit) -> Result<(), Error> {
+    fn inflight_in(&mut self, k: &ShardKeys, out: &mut Listing, limit: Limit) -> Result<(), Error> {
         let now = self.now()?;
         let total: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
         let mut pages = RankPages::new(&k.inflight, None);
@@ -161,13 +161,13 @@ impl Admin {
         limit: Limit,
         filter: &Filter,
     ) -> Result<(), Error> {
-        let k = self.keys.clone();
+        let k = self.one_set();
         self.failed_list_in(&k, out, limit, filter)
     }
 
     fn failed_list_in(
         &mut self,
-        k: &Keys,
+        k: &ShardKeys,
         out: &mut Listing,
         limit: Limit,
         filter: &Filter,

@@ -10,7 +10,7 @@ use crate::cli::ids::{IdArg, Resolver};
 use crate::cli::lists::{Claimer, body_of};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
 use crate::cli::shown::{callback_of, mask_secret_headers, masked};
-use crate::config::Keys;
+use crate::config::ShardKeys;
 use crate::job::{job_id, shorten};
 use crate::store::AttemptsValue;
 use crate::timefmt::{human, rfc3339};
@@ -48,7 +48,7 @@ struct Found {
 
 impl Admin {
     pub fn show(&mut self, arg: &IdArg) -> AdminResult {
-        let k = self.keys.clone();
+        let k = self.one_set();
         let Some(found) = self.find_job(&k, arg)? else {
             let what = format!(
                 "{}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)",
@@ -66,7 +66,7 @@ impl Admin {
 
     /// The one job `arg` names, and its state now: the keys are read a page at a time
     /// (Redis has no index by id), then the job's entries one command each.
-    fn find_job(&mut self, k: &Keys, arg: &IdArg) -> Result<Option<Found>, Error> {
+    fn find_job(&mut self, k: &ShardKeys, arg: &IdArg) -> Result<Option<Found>, Error> {
         let mut ids: Resolver<()> = Resolver::new(vec![arg.clone()]);
         let mut seen: Vec<(String, Seen)> = Vec::new();
         for key in [&k.queue, &k.inflight] {
