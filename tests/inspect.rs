@@ -508,3 +508,25 @@ fn a_sharded_queue_is_said_to_be_read_in_part() {
         "no warning with one shard"
     );
 }
+
+#[test]
+fn a_listing_that_fails_before_reading_prints_nothing_on_stdout() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let _: () = con.set(FAILED, "not a list").unwrap();
+    for args in [
+        vec!["failed", "list", "--json"],
+        vec!["failed", "list", "--limit", "0"],
+    ] {
+        let out = delayqs(&config, &args);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert!(stderr(&out).contains("WRONGTYPE"), "{}", stderr(&out));
+    }
+    let empty = json_of(&config, &["pending"]);
+    assert_eq!(
+        (empty["jobs"].clone(), empty["total"].clone()),
+        (json!([]), json!(0))
+    );
+}

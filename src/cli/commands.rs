@@ -593,7 +593,7 @@ fn listing(
     let mut admin = Admin::connect(config)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut listing = Listing::start(&mut out, json, array, header)?;
+    let mut listing = Listing::start(&mut out, json, array, header);
     f(&mut admin, &mut listing)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,7 @@ impl IdArg {
         }
     }
 
-    fn matches(&self, id: &str) -> bool {
+    pub fn matches(&self, id: &str) -> bool {
         match self {
             IdArg::Prefix(p) => id.starts_with(p.as_str()),
             IdArg::Exact(e) => id == e,

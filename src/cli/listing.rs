@@ -23,17 +23,15 @@ pub struct Listing<'w> {
     rows: usize,
     /// The reader closed the pipe: nothing more is written, and the caller stops.
     closed: bool,
+    /// The JSON document's opening, written with the first page or the end, so that a
+    /// command failing before it read anything prints nothing on stdout.
+    opening: Option<String>,
 }
 
 impl<'w> Listing<'w> {
     /// `array`: the name of the JSON array the rows go in; `header`: the table's.
-    pub fn start(
-        out: &'w mut dyn Write,
-        json: bool,
-        array: &str,
-        header: &[&str],
-    ) -> Result<Listing<'w>, Error> {
-        let mut l = Listing {
+    pub fn start(out: &'w mut dyn Write, json: bool, array: &str, header: &[&str]) -> Listing<'w> {
+        Listing {
             out,
             json,
             columns: terminal_columns(std::env::var("COLUMNS").ok().as_deref()),
@@ -41,12 +39,8 @@ impl<'w> Listing<'w> {
             widths: None,
             rows: 0,
             closed: false,
-        };
-        if json {
-            let head = format!("{{{}:[", Value::String(array.into()));
-            l.write(head.as_bytes())?;
+            opening: json.then(|| format!("{{{}:[", Value::String(array.into()))),
         }
-        Ok(l)
     }
 
     /// Rows are wanted as JSON values, not table cells.
@@ -130,7 +124,13 @@ impl<'w> Listing<'w> {
         if self.closed {
             return Ok(());
         }
-        match self.out.write_all(bytes).and_then(|()| self.out.flush()) {
+        let opening = self.opening.take().unwrap_or_default();
+        let written = self
+            .out
+            .write_all(opening.as_bytes())
+            .and_then(|()| self.out.write_all(bytes))
+            .and_then(|()| self.out.flush());
+        match written {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 self.closed = true;
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn a_table_is_cut_to_the_width_and_json_is_one_document() {
         let mut out = Vec::new();
-        let mut l = Listing::start(&mut out, false, "jobs", &["ID", "BODY"]).unwrap();
+        let mut l = Listing::start(&mut out, false, "jobs", &["ID", "BODY"]);
         l.columns = 30;
         let long = "x".repeat(100);
         l.page(vec![(vec!["a1".into(), long.clone()], json!(1))])
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(lines[2], "showing 1 of 2");
 
         let mut out = Vec::new();
-        let mut l = Listing::start(&mut out, true, "jobs", &["ID"]).unwrap();
+        let mut l = Listing::start(&mut out, true, "jobs", &["ID"]);
         l.page(vec![(vec![], json!({"a": long})), (vec![], json!(2))])
             .unwrap();
         l.page(vec![(vec![], json!(3))]).unwrap();

@@ -1,7 +1,6 @@
 //! `show`: one job, found by a prefix of its id in the queue, the in-flight set and
 //! the failed list, with everything Redis knows of it.
 
-use redis::Commands;
 use serde_json::{Map, Value, json};
 
 use crate::cli::admin::{Admin, AdminResult, Output, format_table, on, row};
@@ -28,7 +27,6 @@ const OPTIONS: [&str; 8] = [
 ];
 
 /// Where a job was seen while its id was looked for.
-#[derive(Clone)]
 enum Seen {
     /// A member of the queue or the in-flight set.
     Member(Vec<u8>),
@@ -74,7 +72,7 @@ impl Admin {
             while let Some(page) = pages.next(self)? {
                 for member in page {
                     let id = job_id(&member);
-                    if arg_matches(arg, &id) {
+                    if arg.matches(&id) {
                         ids.offer(&id, || ());
                         seen.push((id, Seen::Member(member)));
                     }
@@ -85,7 +83,7 @@ impl Admin {
         while let Some(page) = pages.next(self, PAGE)? {
             for raw in page {
                 let record: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                if let Some(id) = record["Id"].as_str().filter(|id| arg_matches(arg, id)) {
+                if let Some(id) = record["Id"].as_str().filter(|id| arg.matches(id)) {
                     let id = id.to_string();
                     ids.offer(&id, || ());
                     seen.push((id, Seen::Record(record)));
@@ -119,14 +117,14 @@ impl Admin {
                 records,
             }));
         };
-        let (due, lease): (Option<f64>, Option<f64>) = on(
+        let (due, lease, attempts): (Option<f64>, Option<f64>, Option<String>) = on(
             &self.url,
             redis::pipe()
                 .zscore(&k.queue, m)
                 .zscore(&k.inflight, m)
+                .hget(&k.attempts, m)
                 .query(&mut self.con),
         )?;
-        let attempts: Option<String> = on(&self.url, self.con.hget(&k.attempts, m))?;
         Ok(Some(Found {
             id,
             member,
@@ -135,13 +133,6 @@ impl Admin {
             attempts: attempts.map(|v| AttemptsValue::parse(&v)),
             records,
         }))
-    }
-}
-
-fn arg_matches(arg: &IdArg, id: &str) -> bool {
-    match arg {
-        IdArg::Prefix(p) => id.starts_with(p.as_str()),
-        IdArg::Exact(e) => id == e,
     }
 }
 
