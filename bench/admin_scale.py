@@ -14,6 +14,7 @@ import collections
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def main():
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
