@@ -267,9 +267,13 @@ fn failed_job_is_listed_with_its_reason_then_retried_and_delivered() {
     });
     assert_eq!(con.llen::<_, usize>(FAILED).unwrap(), 0);
 
-    let out = delayqs(&config, &["failed", "retry", "0000"]);
+    let out = delayqs(&config, &["failed", "retry", "000000"]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(stdout(&out).contains("0000: not found"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("000000: not found"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stderr(&out).contains("1 ids not found"), "{}", stderr(&out));
     assert_eq!(
         delayqs(&config, &["failed", "retry"]).status.code(),
@@ -340,7 +344,7 @@ fn cancel_removes_a_job_waiting_for_a_retry_by_id() {
         score.is_some()
     });
 
-    let out = delayqs(&config, &["cancel", &id, "ffff", "--json"]);
+    let out = delayqs(&config, &["cancel", &id, "ffffff", "--json"]);
     assert_eq!(out.status.code(), Some(64), "an unknown id is reported");
     // Still one JSON document saying what was done.
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();

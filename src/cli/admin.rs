@@ -1,4 +1,5 @@
-//! Operator commands: add, pending, stats, failed list/retry/purge, cancel. Each reads
+//! Operator commands that change the queue or count it: add, stats, failed
+//! retry/purge, cancel (the listings are in `lists`, `show` in `show`). Each reads
 //! the same config as the daemon, talks to Redis directly, and changes data only in
 //! one script call, so a running daemon never sees a job half moved.
 
@@ -9,17 +10,18 @@ use redis::Commands;
 use serde_json::{Value, json};
 
 use crate::cli::error::Error;
-use crate::config::{Config, Keys};
-use crate::job::{Job, job_id, shorten};
+use crate::cli::ids::{IdArg, Resolver};
+use crate::cli::lists::{Bounds, Filter};
+use crate::cli::pages::{ListPages, PAGE, ScanPages};
+use crate::cli::shown::{callback_of, host_of};
+use crate::config::{Config, Keys, ShardKeys};
+use crate::job::{Job, job_id};
 use crate::store::script::Lua;
 use crate::store::{AttemptsValue, lua};
 use crate::timefmt::{human, parse_duration, parse_time, rfc3339};
 
 pub type AdminResult = Result<Output, Error>;
 
-/// Records or hash entries read per command: a page of this many keeps every Redis
-/// command short, whatever the list or hash holds.
-const PAGE: usize = 500;
 /// Failed records gone through per `failed.lua` call: a retry costs the script about
 /// 6 µs a record (decode, ZADD, HDEL), so a step stays near a millisecond.
 const FAILED_STEP: usize = 200;
@@ -44,9 +46,9 @@ impl Output {
 }
 
 pub struct Admin {
-    con: crate::store::Conn,
-    keys: Keys,
-    url: String,
+    pub(super) con: crate::store::Conn,
+    pub(super) keys: Keys,
+    pub(super) url: String,
     /// The daemon's `timeoutMs`, which bounds a job's own `timeout`.
     max_timeout: Duration,
 }
@@ -64,8 +66,22 @@ impl Admin {
         })
     }
 
+    /// The set of keys the listings, `show`, `cancel` and `failed retry|purge` read:
+    /// shard 0, the configured names. Each of them takes one set, so that running it
+    /// per shard and merging is left to do; until then a sharded queue is said to be
+    /// seen in part rather than shown as if whole.
+    pub(super) fn one_set(&self) -> ShardKeys {
+        if self.keys.shards > 1 {
+            eprintln!(
+                "delayqs: warning: the queue has {} shards (`shards`); this command reads shard 0 only",
+                self.keys.shards
+            );
+        }
+        self.keys.shard(0)
+    }
+
     /// Redis's clock, which the daemons judge due times by.
-    fn now(&mut self) -> Result<f64, Error> {
+    pub(super) fn now(&mut self) -> Result<f64, Error> {
         let (secs, micros): (u64, u64) = on(&self.url, redis::cmd("TIME").query(&mut self.con))?;
         Ok(secs as f64 + micros as f64 / 1e6)
     }
@@ -131,78 +147,6 @@ impl Admin {
             json: json!({"id": id, "due": due, "dueTime": rfc3339(due), "added": added == 1, "member": member}),
             shortfall: None,
         })
-    }
-
-    /// `pending`: jobs in due order, with their attempts so far.
-    pub fn pending(&mut self, limit: usize, due_only: bool) -> AdminResult {
-        let now = self.now()?;
-        let limit = limit.max(1);
-        let rows: Vec<(Vec<u8>, f64)> = if due_only {
-            on(
-                &self.url,
-                self.con.zrangebyscore_limit_withscores(
-                    &self.keys.queue,
-                    "-inf",
-                    now,
-                    0,
-                    limit as isize,
-                ),
-            )?
-        } else {
-            on(
-                &self.url,
-                self.con
-                    .zrange_withscores(&self.keys.queue, 0, limit as isize - 1),
-            )?
-        };
-        let attempts = self.attempts_of(&rows)?;
-        let mut jobs = Vec::new();
-        let mut table = vec![row(["ID", "DUE", "LATE", "ATTEMPTS", "CALLBACK"])];
-        for ((member, due), attempts) in rows.iter().zip(attempts) {
-            let id = job_id(member);
-            // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
-            let due = due.max(0.0);
-            let late = (now - due).max(0.0);
-            let callback = callback_of(member);
-            table.push(row([
-                id.clone(),
-                rfc3339(due),
-                if late > 0.0 {
-                    human(Duration::from_secs_f64(late))
-                } else {
-                    String::new()
-                },
-                attempts.to_string(),
-                callback.clone(),
-            ]));
-            jobs.push(json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback}));
-        }
-        Ok(Output {
-            text: format_table(&table),
-            json: json!({"now": now, "jobs": jobs}),
-            shortfall: None,
-        })
-    }
-
-    /// Attempts made so far by each pending job (member, score): 0 when there is no
-    /// count, and for a job added anew since its count was written.
-    fn attempts_of(&mut self, rows: &[(Vec<u8>, f64)]) -> Result<Vec<u32>, Error> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let members: Vec<&Vec<u8>> = rows.iter().map(|(m, _)| m).collect();
-        let values: Vec<Option<String>> = on(
-            &self.url,
-            redis::cmd("HMGET")
-                .arg(&self.keys.attempts)
-                .arg(&members)
-                .query(&mut self.con),
-        )?;
-        Ok(values
-            .into_iter()
-            .zip(rows)
-            .map(|(v, (_, score))| v.map_or(0, |v| AttemptsValue::parse(&v).made_at(*score)))
-            .collect())
     }
 
     /// Jobs waiting in the queue for a retry: an attempts value with attempts made and
@@ -307,67 +251,47 @@ impl Admin {
         })
     }
 
-    /// `failed list`: the oldest `limit` records of the failed list.
-    pub fn failed_list(&mut self, limit: usize) -> AdminResult {
-        let raw: Vec<Vec<u8>> = on(
-            &self.url,
-            self.con
-                .lrange(&self.keys.failed, 0, limit.max(1) as isize - 1),
-        )?;
-        let mut table = vec![row(["ID", "FAILED", "ATTEMPTS", "CALLBACK", "ERROR"])];
-        let mut records = Vec::new();
-        for r in &raw {
-            let v: Value = serde_json::from_slice(r).unwrap_or(Value::Null);
-            let id = v["Id"].as_str().unwrap_or("?").to_string();
-            let when = v["failedAt"].as_f64().map(rfc3339).unwrap_or_default();
-            table.push(row([
-                id,
-                when,
-                v["attempts"].to_string(),
-                callback_of(r),
-                shorten(v["error"].as_str().unwrap_or(""), 100),
-            ]));
-            records.push(masked(v));
-        }
-        Ok(Output {
-            text: format_table(&table),
-            json: json!({ "records": records }),
-            shortfall: None,
-        })
-    }
-
     /// `failed retry` and `failed purge`: `op` is "retry" or "purge"; `which` selects.
     /// The list is gone through in steps of [`FAILED_STEP`] records, one `failed.lua` call
     /// each, as many as it held at the start: no call holds Redis long, and each leaves
     /// every record in the list once (see the script for an interrupted run).
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
+        let k = self.one_set();
+        self.failed_change_in(&k, op, which)
+    }
+
+    fn failed_change_in(&mut self, k: &ShardKeys, op: &str, which: Selection) -> AdminResult {
+        let mut not_found: Vec<String> = Vec::new();
+        let (mut selection, bounds) = match which {
+            Selection::All => (vec!["all".to_string()], None),
+            Selection::Ids(args) => {
+                let (ids, missing) = self.failed_ids(k, args)?;
+                not_found = missing;
+                let mut selection = vec!["ids".to_string()];
+                selection.extend(ids);
+                (selection, None)
+            }
+            Selection::Filter(filter) => (Vec::new(), Some(self.bounds(&filter)?)),
+        };
+        let total: usize = match selection.as_slice() {
+            [ids] if ids == "ids" => 0, // none of the ids named is in the list
+            _ => on(&self.url, self.con.llen(&k.failed))?,
+        };
         let failed = Lua::new(lua::FAILED);
-        let mut selection: Vec<String> = Vec::new();
-        let mut asked = Vec::new();
-        match &which {
-            Selection::All => selection.push("all".into()),
-            Selection::OlderThan(d) => {
-                let cutoff = self.now()? - d.as_secs_f64();
-                selection.extend(["older".to_string(), cutoff.to_string()]);
-            }
-            Selection::Ids(ids) => {
-                selection.push("ids".into());
-                selection.extend(ids.iter().cloned());
-                asked.clone_from(ids);
-            }
-        }
-        let total: usize = on(&self.url, self.con.llen(&self.keys.failed))?;
         let mut reply: Vec<String> = Vec::new();
         let mut gone_through = 0;
         while gone_through < total {
             let step = (total - gone_through).min(FAILED_STEP);
+            if let Some(bounds) = &bounds {
+                selection = self.picked(k, step, bounds)?;
+            }
             let got: Vec<String> = on(
                 &self.url,
                 failed
-                    .key(&self.keys.queue)
-                    .key(&self.keys.attempts)
-                    .key(&self.keys.failed)
-                    .key(&self.keys.inflight)
+                    .key(&k.queue)
+                    .key(&k.attempts)
+                    .key(&k.failed)
+                    .key(&k.inflight)
                     .arg(op)
                     .arg(step)
                     .arg(&selection)
@@ -380,79 +304,120 @@ impl Admin {
             }
             gone_through += taken;
         }
-        let mut done: Vec<Value> = Vec::new();
-        let mut lines = String::new();
-        for pair in reply.chunks(2) {
-            let (id, what) = (&pair[0], &pair[1]);
-            lines.push_str(&format!("{id}: {what}\n"));
-            done.push(json!({"id": id, "result": what}));
+        if let [mode, ids @ ..] = selection.as_slice()
+            && mode == "ids"
+        {
+            // Gone from the list between the lookup and the change.
+            not_found.extend(
+                ids.iter()
+                    .filter(|id| !reply.chunks(2).any(|p| &p[0] == *id))
+                    .cloned(),
+            );
         }
-        let missing: Vec<&String> = asked
-            .iter()
-            .filter(|id| !reply.chunks(2).any(|p| &p[0] == *id))
-            .collect();
-        for id in &missing {
-            lines.push_str(&format!("{id}: not found in the failed list\n"));
+        Ok(failed_report(&reply, &not_found))
+    }
+
+    /// The whole `Id`s the arguments name in the failed list, and the arguments that
+    /// name none. The list is read a page at a time; ambiguous prefixes are an error.
+    fn failed_ids(
+        &mut self,
+        k: &ShardKeys,
+        args: Vec<IdArg>,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let mut ids: Resolver<()> = Resolver::new(args);
+        let mut pages = ListPages::new(&k.failed);
+        while let Some(page) = pages.next(self, PAGE)? {
+            for raw in page {
+                if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(&raw)
+                    && let Some(Value::String(id)) = r.get("Id")
+                {
+                    ids.offer(id, || ());
+                }
+            }
+            if ids.settled() {
+                break;
+            }
         }
-        let malformed_kept = reply
-            .chunks(2)
-            .filter(|p| p[1].starts_with("kept: malformed"))
-            .count();
-        if malformed_kept > 0 {
-            lines.push_str(&format!(
-                "skipped {malformed_kept} malformed records: they would fail again at once (retry them by id or with --malformed)\n"
-            ));
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for (arg, id) in ids.finish()? {
+            match id {
+                Some((id, ())) => found.push(id),
+                None => missing.push(arg.text().to_string()),
+            }
         }
-        if lines.is_empty() {
-            lines.push_str("nothing matched\n");
+        found.dedup();
+        Ok((found, missing))
+    }
+
+    /// The selection for the next step of a filtered change: the SHA-1 of each of the
+    /// step's records the filter keeps, read from the head the step will take. The
+    /// script acts only on records whose hash it is given, so a head that changed
+    /// meanwhile (another operator's run) is kept, not wrongly acted on.
+    fn picked(
+        &mut self,
+        k: &ShardKeys,
+        step: usize,
+        bounds: &Bounds,
+    ) -> Result<Vec<String>, Error> {
+        let head: Vec<Vec<u8>> = on(&self.url, self.con.lrange(&k.failed, 0, step as isize - 1))?;
+        let mut selection = vec!["picked".to_string()];
+        for raw in head {
+            let record: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            if bounds.keeps(&record) {
+                selection.push(job_id(&raw));
+            }
         }
-        let json =
-            json!({"results": done, "notFound": missing, "malformedSkipped": malformed_kept});
-        let shortfall = (!missing.is_empty())
-            .then(|| format!("{} ids not found in the failed list", missing.len()));
-        Ok(Output {
-            text: lines,
-            json,
-            shortfall,
-        })
+        Ok(selection)
     }
 
     /// `cancel`: removes pending jobs by id. Finding a member by id means reading the
     /// queue page by page and hashing; the removal itself is one script call.
-    pub fn cancel(&mut self, ids: &[String]) -> AdminResult {
-        let mut found: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let wanted: Vec<&String> = ids.iter().collect();
-        for key in [self.keys.queue.clone(), self.keys.inflight.clone()] {
-            let iter: redis::Iter<Vec<u8>> = on(&self.url, self.con.zscan(&key))?;
-            // ZSCAN yields member, score, member, score...
-            let members: Vec<Vec<u8>> = on(&self.url, iter.step_by(2).collect())?;
-            for m in members {
-                let id = job_id(&m);
-                if wanted.contains(&&id) {
-                    found.entry(id).or_insert(m);
+    pub fn cancel(&mut self, args: &[IdArg]) -> AdminResult {
+        let k = self.one_set();
+        self.cancel_in(&k, args)
+    }
+
+    fn cancel_in(&mut self, k: &ShardKeys, args: &[IdArg]) -> AdminResult {
+        let mut ids: Resolver<Vec<u8>> = Resolver::new(args.to_vec());
+        'scan: for key in [&k.queue, &k.inflight] {
+            let mut pages = ScanPages::new(key);
+            while let Some(page) = pages.next(self)? {
+                for member in page {
+                    let id = job_id(&member);
+                    ids.offer(&id, move || member);
+                }
+                if ids.settled() {
+                    break 'scan;
                 }
             }
         }
-        let members: Vec<&Vec<u8>> = found.values().collect();
+        let resolved = ids.finish()?;
+        let found: BTreeMap<&String, &Vec<u8>> = resolved
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().map(|(id, m)| (id, m)))
+            .collect();
+        let members: Vec<&Vec<u8>> = found.values().copied().collect();
         let results: Vec<i64> = if members.is_empty() {
             Vec::new()
         } else {
             on(
                 &self.url,
                 Lua::new(lua::CANCEL)
-                    .key(&self.keys.queue)
-                    .key(&self.keys.inflight)
-                    .key(&self.keys.attempts)
+                    .key(&k.queue)
+                    .key(&k.inflight)
+                    .key(&k.attempts)
                     .arg(&members)
                     .invoke(&mut self.con),
             )?
         };
-        let outcome: BTreeMap<&String, i64> = found.keys().zip(results).collect();
+        let outcome: BTreeMap<&String, i64> = found.keys().copied().zip(results).collect();
         let mut lines = String::new();
         let mut json_results = Vec::new();
         let mut all_cancelled = true;
-        for id in ids {
-            let what = match outcome.get(id) {
+        for (arg, f) in &resolved {
+            let id = f.as_ref().map_or(arg.text(), |(id, _)| id.as_str());
+            let what = match f.as_ref().and_then(|(id, _)| outcome.get(id)) {
                 Some(1) => "cancelled",
                 Some(-1) => {
                     "in flight: its attempt is under way and cannot be stopped; cancel it again if it comes back for a retry"
@@ -471,74 +436,53 @@ impl Admin {
     }
 }
 
-fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, Error> {
+/// What `failed retry|purge` did: the script's (id, what) pairs, and the ids named that
+/// were not found.
+fn failed_report(reply: &[String], not_found: &[String]) -> Output {
+    let mut done: Vec<Value> = Vec::new();
+    let mut lines = String::new();
+    for pair in reply.chunks(2) {
+        let (id, what) = (&pair[0], &pair[1]);
+        lines.push_str(&format!("{id}: {what}\n"));
+        done.push(json!({"id": id, "result": what}));
+    }
+    for id in not_found {
+        lines.push_str(&format!("{id}: not found in the failed list\n"));
+    }
+    let malformed_kept = reply
+        .chunks(2)
+        .filter(|p| p[1].starts_with("kept: malformed"))
+        .count();
+    if malformed_kept > 0 {
+        lines.push_str(&format!(
+            "skipped {malformed_kept} malformed records: they would fail again at once (retry them by id or with --malformed)\n"
+        ));
+    }
+    if lines.is_empty() {
+        lines.push_str("nothing matched\n");
+    }
+    let json = json!({"results": done, "notFound": not_found, "malformedSkipped": malformed_kept});
+    let shortfall = (!not_found.is_empty())
+        .then(|| format!("{} ids not found in the failed list", not_found.len()));
+    Output {
+        text: lines,
+        json,
+        shortfall,
+    }
+}
+
+pub(super) fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, Error> {
     r.map_err(|e| Error::redis(url, &e))
 }
 
 /// Which failed records a command acts on.
 pub enum Selection {
     All,
-    OlderThan(Duration),
-    Ids(Vec<String>),
+    Ids(Vec<IdArg>),
+    Filter(Filter),
 }
 
-/// A failed record as `failed list --json` shows it: the credentials in its callback
-/// masked, as in the table, both in the `callback` field and in the `member` string
-/// (which is not the one to put back then; the record in Redis keeps that).
-fn masked(mut record: Value) -> Value {
-    let Value::Object(fields) = &mut record else {
-        return record;
-    };
-    mask_callback_fields(fields);
-    if let Some(Value::String(member)) = fields.get_mut("member") {
-        let mut shown = crate::job::callback::mask_in_text(member);
-        // A callback written with JSON escapes (`\/`, `\u0040`) is not found in the
-        // text: then the member is shown re-encoded, with it masked.
-        if let Ok(Value::Object(mut parsed)) = serde_json::from_str::<Value>(&shown)
-            && mask_callback_fields(&mut parsed)
-        {
-            shown = Value::Object(parsed).to_string();
-        }
-        *member = shown;
-    }
-    record
-}
-
-/// Masks every `callback` field (any case) of a member or record; whether one changed.
-fn mask_callback_fields(fields: &mut serde_json::Map<String, Value>) -> bool {
-    let mut changed = false;
-    for (key, value) in fields.iter_mut() {
-        if let (true, Value::String(url)) = (key.eq_ignore_ascii_case("callback"), &mut *value) {
-            let shown = crate::job::callback::mask(url);
-            changed |= shown != *url;
-            *url = shown;
-        }
-    }
-    changed
-}
-
-/// The `callback` of a member or record, or `?`.
-fn callback_of(member: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(member) {
-        Ok(Value::Object(fields)) => fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("callback"))
-            .and_then(|(_, v)| v.as_str())
-            .map(crate::job::callback::mask)
-            .unwrap_or_else(|| "?".into()),
-        _ => "?".into(),
-    }
-}
-
-/// `host[:port]` of a callback, as the breakers count it; the text itself when it is
-/// not a callback URL (a malformed job's record).
-fn host_of(url: &str) -> String {
-    crate::job::callback::Callback::parse(url)
-        .map(|c| c.host_key().to_string())
-        .unwrap_or_else(|_| url.to_string())
-}
-
-fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {
+pub(super) fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {
     cells.into_iter().map(Into::into).collect()
 }
 
@@ -590,16 +534,5 @@ mod tests {
         assert_eq!(host_of("?"), "?");
         let t = format_table(&[row(["A", "BB", "C"]), row(["aaa", "b", "c"])]);
         assert_eq!(t, "A    BB  C\naaa  b   c\n");
-    }
-
-    #[test]
-    fn a_record_shows_its_callback_masked_even_when_escaped() {
-        let record = json!({
-            "Callback": "http://u:pw@h/x",
-            "member": r#"{"Callback":"http:\/\/u:pw@h\/x","body":1}"#,
-        });
-        let shown = masked(record).to_string();
-        assert!(!shown.contains("pw"), "{shown}");
-        assert!(shown.contains(r#""Callback":"http://***@h/x""#), "{shown}");
     }
 }

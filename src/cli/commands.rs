@@ -11,6 +11,9 @@ use crate::cli::admin::{Admin, AdminResult, Output, Selection};
 use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
 use crate::cli::fleet;
+use crate::cli::ids::{self, IdArg};
+use crate::cli::listing::Listing;
+use crate::cli::lists::{Filter, Limit, When};
 use crate::cli::notify::Notify;
 use crate::cli::pidfile::PidFile;
 use crate::config::{self, Config};
@@ -41,6 +44,8 @@ enum Command {
     Status(StatusArgs),
     Add(AddArgs),
     Pending(PendingArgs),
+    Inflight(InflightArgs),
+    Show(ShowArgs),
     Stats(StatsArgs),
     Failed(FailedArgs),
     Cancel(CancelArgs),
@@ -139,13 +144,13 @@ struct AddArgs {
 }
 
 #[derive(FromArgs)]
-/// List pending jobs in due order: id, due time, lateness, attempts, callback.
+/// List pending jobs in due order: id, due time, lateness, attempts, callback, body.
 #[argh(subcommand, name = "pending")]
 struct PendingArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
-    /// how many jobs to show (default 20)
+    /// how many jobs to show (default 20; 0: all)
     #[argh(option, default = "20")]
     limit: usize,
     /// only jobs already due
@@ -154,6 +159,39 @@ struct PendingArgs {
     /// print one JSON document instead of a table
     #[argh(switch)]
     json: bool,
+}
+
+#[derive(FromArgs)]
+/// List claimed jobs, soonest lease deadline first: id, lease deadline, attempt, the
+/// daemon holding it, callback.
+#[argh(subcommand, name = "inflight")]
+struct InflightArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// how many jobs to show (default 20; 0: all)
+    #[argh(option, default = "20")]
+    limit: usize,
+    /// print one JSON document instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Show one job, by its id or a unique prefix of it (6 hex digits at least): its state
+/// (pending, in flight, waiting for a retry, failed), attempts, due times, callback,
+/// body, options and last error.
+#[argh(subcommand, name = "show")]
+struct ShowArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+    /// the job id, or a unique prefix of it
+    #[argh(positional)]
+    id: String,
 }
 
 #[derive(FromArgs)]
@@ -191,9 +229,20 @@ struct FailedListArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
-    /// how many records to show (default 20)
+    /// how many records to show (default 20; 0: all)
     #[argh(option, default = "20")]
     limit: usize,
+    /// only records whose callback is on this host (`host` or `host:port`)
+    #[argh(option)]
+    host: Option<String>,
+    /// only records whose error contains this text (any case)
+    #[argh(option)]
+    error: Option<String>,
+    /// only records that failed since this time (Unix seconds, RFC 3339) or for this
+    /// long (90s, 15m, 3d, 1h30m)
+    #[argh(option)]
+    since: Option<String>,
+
     /// print one JSON document instead of a table
     #[argh(switch)]
     json: bool,
@@ -209,14 +258,25 @@ struct FailedRetryArgs {
     /// every failed job (malformed ones only with --malformed)
     #[argh(switch)]
     all: bool,
-    /// with --all or --older-than: retry malformed jobs too, which fail again at once
+    /// with --all or a filter: retry malformed jobs too, which fail again at once
     /// unless their member was fixed (ids named are always retried)
     #[argh(switch)]
     malformed: bool,
+    /// only records whose callback is on this host (`host` or `host:port`)
+    #[argh(option)]
+    host: Option<String>,
+    /// only records whose error contains this text (any case)
+    #[argh(option)]
+    error: Option<String>,
+    /// only records that failed since this time (Unix seconds, RFC 3339) or for this
+    /// long (90s, 15m, 3d, 1h30m)
+    #[argh(option)]
+    since: Option<String>,
+
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
-    /// job ids (the `Id` of the records)
+    /// job ids (the `Id` of the records), or unique prefixes of 6 hex digits or more
     #[argh(positional)]
     ids: Vec<String>,
 }
@@ -234,10 +294,21 @@ struct FailedPurgeArgs {
     /// records that failed longer ago than this: 90s, 15m, 3d, 1h30m
     #[argh(option)]
     older_than: Option<String>,
+    /// only records whose callback is on this host (`host` or `host:port`)
+    #[argh(option)]
+    host: Option<String>,
+    /// only records whose error contains this text (any case)
+    #[argh(option)]
+    error: Option<String>,
+    /// only records that failed since this time (Unix seconds, RFC 3339) or for this
+    /// long (90s, 15m, 3d, 1h30m)
+    #[argh(option)]
+    since: Option<String>,
+
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
-    /// job ids (the `Id` of the records)
+    /// job ids (the `Id` of the records), or unique prefixes of 6 hex digits or more
     #[argh(positional)]
     ids: Vec<String>,
 }
@@ -252,7 +323,7 @@ struct CancelArgs {
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
-    /// job ids
+    /// job ids, or unique prefixes of 6 hex digits or more
     #[argh(positional)]
     ids: Vec<String>,
 }
@@ -308,6 +379,8 @@ impl Command {
             Command::Status(a) => a.config.as_deref(),
             Command::Add(a) => a.config.as_deref(),
             Command::Pending(a) => a.config.as_deref(),
+            Command::Inflight(a) => a.config.as_deref(),
+            Command::Show(a) => a.config.as_deref(),
             Command::Stats(a) => a.config.as_deref(),
             Command::Failed(f) => match &f.command {
                 FailedCommand::List(a) => a.config.as_deref(),
@@ -436,12 +509,32 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             let (at, after) = (a.at.as_deref(), a.after.as_deref());
             admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
         }),
-        Command::Pending(a) => admin(&config, a.json, |admin| admin.pending(a.limit, a.due)),
+        Command::Pending(a) => listing(&config, a.json, "jobs", PENDING, |admin, out| {
+            admin.pending(out, Limit::from_arg(a.limit), a.due)
+        }),
+        Command::Inflight(a) => listing(&config, a.json, "jobs", INFLIGHT, |admin, out| {
+            admin.inflight(out, Limit::from_arg(a.limit))
+        }),
+        Command::Show(a) => {
+            let id = IdArg::parse(&a.id, false)?;
+            admin(&config, a.json, |admin| admin.show(&id))
+        }
         Command::Stats(a) => admin(&config, a.json, |admin| admin.stats()),
         Command::Failed(f) => match f.command {
-            FailedCommand::List(a) => admin(&config, a.json, |admin| admin.failed_list(a.limit)),
+            FailedCommand::List(a) => {
+                let filter = filter(a.host, a.error, a.since.as_deref(), None)?;
+                listing(&config, a.json, "records", FAILED, |admin, out| {
+                    admin.failed_list(out, Limit::from_arg(a.limit), &filter)
+                })
+            }
             FailedCommand::Retry(a) => {
-                let which = select(a.all, None, a.ids, false)?;
+                let filter = filter(a.host, a.error, a.since.as_deref(), None)?;
+                let which = select(
+                    a.all,
+                    filter,
+                    a.ids,
+                    "--all, job ids, or filters (--host, --error, --since)",
+                )?;
                 let op = if a.malformed {
                     "retry-malformed"
                 } else {
@@ -450,7 +543,10 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
                 admin(&config, a.json, |admin| admin.failed_change(op, which))
             }
             FailedCommand::Purge(a) => {
-                let which = select(a.all, a.older_than.as_deref(), a.ids, true)?;
+                let older = a.older_than.as_deref();
+                let filter = filter(a.host, a.error, a.since.as_deref(), older)?;
+                let choices = "--all, job ids, or filters (--older-than, --host, --error, --since)";
+                let which = select(a.all, filter, a.ids, choices)?;
                 admin(&config, a.json, |admin| admin.failed_change("purge", which))
             }
         },
@@ -458,13 +554,18 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             if a.ids.is_empty() {
                 return Err(Error::Usage("name at least one job id to cancel".into()));
             }
-            admin(&config, a.json, |admin| admin.cancel(&a.ids))
+            let ids = ids::parse_all(&a.ids, false)?;
+            admin(&config, a.json, |admin| admin.cancel(&ids))
         }
         Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
         Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
         Command::Resume(a) => show(fleet::resume(&config)?, a.json),
     }
 }
+
+const PENDING: &[&str] = &["ID", "DUE", "LATE", "ATTEMPTS", "CALLBACK", "BODY"];
+const INFLIGHT: &[&str] = &["ID", "LEASE UNTIL", "ATTEMPT", "DAEMON", "CALLBACK"];
+const FAILED: &[&str] = &["ID", "FAILED", "ATTEMPTS", "CALLBACK", "ERROR"];
 
 /// The pid file for `stop` and `status`: from the config, or, when the file does not
 /// load (a bad edit since the daemon started), from its `pid` key alone, with one
@@ -498,29 +599,54 @@ fn pid_target(path: &Path) -> Result<daemon::Target, Error> {
     })
 }
 
-/// Exactly one of `--all`, `--older-than` (where allowed) or ids.
-fn select(
-    all: bool,
+/// The filter options of `failed list|retry|purge`; `older_than` only for purge.
+fn filter(
+    host: Option<String>,
+    error: Option<String>,
+    since: Option<&str>,
     older_than: Option<&str>,
-    ids: Vec<String>,
-    older_allowed: bool,
-) -> Result<Selection, Error> {
-    let given = usize::from(all) + usize::from(older_than.is_some()) + usize::from(!ids.is_empty());
+) -> Result<Filter, Error> {
+    let before = older_than
+        .map(|d| {
+            crate::timefmt::parse_duration(d)
+                .map_err(|e| Error::Usage(format!("--older-than: {e}")))
+        })
+        .transpose()?;
+    Ok(Filter {
+        host,
+        error,
+        since: since.map(|s| When::parse(s, "--since")).transpose()?,
+        before: before.map(When::Ago),
+    })
+}
+
+/// Exactly one of `--all`, ids, or filters (which combine).
+fn select(all: bool, filter: Filter, ids: Vec<String>, choices: &str) -> Result<Selection, Error> {
+    let given = usize::from(all) + usize::from(!filter.is_empty()) + usize::from(!ids.is_empty());
     if given != 1 {
-        let choices = if older_allowed {
-            "--all, --older-than DURATION or job ids"
-        } else {
-            "--all or job ids"
-        };
         return Err(Error::Usage(format!("give exactly one of {choices}")));
     }
-    Ok(match (all, older_than) {
+    Ok(match (all, ids.is_empty()) {
         (true, _) => Selection::All,
-        (_, Some(d)) => {
-            Selection::OlderThan(crate::timefmt::parse_duration(d).map_err(Error::Usage)?)
-        }
-        _ => Selection::Ids(ids),
+        (_, false) => Selection::Ids(ids::parse_all(&ids, true)?),
+        _ => Selection::Filter(filter),
     })
+}
+
+/// Runs a listing, printed as it is read (`cli::listing`).
+fn listing(
+    config: &Config,
+    json: bool,
+    array: &str,
+    header: &[&str],
+    f: impl FnOnce(&mut Admin, &mut Listing) -> Result<(), Error>,
+) -> Result<ExitCode, Error> {
+    let mut admin = Admin::connect(config)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut listing = Listing::start(&mut out, json, array, header);
+    f(&mut admin, &mut listing)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs an operator command and prints what it says.

@@ -1,5 +1,6 @@
 //! The command line: the commands and their arguments (`commands`), the operator's
-//! commands on Redis (`admin`), the old daemon's way of running with a pid file and
+//! commands on Redis (`admin`; the listings in `lists`, printed by `listing`, read by
+//! `pages`; `show`; ids by prefix in `ids`; credentials masked in `shown`), the old daemon's way of running with a pid file and
 //! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
 //! printed line and an exit code (`error`).
 //!
@@ -10,7 +11,13 @@ mod commands;
 mod daemon;
 mod error;
 mod fleet;
+mod ids;
+mod listing;
+mod lists;
 mod notify;
+mod pages;
 mod pidfile;
+mod show;
+mod shown;
 
 pub use commands::main;

@@ -76,19 +76,31 @@ pub struct AttemptsValue {
     pub leased: bool,
     /// The queue score the job was left at after its last attempt, when recorded.
     pub queued_at: Option<f64>,
+    /// When the job was first due, when recorded (not by the oldest daemons).
+    pub first_due: Option<f64>,
+    /// The claim token of a leased value: it names the claiming daemon.
+    pub token: Option<String>,
 }
 
 impl AttemptsValue {
     /// Reads a value; what cannot be read counts as no attempt, as in the scripts.
     pub fn parse(value: &str) -> AttemptsValue {
         let digits = value.bytes().take_while(u8::is_ascii_digit).count();
-        let rest = value.split_once(' ').map(|(_, rest)| rest);
+        let (head, rest) = match value.split_once(' ') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (value, None),
+        };
+        let leased = rest.is_some_and(|r| !r.starts_with('@'));
         AttemptsValue {
             made: value[..digits].parse().unwrap_or(0),
-            leased: rest.is_some_and(|r| !r.starts_with('@')),
+            leased,
             queued_at: rest
                 .and_then(|r| r.strip_prefix('@'))
                 .and_then(|s| s.parse().ok()),
+            first_due: head
+                .split_once(':')
+                .and_then(|(_, first)| first.parse().ok()),
+            token: rest.filter(|_| leased).map(str::to_string),
         }
     }
 
@@ -459,6 +471,17 @@ mod tests {
         assert_eq!(read("3:1.5"), (3, false, None));
         assert_eq!(read("3"), (3, false, None));
         assert_eq!(read("junk"), (0, false, None));
+        let leased = AttemptsValue::parse("2:1.5 tok.3");
+        assert_eq!(
+            (leased.first_due, leased.token.as_deref()),
+            (Some(1.5), Some("tok.3"))
+        );
+        let waiting = AttemptsValue::parse("0:-inf @-inf");
+        assert_eq!(
+            (waiting.first_due, waiting.token),
+            (Some(f64::NEG_INFINITY), None)
+        );
+        assert_eq!(AttemptsValue::parse("3").first_due, None);
         let waiting = AttemptsValue::parse("2:1.5 @9.25");
         assert_eq!(waiting.made_at(9.25), 2);
         assert_eq!(waiting.made_at(10.0), 0, "re-added by a producer");

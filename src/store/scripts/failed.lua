@@ -14,8 +14,10 @@
 --         once; "retry-malformed": the same, malformed ones included; or "purge":
 --         the record is dropped
 -- ARGV[2] how many records this step takes from the head (fewer if the list is shorter)
--- ARGV[3] which records: "all", "older" (ARGV[4] = Unix seconds: failed before it),
---         or "ids" (ARGV[4..] = job ids, the records' `Id`)
+-- ARGV[3] which records: "all", "ids" (ARGV[4..] = job ids, the records' `Id`), or
+--         "picked" (ARGV[4..] = SHA-1 hex of whole records: those the command's filter
+--         kept when it read this step's records just before; a record changed or put
+--         there since is not among them, and is kept)
 -- Returns {taken, id1, what1, id2, what2, ...}: taken is how many records the step went
 -- through, what is "retried", "purged", or why not.
 --
@@ -35,10 +37,7 @@ local t = redis.call('TIME')
 local nows = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 
 local wanted = {}
-if which == 'ids' then
-  for i = 4, #ARGV do wanted[ARGV[i]] = true end
-end
-local cutoff = tonumber(ARGV[4])
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
 
 local records = redis.call('LRANGE', KEYS[3], 0, step - 1)
 local out, keep = {tostring(#records)}, {}
@@ -48,7 +47,7 @@ for _, raw in ipairs(records) do
   local id = type(r.Id) == 'string' and r.Id or ''
   local chosen = which == 'all'
     or (which == 'ids' and wanted[id])
-    or (which == 'older' and type(r.failedAt) == 'number' and r.failedAt < cutoff)
+    or (which == 'picked' and wanted[redis.sha1hex(raw)])
   if not chosen then
     keep[#keep + 1] = raw
   elseif op == 'purge' then
