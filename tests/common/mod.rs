@@ -564,10 +564,6 @@ impl Daemon {
         signal(self.child.as_ref().expect("running").id(), name);
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
     /// The peak resident memory of the process so far, in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
