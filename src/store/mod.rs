@@ -11,7 +11,7 @@ pub mod script;
 mod sentinel;
 
 pub use claim::{AttemptsValue, ClaimBatch, Claimed, Score, SetAside};
-pub use connection::{Conn, Settle, SettleOp, Store, open};
+pub use connection::{Conn, Settle, SettleOp, Store, open, shards_in_use};
 
 /// The admin commands' scripts, run on their own connection.
 pub mod lua {
