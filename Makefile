@@ -23,7 +23,7 @@ test: redis-server redis-sentinel valkey-server netns-tools faketime python-deps
 # The tests that touch Redis most, against Valkey 8 (Debian's bookworm-backports).
 test-valkey: valkey-server
 	@valkey-server --version
-	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster
+	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster --test shards
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -128,6 +128,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         redis_last_said: Instant::now(),
         replication_short_said: None,
         slots_moving_said: None,
+        heartbeat_refused_said: false,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -195,6 +196,8 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// The heartbeat was refused (an ACL without its keys) and that was said.
+    heartbeat_refused_said: bool,
     /// When a Cluster slot move was last logged.
     slots_moving_said: Option<Instant>,
     /// When too few replicas were last reported, while they are.
@@ -325,7 +328,25 @@ impl Dispatcher {
             "paused": self.paused.is_some(),
         });
         let line = format!("{:.3} {record}", now + HEARTBEAT_LIFE);
-        let paused = self.store.heartbeat(&self.token_prefix, Some(&line), now)?;
+        let paused = match self.store.heartbeat(&self.token_prefix, Some(&line), now) {
+            Ok(paused) => paused,
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                return Err(e);
+            }
+            Err(e) => {
+                // Refused (an ACL that names only the four keys, a proxy without
+                // scripts on those keys): delivery goes on without the heartbeat.
+                if !self.heartbeat_refused_said {
+                    self.heartbeat_refused_said = true;
+                    warn!(
+                        "cannot write this daemon's heartbeat to {:?} nor read {:?} ({e}): `delayqs daemons`, `status` and `pause` do not see this daemon; allow the user those keys",
+                        self.config.keys.daemons(),
+                        self.config.keys.paused()
+                    );
+                }
+                return Ok(());
+            }
+        };
         match (&self.paused, &paused) {
             (None, Some(note)) => info!(
                 "the queue is paused ({note}): nothing is claimed until `delayqs resume`; calls in flight still settle"
