@@ -352,6 +352,14 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         };
     }
     let (config, warnings) = config::load(&path)?;
+    if let Command::Run(_) | Command::Start(_) | Command::Restart(_) = &command {
+        // Before a restart stops the running daemon, and before the pid file and
+        // the logger: a path the daemon cannot write is a config to fix, said now.
+        config::check_writable(&config).map_err(|problem| config::ConfigError {
+            path: path.clone(),
+            problem,
+        })?;
+    }
     match command {
         Command::Run(args) if args.check => {
             // `run` only warns about an unknown key (a file written for a newer
