@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use log::warn;
 
-use crate::cli::admin::{Admin, AdminResult, Selection};
+use crate::cli::admin::{Admin, AdminResult, JobOption, NewJob, Selection};
 use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
 use crate::cli::notify::Notify;
@@ -108,7 +108,9 @@ struct StatusArgs {
 }
 
 #[derive(FromArgs)]
-/// Enqueue a job exactly as a producer would; prints its id and due time.
+/// Enqueue a job exactly as a producer would; prints its id and due time. Give the
+/// callback and what the job carries (--body, --sign, the per-job options), or the
+/// whole member with --member.
 #[argh(subcommand, name = "add")]
 struct AddArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
@@ -116,22 +118,99 @@ struct AddArgs {
     config: Option<PathBuf>,
     /// absolute http(s) URL the job is POSTed to
     #[argh(option)]
-    callback: String,
+    callback: Option<String>,
     /// the job's body, as JSON (default: null)
     #[argh(option)]
     body: Option<String>,
     /// the producer's signature, passed through to the endpoint
     #[argh(option)]
     sign: Option<String>,
+    /// retries after the first attempt, instead of the daemon's maxRetryNum (0-1000)
+    #[argh(option)]
+    max_retry: Option<String>,
+    /// seconds the whole call may take, at most the daemon's timeoutMs
+    #[argh(option)]
+    timeout: Option<String>,
+    /// seconds between attempts: a base, doubled each time (30), or a list whose last
+    /// entry repeats (10,60,600)
+    #[argh(option)]
+    backoff: Option<String>,
+    /// an extra request header, "Name: value" (repeat for more)
+    #[argh(option)]
+    header: Vec<String>,
+    /// POST (default) or PUT
+    #[argh(option)]
+    method: Option<String>,
+    /// form (default) or json: the body sent as the JSON request body
+    #[argh(option)]
+    content_type: Option<String>,
+    /// drop the job, unsent, if this Redis key exists when it falls due
+    #[argh(option)]
+    skip_if_exists: Option<String>,
+    /// drop the job, unsent, if this Redis key is missing when it falls due
+    #[argh(option)]
+    skip_if_missing: Option<String>,
+    /// the whole member, as JSON, written byte for byte (instead of --callback, --body,
+    /// --sign and the options)
+    #[argh(option)]
+    member: Option<String>,
     /// due time: Unix seconds (fractions allowed) or RFC 3339
     #[argh(option)]
     at: Option<String>,
-    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m
+    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m (0s: now)
     #[argh(option, long = "in")]
     after: Option<String>,
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
+}
+
+impl AddArgs {
+    /// The job as given: the member itself, or the fields to build one from.
+    fn new_job(&self) -> Result<NewJob, Error> {
+        let mut options: Vec<(&'static str, &'static str, &str)> = Vec::new();
+        let given = [
+            ("--max-retry", "maxRetry", &self.max_retry),
+            ("--timeout", "timeout", &self.timeout),
+            ("--backoff", "backoff", &self.backoff),
+            ("--method", "method", &self.method),
+            ("--content-type", "contentType", &self.content_type),
+            ("--skip-if-exists", "skipIfExists", &self.skip_if_exists),
+            ("--skip-if-missing", "skipIfMissing", &self.skip_if_missing),
+        ];
+        for (flag, field, value) in given {
+            if let Some(value) = value {
+                options.push((flag, field, value));
+            }
+        }
+        for header in &self.header {
+            options.push(("--header", "headers", header));
+        }
+        match (&self.member, &self.callback) {
+            (Some(member), None) if self.body.is_none() && self.sign.is_none() && options.is_empty() => {
+                Ok(NewJob::Member(member.clone()))
+            }
+            (Some(_), _) => Err(Error::Usage(
+                "--member is the whole job: give it alone, without --callback, --body, --sign or the per-job options (put those in the member)".into(),
+            )),
+            (None, Some(callback)) => Ok(NewJob::Fields {
+                callback: callback.clone(),
+                body: self.body.clone(),
+                sign: self.sign.clone(),
+                options: options
+                    .into_iter()
+                    .map(|(flag, field, value)| JobOption {
+                        flag,
+                        field,
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            }),
+            (None, None) => Err(Error::Usage(
+                "give the job's --callback URL (or the whole member with --member JSON)".into(),
+            )),
+        }
+    }
 }
 
 #[derive(FromArgs)]
@@ -392,10 +471,12 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
                 false => serve(&path, config, &warnings, true, notify),
             }
         }
-        Command::Add(a) => admin(&config, a.json, |admin| {
-            let (at, after) = (a.at.as_deref(), a.after.as_deref());
-            admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
-        }),
+        Command::Add(a) => {
+            let job = a.new_job()?;
+            admin(&config, a.json, |admin| {
+                admin.add(job, a.at.as_deref(), a.after.as_deref())
+            })
+        }
         Command::Pending(a) => admin(&config, a.json, |admin| admin.pending(a.limit, a.due)),
         Command::Stats(a) => admin(&config, a.json, |admin| admin.stats()),
         Command::Failed(f) => match f.command {
