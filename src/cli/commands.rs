@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use log::warn;
 
 use crate::cli::admin::{Admin, AdminResult, JobOption, NewJob, Selection};
@@ -12,11 +12,12 @@ use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
 use crate::cli::notify::Notify;
 use crate::cli::pidfile::PidFile;
+use crate::cli::shell;
 use crate::config::{self, Config};
 use crate::dispatch::{self, Control, Exit, signals};
 use crate::telemetry::logging;
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
 /// without losing a job. See README.md for the job format and the config keys. Every
 /// command reads the config file given by --config, else the one named by the
@@ -30,8 +31,11 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
+// One per process, parsed once: `add`'s many options cost nothing worth a Box (which
+// argh's derive would not take).
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Run(RunArgs),
     Start(StartArgs),
@@ -43,9 +47,11 @@ enum Command {
     Stats(StatsArgs),
     Failed(FailedArgs),
     Cancel(CancelArgs),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Run in the foreground (as runit and systemd expect) until SIGTERM, SIGINT or
 /// SIGQUIT. SIGHUP reloads the config. Writes no pid file.
 #[argh(subcommand, name = "run")]
@@ -58,7 +64,7 @@ struct RunArgs {
     check: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Start with a pid file (the config's `pid`); with -d, detach and return once the
 /// daemon has reached Redis.
 #[argh(subcommand, name = "start")]
@@ -71,7 +77,7 @@ struct StartArgs {
     detach: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Stop the daemon named by the pid file, waiting for it to finish its callbacks.
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
@@ -83,7 +89,7 @@ struct StopArgs {
     force: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Stop, then start again once the old process has exited.
 #[argh(subcommand, name = "restart")]
 struct RestartArgs {
@@ -98,7 +104,7 @@ struct RestartArgs {
     force: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Say whether the daemon runs: exit 0 running, 3 stopped, 1 dead with a pid file left.
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
@@ -107,7 +113,7 @@ struct StatusArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Enqueue a job exactly as a producer would; prints its id and due time. Give the
 /// callback and what the job carries (--body, --sign, the per-job options), or the
 /// whole member with --member.
@@ -213,7 +219,7 @@ impl AddArgs {
     }
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// List pending jobs in due order: id, due time, lateness, attempts, callback.
 #[argh(subcommand, name = "pending")]
 struct PendingArgs {
@@ -231,7 +237,7 @@ struct PendingArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Count jobs pending, due, in flight, waiting for a retry and failed.
 #[argh(subcommand, name = "stats")]
 struct StatsArgs {
@@ -243,7 +249,7 @@ struct StatsArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Inspect, retry or purge the jobs that failed for good (`failKey`).
 #[argh(subcommand, name = "failed")]
 struct FailedArgs {
@@ -251,7 +257,7 @@ struct FailedArgs {
     command: FailedCommand,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum FailedCommand {
     List(FailedListArgs),
@@ -259,7 +265,7 @@ enum FailedCommand {
     Purge(FailedPurgeArgs),
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Show failed jobs, oldest first: id, when, attempts, callback, last error.
 #[argh(subcommand, name = "list")]
 struct FailedListArgs {
@@ -274,7 +280,7 @@ struct FailedListArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Put failed jobs back in the queue, due now, attempt count reset, same member.
 #[argh(subcommand, name = "retry")]
 struct FailedRetryArgs {
@@ -296,7 +302,7 @@ struct FailedRetryArgs {
     ids: Vec<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Drop failed records for good.
 #[argh(subcommand, name = "purge")]
 struct FailedPurgeArgs {
@@ -317,7 +323,7 @@ struct FailedPurgeArgs {
     ids: Vec<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Cancel pending jobs by id (the X-Delayqs-Job-Id header), as ZREM by a producer does.
 #[argh(subcommand, name = "cancel")]
 struct CancelArgs {
@@ -331,6 +337,21 @@ struct CancelArgs {
     #[argh(positional)]
     ids: Vec<String>,
 }
+
+#[derive(FromArgs, ArgsInfo)]
+/// Print a shell completion script, made from the same definitions as --help (make
+/// install puts them where bash-completion and zsh look).
+#[argh(subcommand, name = "completions")]
+struct CompletionsArgs {
+    /// bash or zsh
+    #[argh(positional)]
+    shell: String,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+/// Print the man page, delayqs(1), in roff, made from the same definitions as --help.
+#[argh(subcommand, name = "man")]
+struct ManArgs {}
 
 impl Command {
     fn config(&self) -> Option<&Path> {
@@ -349,6 +370,7 @@ impl Command {
                 FailedCommand::Purge(a) => a.config.as_deref(),
             },
             Command::Cancel(a) => a.config.as_deref(),
+            Command::Completions(_) | Command::Man(_) => None,
         }
     }
 }
@@ -422,6 +444,12 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             "no command given; try `delayqs run --config PATH` or `delayqs --help`".into(),
         ));
     };
+    // Made from the command definitions alone: no config needed.
+    match &command {
+        Command::Completions(a) => return shell::completions(&Cli::get_args_info(), &a.shell),
+        Command::Man(_) => return shell::man(&Cli::get_args_info()),
+        _ => {}
+    }
     let path = config::locate(command.config())?;
     if let Command::Stop(_) | Command::Status(_) = &command {
         let target = pid_target(&path)?;
@@ -463,7 +491,9 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Run(_) => serve(&path, config, &warnings, false, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
         Command::Start(_) => serve(&path, config, &warnings, true, notify),
-        Command::Stop(_) | Command::Status(_) => unreachable!("handled above"),
+        Command::Stop(_) | Command::Status(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled above")
+        }
         Command::Restart(args) => {
             daemon::stop(&daemon::Target::of(&config), args.force)?;
             match args.detach {

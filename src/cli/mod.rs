@@ -11,5 +11,6 @@ mod daemon;
 mod error;
 mod notify;
 mod pidfile;
+mod shell;
 
 pub use commands::main;
