@@ -461,3 +461,51 @@ fn a_metrics_file_that_stops_working_is_said_once_and_again_when_it_works() {
     assert_eq!(said(&log, "write the metrics file"), 1, "{log}");
     assert_eq!(said(&log, "is written again"), 1, "{log}");
 }
+
+#[test]
+fn log_level_flag_wins_over_the_config_at_start_and_after_a_reload() {
+    let out = run_delayqs(&[
+        "run",
+        "--log-level",
+        "loud",
+        "--config",
+        "/nonexistent.json",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--log-level \"loud\" is not a level"));
+
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    // The config says errors only: the flag's debug shows each delivery all the same.
+    let config = config_file(&redis, json!({"logLevel": "error"}));
+    let log = config.with_extension("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_delayqs"))
+        .args(["run", "--log-level", "debug", "--config"])
+        .arg(&config)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = Guarded(child);
+    let said = |what: &str| fs::read_to_string(&log).unwrap().matches(what).count();
+    let mut con = redis.con();
+    add(&mut con, &member(&endpoint.url("/one"), json!(1)), 0.0);
+    wait_until(PATIENCE, "the first delivery's line", || {
+        said("] job ") == 1
+    });
+    let line = fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains("[DEBUG] job ") && line.contains("delivered to"),
+        "{line}"
+    );
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // At info: said only because the flag's level outlives the reload.
+    wait_until(PATIENCE, "the reload", || said("config reloaded") == 1);
+    add(&mut con, &member(&endpoint.url("/two"), json!(2)), 0.0);
+    wait_until(PATIENCE, "the second delivery's line", || {
+        said("] job ") == 2
+    });
+}

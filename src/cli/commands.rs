@@ -62,6 +62,10 @@ struct RunArgs {
     /// check the config file and exit: 0 when it is valid, 78 when not
     #[argh(switch)]
     check: bool,
+    /// log at this level instead of the config's logLevel, reloads included: off,
+    /// error, warn, info, debug (a line per delivery; make run uses it), trace
+    #[argh(option)]
+    log_level: Option<String>,
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -169,6 +173,19 @@ struct AddArgs {
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
+}
+
+impl RunArgs {
+    fn log_level(&self) -> Result<Option<log::LevelFilter>, Error> {
+        let Some(text) = &self.log_level else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|_| {
+            Error::Usage(format!(
+                "--log-level {text:?} is not a level; expected one of off, error, warn, info, debug, trace"
+            ))
+        })
+    }
 }
 
 impl AddArgs {
@@ -450,6 +467,14 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Man(_) => return shell::man(&Cli::get_args_info()),
         _ => {}
     }
+    // A bad argument is said before the config is looked at, whatever the file holds.
+    let log_level = match &command {
+        Command::Run(args) => args.log_level()?,
+        _ => None,
+    };
+    if let Command::Add(args) = &command {
+        args.new_job()?;
+    }
     let path = config::locate(command.config())?;
     if let Command::Stop(_) | Command::Status(_) = &command {
         let target = pid_target(&path)?;
@@ -488,9 +513,9 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             println!("delayqs: config {} is valid", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(_) => serve(&path, config, &warnings, false, notify),
+        Command::Run(_) => serve(&path, config, &warnings, false, log_level, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
-        Command::Start(_) => serve(&path, config, &warnings, true, notify),
+        Command::Start(_) => serve(&path, config, &warnings, true, None, notify),
         Command::Stop(_) | Command::Status(_) | Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled above")
         }
@@ -498,7 +523,7 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             daemon::stop(&daemon::Target::of(&config), args.force)?;
             match args.detach {
                 true => daemon::start_detached(&path, &config),
-                false => serve(&path, config, &warnings, true, notify),
+                false => serve(&path, config, &warnings, true, None, notify),
             }
         }
         Command::Add(a) => {
@@ -613,14 +638,19 @@ fn admin(
     }
 }
 
-/// Runs the dispatcher in this process, with a pid file for `start`.
+/// Runs the dispatcher in this process, with a pid file for `start`; `log_level`, when
+/// given, wins over the config's, at start and at each reload.
 fn serve(
     path: &Path,
-    config: Config,
+    mut config: Config,
     warnings: &[config::Warning],
     with_pid_file: bool,
+    log_level: Option<log::LevelFilter>,
     notify: &Notify,
 ) -> Result<ExitCode, Error> {
+    if let Some(level) = log_level {
+        config.log_level = level;
+    }
     // The pid lock first, and before the logger: a refused start must not roll (or
     // touch) the running daemon's logs.
     let _pid_file = match with_pid_file {
@@ -646,9 +676,12 @@ fn serve(
     let control = Control {
         signals,
         reload: Box::new(move || {
-            let (config, warnings) = config::load(&reload_path)?;
+            let (mut config, warnings) = config::load(&reload_path)?;
             for w in warnings {
                 warn!("config {}: {w}", reload_path.display());
+            }
+            if let Some(level) = log_level {
+                config.log_level = level;
             }
             Ok(config)
         }),
