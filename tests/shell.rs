@@ -176,6 +176,10 @@ fn bash_completion_offers_every_command_and_flag_help_shows() {
         set(&["bash", "zsh"])
     );
     assert_eq!(bash_offers(&script, &dir, &["cancel", ""]), set(&[]));
+    assert_eq!(
+        bash_offers(&script, &dir, &["run", "--log-level", "d"]),
+        set(&["debug"])
+    );
 }
 
 /// What zsh's completion offers for `line`. The completion system's builtins
