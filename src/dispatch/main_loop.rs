@@ -144,6 +144,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         clock: (unix_now(), Instant::now()),
         metrics: Metrics::default(),
         last_metrics: Instant::now(),
+        metrics_file: metrics::MetricsFile::default(),
         config,
     };
     d.main_loop();
@@ -232,6 +233,8 @@ struct Dispatcher {
     claims: u64,
     metrics: Metrics,
     last_metrics: Instant,
+    /// Writes `metricsFile`, and says when that fails and when it works again.
+    metrics_file: metrics::MetricsFile,
 }
 
 /// What the loop keeps for one shard between rounds.
@@ -770,13 +773,8 @@ impl Dispatcher {
         // A failed read drops the connection; the next round reconnects, and checks
         // the server again on the new one. The counters go out either way.
         let gauges = with_gauges.then(|| self.store.gauges(now).ok()).flatten();
-        if let Err(e) = metrics::write_atomic(&path, &self.metrics.render(gauges)) {
-            // Once per interval at most; the daemon's work does not depend on it.
-            error!(
-                "cannot write the metrics file {} (config `metricsFile`): {e}",
-                path.display()
-            );
-        }
+        // The daemon's work does not depend on it: a failure is only logged.
+        self.metrics_file.write(&path, &self.metrics.render(gauges));
     }
 
     fn warn_about_old_daemon_keys(&mut self) -> redis::RedisResult<()> {
