@@ -333,12 +333,10 @@ impl Dispatcher {
         let line = format!("{:.3} {record}", now + HEARTBEAT_LIFE);
         let paused = match self.store.heartbeat(&self.token_prefix, Some(&line), now) {
             Ok(paused) => paused,
-            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                return Err(e);
-            }
-            Err(e) => {
-                // Refused (an ACL that names only the four keys, a proxy without
-                // scripts on those keys): delivery goes on without the heartbeat.
+            Err(e) if e.code() == Some("NOPERM") => {
+                // An ACL that names only the queue's keys: delivery goes on without
+                // the heartbeat. Anything else (an outage, a full Redis) fails the
+                // round as any call does.
                 if !self.heartbeat_refused_said {
                     self.heartbeat_refused_said = true;
                     warn!(
@@ -349,6 +347,7 @@ impl Dispatcher {
                 }
                 return Ok(());
             }
+            Err(e) => return Err(e),
         };
         match (&self.paused, &paused) {
             (None, Some(note)) => info!(
