@@ -454,12 +454,23 @@ impl Dispatcher {
         let active = self.store.shards().to_vec();
         let first = self.turn % active.len();
         self.turn = self.turn.wrapping_add(1);
-        for k in 0..active.len() {
-            let shard = active[(first + k) % active.len()];
+        let mut order: Vec<usize> = (0..active.len())
+            .map(|k| active[(first + k) % active.len()])
+            .collect();
+        // Outcomes of a shard no longer claimed from (it emptied) are written all the
+        // same; it gets no room.
+        order.extend(
+            (0..self.shards.len())
+                .filter(|i| !active.contains(i) && !self.shards[*i].pending.is_empty()),
+        );
+        for (k, &shard) in order.iter().enumerate() {
             // Each shard's share of the room left, rounded up; what one leaves unused
             // goes to those after it. With less room than shards the first turns
             // rotate, so none starves.
-            let share = self.room().div_ceil(active.len() - k);
+            let share = match k < active.len() {
+                true => self.room().div_ceil(active.len() - k),
+                false => 0,
+            };
             if share == 0 && self.shards[shard].pending.is_empty() {
                 continue;
             }
