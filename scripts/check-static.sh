@@ -9,4 +9,11 @@ case "$out" in
   *) echo "static check FAILED: ldd says: $out" >&2; exit 1 ;;
 esac
 "$bin" --version | grep -q '^delayqs ' || { echo "static check FAILED: no --version" >&2; exit 1; }
-echo "static check: ok ($(stat -c %s "$bin") bytes, ldd: $out)"
+# The budget for the one file users copy to a host: 3.5 MB (decimal).
+size=$(stat -c %s "$bin")
+budget=3500000
+if [ "$size" -gt "$budget" ]; then
+  echo "static check FAILED: $bin is $size bytes, over the budget of $budget (3.5 MB)" >&2
+  exit 1
+fi
+echo "static check: ok ($size bytes of $budget, ldd: $out)"
