@@ -82,15 +82,17 @@ impl Admin {
         Ok(secs as f64 + micros as f64 / 1e6)
     }
 
-    /// `add`: writes a member exactly as a producer would.
+    /// `add`: writes a member exactly as a producer would; with `id`, schedules it under
+    /// that id as the `delayqs_schedule` function does.
     pub fn add(
         &mut self,
         callback: &str,
         body: Option<&str>,
         sign: Option<&str>,
-        at: Option<&str>,
-        after: Option<&str>,
+        when: (Option<&str>, Option<&str>),
+        id: Option<&str>,
     ) -> AdminResult {
+        let (at, after) = when;
         let (mode, secs) = match (at, after) {
             (Some(at), None) => ("at", parse_time(at).map_err(Error::Usage)?),
             (None, Some(after)) => (
@@ -117,6 +119,9 @@ impl Admin {
         let member = Value::Object(fields).to_string();
         Job::parse(member.as_bytes(), self.max_timeout)
             .map_err(|e| Error::Usage(format!("--callback: {e}")))?;
+        if let Some(id) = id {
+            return self.schedule(id, &member, &crate::cli::by_id::due_arg(mode, secs));
+        }
 
         // Where a producer would put it, by the rule of `config::keys`.
         let shard = self
@@ -516,6 +521,7 @@ impl Admin {
                     .key(&k.queue)
                     .key(&k.inflight)
                     .key(&k.attempts)
+                    .key(&k.index_key)
                     .arg(&members)
                     .invoke(&mut self.con),
             )?;

@@ -7,6 +7,7 @@
 //! The top of the tree: it wires the other modules, and no module imports it.
 
 mod admin;
+mod by_id;
 mod commands;
 mod daemon;
 mod error;

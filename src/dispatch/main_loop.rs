@@ -23,6 +23,7 @@ use crate::dispatch::settle::{self, Decision, Op, Policy};
 use crate::dispatch::signals::Signal;
 use crate::job::backoff::random_unit;
 use crate::job::{Job, failure_record};
+use crate::store::functions::Library;
 use crate::store::{ClaimBatch, Claimed, Score, Settle, SettleOp, Store};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::{self, Metrics};
@@ -351,6 +352,10 @@ impl Dispatcher {
                 self.misconfigured = true;
                 return Ok(Duration::ZERO);
             }
+            match self.store.load_functions()? {
+                library @ Library::Refused(_) => warn!("{}", library.describe()),
+                library => info!("{}", library.describe()),
+            }
             if let Err(problem) = self.store.check_key_types()? {
                 error!("{problem}");
                 self.misconfigured = true;
@@ -572,6 +577,7 @@ impl Dispatcher {
         let delivery = Delivery {
             job,
             id: claimed.id.clone(),
+            producer_id: claimed.producer_id.clone(),
             attempt: claimed.attempt,
             first_due: claimed.first_due.value(),
             http: self.http.clone(),

@@ -319,8 +319,15 @@ impl Store {
             names: (0..MAX_SHARDS).map(|i| config.keys.shard(i)).collect(),
             active: (0..config.keys.shards).collect(),
             timeout: config.redis_timeout,
-            claim: Lua::new(include_str!("scripts/claim.lua")),
-            unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
+            // The id index's shared part first: both keep it true (ids_after.lua).
+            claim: Lua::new(concat!(
+                include_str!("scripts/ids_after.lua"),
+                include_str!("scripts/claim.lua")
+            )),
+            unclaim: Lua::new(concat!(
+                include_str!("scripts/ids_after.lua"),
+                include_str!("scripts/unclaim.lua")
+            )),
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
             heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
             sweep_at: 0,
@@ -402,6 +409,7 @@ impl Store {
                 .key(&keys.inflight)
                 .key(&keys.attempts)
                 .key(&keys.failed)
+                .key(&keys.index_key)
                 .arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
@@ -433,6 +441,13 @@ impl Store {
         })
     }
 
+    /// Loads the Functions library of jobs by id when it is missing or older
+    /// (`functions::ensure`): on every new connection, since a Redis restarted without
+    /// persistence, or a new Cluster master, has none.
+    pub fn load_functions(&mut self) -> RedisResult<crate::store::functions::Library> {
+        self.call(|con, _| crate::store::functions::ensure(con, false))
+    }
+
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
     /// Returns how many there were.
     pub fn unclaim(&mut self, shard: usize, token: &str) -> RedisResult<u64> {
@@ -442,6 +457,7 @@ impl Store {
                 .key(&keys.queue)
                 .key(&keys.inflight)
                 .key(&keys.attempts)
+                .key(&keys.index_key)
                 .arg(token)
                 .invoke(con)
         })
@@ -460,6 +476,7 @@ impl Store {
                     ("inflightKey", keys.inflight.clone(), "zset"),
                     ("attemptsKey", keys.attempts.clone(), "hash"),
                     ("failKey", keys.failed.clone(), "list"),
+                    ("key", keys.index_key.clone(), "hash"),
                 ]
             })
             .collect();
