@@ -587,6 +587,69 @@ fn every_way_out_clears_the_index() {
 }
 
 #[test]
+fn a_failed_job_by_id_is_retried_under_its_id() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::start(|r| match r.form.get("body").map(String::as_str) {
+        Some("\"bad\"") => Reply::new(410, "gone"),
+        _ => Reply::success(),
+    });
+    let daemon = Daemon::start(&redis, json!({}));
+    daemon.wait_ready();
+    let via = Via::Function;
+    let (_, failed) = via.schedule(&mut con, "f", &job(&endpoint, "/f", json!("bad")), "+0");
+    wait_for_failed(&mut con, 1);
+    wait_settled(&mut con);
+    // Paused, so that the retried job waits to be looked at.
+    assert!(delayqs(&daemon.config, &["pause"]).status.success());
+    daemon.wait_for_log("the queue is paused");
+    let out = delayqs(&daemon.config, &["failed", "retry", &failed]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = via.state(&mut con, "f").expect("indexed again");
+    assert_eq!(state["jobId"], failed);
+    // Failed again, then retried while a new job lives under the id: it goes back
+    // without the id, and the new job keeps it.
+    assert!(delayqs(&daemon.config, &["resume"]).status.success());
+    wait_for_failed(&mut con, 1);
+    wait_settled(&mut con);
+    let (_, newer) = via.schedule(&mut con, "f", &job(&endpoint, "/f", json!("good")), "+3600");
+    let out = delayqs(&daemon.config, &["failed", "retry", &failed]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("another job lives under it"));
+    assert_eq!(via.state(&mut con, "f").unwrap()["jobId"], newer);
+    assert_eq!(via.op(&mut con, "move", &["f", "+0"]).0, "moved");
+    wait_until(PATIENCE, "the newer job delivered", || {
+        endpoint.per_job().contains_key(&newer)
+    });
+    let last = endpoint
+        .requests()
+        .into_iter()
+        .find(|r| r.job_id() == newer)
+        .unwrap();
+    assert_eq!(last.header("x-delayqs-producer-id"), "f");
+}
+
+#[test]
+fn a_plain_zrem_of_a_job_by_id_leaves_nothing_behind_for_long() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    load_library(&mut con);
+    let endpoint = Endpoint::succeeding();
+    Via::Function.schedule(&mut con, "z", &job(&endpoint, "/z", json!(1)), "+3600");
+    let members: Vec<String> = con.zrange(QUEUE, 0, -1).unwrap();
+    let _: () = con.zrem(QUEUE, &members[0]).unwrap();
+    assert_eq!(index_left(&mut con).len(), 2);
+    let _daemon = Daemon::start(&redis, json!({}));
+    wait_until(PATIENCE, "the sweep to clear the index", || {
+        index_left(&mut con).is_empty()
+    });
+    assert_eq!(Via::Function.state(&mut con, "z"), None);
+}
+
+#[test]
 fn an_expired_lease_honours_what_the_producer_asked_meanwhile() {
     let redis = RedisServer::start();
     let mut con = redis.con();

@@ -389,6 +389,7 @@ impl Admin {
                     .key(&k.attempts)
                     .key(&k.failed)
                     .key(&k.inflight)
+                    .key(&k.index_key)
                     .arg(op)
                     .arg(step)
                     .arg(&selection)

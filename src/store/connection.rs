@@ -302,8 +302,9 @@ pub struct Store {
     unclaim: Lua,
     sweep: Lua,
     heartbeat: Lua,
-    /// The sweep goes through the active shards' attempts hashes one page at a time:
-    /// which one (an index into `active`), and where in it.
+    /// The sweep goes through the active shards' attempts hashes and id indexes one
+    /// page at a time: which one (twice an index into `active`, plus 1 for the index),
+    /// and where in it.
     sweep_at: usize,
     sweep_cursor: String,
 }
@@ -636,19 +637,27 @@ impl Store {
     /// Looks at one page of attempt counts and drops those of jobs that no longer
     /// exist. Returns how many it dropped.
     pub fn sweep_step(&mut self) -> RedisResult<u64> {
-        let shard = self.active[self.sweep_at % self.active.len()];
+        // Each shard's attempts hash, then its id index.
+        let shard = self.active[(self.sweep_at / 2) % self.active.len()];
+        let hash = if self.sweep_at % 2 == 1 {
+            "index"
+        } else {
+            "attempts"
+        };
         let (cursor, removed): (String, u64) = self.call(|con, s| {
             let keys = &s.names[shard];
             s.sweep
                 .key(&keys.queue)
                 .key(&keys.inflight)
                 .key(&keys.attempts)
+                .key(&keys.index_key)
                 .arg(&s.sweep_cursor)
                 .arg(SWEEP_PAGE)
+                .arg(hash)
                 .invoke(con)
         })?;
         if cursor == "0" {
-            self.sweep_at = (self.sweep_at + 1) % self.active.len();
+            self.sweep_at = (self.sweep_at + 1) % (2 * self.active.len());
         }
         self.sweep_cursor = cursor;
         Ok(removed)
