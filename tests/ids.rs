@@ -649,6 +649,80 @@ fn a_plain_zrem_of_a_job_by_id_leaves_nothing_behind_for_long() {
     assert_eq!(Via::Function.state(&mut con, "z"), None);
 }
 
+/// A claim whose reply was lost is undone by `unclaim.lua` before anything else; what
+/// the producer asked meanwhile applies then. Run on the scripts themselves, as the
+/// daemon assembles them: the timing of a lost reply cannot be arranged from outside.
+#[test]
+fn a_lost_claim_honours_what_the_producer_asked_meanwhile() {
+    let after = include_str!("../src/store/scripts/ids_after.lua");
+    let claim = format!("{after}{}", include_str!("../src/store/scripts/claim.lua"));
+    let unclaim = format!(
+        "{after}{}",
+        include_str!("../src/store/scripts/unclaim.lua")
+    );
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    load_library(&mut con);
+    let via = Via::Function;
+    let j = |n: u32| json!({"callback": "http://127.0.0.1:9/x", "body": n});
+    let (_, cancelled) = via.schedule(&mut con, "c", &j(1), "+0");
+    let (_, moved) = via.schedule(&mut con, "m", &j(2), "+0");
+    let (_, replaced) = via.schedule(&mut con, "s", &j(3), "+0");
+    let claimed: Vec<Value> = redis::cmd("EVAL")
+        .arg(&claim)
+        .arg(5)
+        .arg(&[QUEUE, INFLIGHT, ATTEMPTS, FAILED, INDEX][..])
+        .arg(&["10", "60000", "lost", "100", "1048576"][..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        6 + 3 * 6,
+        "three jobs claimed, each with its id"
+    );
+    assert_eq!(
+        redis::from_redis_value::<String>(claimed[11].clone()).unwrap(),
+        "c"
+    );
+    assert_eq!(via.op(&mut con, "cancel", &["c"]).0, "after-attempt");
+    assert_eq!(via.op(&mut con, "move", &["m", "12345"]).0, "after-attempt");
+    let (_, replacement) = via.schedule(&mut con, "s", &j(4), "+60");
+    let put_back: i64 = redis::cmd("EVAL")
+        .arg(&unclaim)
+        .arg(4)
+        .arg(&[QUEUE, INFLIGHT, ATTEMPTS, INDEX][..])
+        .arg("lost")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(put_back, 3);
+    assert_eq!(via.state(&mut con, "c"), None, "cancelled");
+    let m = via.state(&mut con, "m").unwrap();
+    assert_eq!(
+        (m["jobId"].as_str(), m["due"].as_str()),
+        (moved.as_str(), "12345")
+    );
+    assert_eq!(m["after"], "", "the move was used up");
+    let s = via.state(&mut con, "s").unwrap();
+    assert_eq!(
+        (s["state"].as_str(), s["jobId"].as_str()),
+        ("pending", replacement.as_str())
+    );
+    let queued: Vec<String> = con.zrange(QUEUE, 0, -1).unwrap();
+    assert_eq!(
+        queued.len(),
+        2,
+        "the moved job and the replacement: {queued:?}"
+    );
+    let ids: Vec<String> = [&cancelled, &replaced]
+        .iter()
+        .filter(|id| queued.iter().any(|q| job_id(&mut con, q) == ***id))
+        .map(|id| id.to_string())
+        .collect();
+    assert!(ids.is_empty(), "{ids:?} came back");
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 0);
+    assert_eq!(index_left(&mut con).len(), 4, "two ids, two members");
+}
+
 #[test]
 fn an_expired_lease_honours_what_the_producer_asked_meanwhile() {
     let redis = RedisServer::start();
