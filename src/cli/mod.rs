@@ -1,6 +1,6 @@
 //! The command line: the commands and their arguments (`commands`), the operator's
 //! commands on Redis (`admin`; the listings in `lists`, printed by `listing`, read by
-//! `pages`; `show`; ids by prefix in `ids`; credentials masked in `shown`), the old daemon's way of running with a pid file and
+//! `pages`; `show`; ids by prefix in `ids`; jobs by the producer's own id in `by_id`; credentials masked in `shown`), the old daemon's way of running with a pid file and
 //! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
 //! printed line and an exit code (`error`).
 //!
