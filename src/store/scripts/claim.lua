@@ -212,6 +212,19 @@ local function zscores(key, members)
   return values
 end
 
+-- Whether any job of this shard lives under a producer's id: the index then holds more
+-- than its counter ("seq"). Without one, a queue fed the old way pays one HLEN, not the
+-- index reads.
+local indexed = redis.call('HLEN', KEYS[5]) > 1
+
+-- The ids of `members` (false where none), one HMGET.
+local function ids_of(members)
+  if not indexed then
+    return {}
+  end
+  return hmget(KEYS[5], id_fields(members))
+end
+
 -- The outcomes first: a job that finished frees its slot before the claim counts it.
 local stale = {}
 local outcome_members = {}
@@ -220,7 +233,7 @@ for i = 6, #ARGV, 4 do
 end
 local leases_now = hmget(KEYS[3], outcome_members)
 local queued = zscores(KEYS[1], outcome_members)
-local outcome_ids = hmget(KEYS[5], id_fields(outcome_members))
+local outcome_ids = ids_of(outcome_members)
 local forget, landed, copies, unindex = {}, {}, {}, {}
 for g = 1, #outcome_members do
   local i = 2 + 4 * g
@@ -291,7 +304,7 @@ batched('HDEL', KEYS[5], unindex)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[4]))
 unindex = {}
 for _, m in ipairs(expired) do
-  local id, kind, moved_to, replacement = redis.call('HGET', KEYS[5], 'job:' .. m), nil, nil, nil
+  local id, kind, moved_to, replacement = indexed and redis.call('HGET', KEYS[5], 'job:' .. m), nil, nil, nil
   if id then
     kind, moved_to, replacement = next_of(KEYS[5], id)
   end
@@ -374,7 +387,7 @@ for i = 1, #due, 2 do
   due_members[#due_members + 1] = due[i]
 end
 local counts = hmget(KEYS[3], due_members)
-local due_ids = hmget(KEYS[5], id_fields(due_members))
+local due_ids = ids_of(due_members)
 local leases, in_flight, taken = {}, {}, {}
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
