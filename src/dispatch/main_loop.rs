@@ -353,8 +353,9 @@ impl Dispatcher {
                 return Ok(Duration::ZERO);
             }
             match self.store.load_functions()? {
-                library @ Library::Refused(_) => warn!("{}", library.describe()),
-                library => info!("{}", library.describe()),
+                Some(library @ Library::Refused(_)) => warn!("{}", library.describe()),
+                Some(library) => info!("{}", library.describe()),
+                None => {}
             }
             if let Err(problem) = self.store.check_key_types()? {
                 error!("{problem}");

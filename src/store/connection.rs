@@ -307,6 +307,8 @@ pub struct Store {
     /// and where in it.
     sweep_at: usize,
     sweep_cursor: String,
+    /// What `load_functions` last found, as said.
+    library_said: Option<String>,
 }
 
 impl Store {
@@ -333,6 +335,7 @@ impl Store {
             heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
             sweep_at: 0,
             sweep_cursor: "0".into(),
+            library_said: None,
         })
     }
 
@@ -444,9 +447,13 @@ impl Store {
 
     /// Loads the Functions library of jobs by id when it is missing or older
     /// (`functions::ensure`): on every new connection, since a Redis restarted without
-    /// persistence, or a new Cluster master, has none.
-    pub fn load_functions(&mut self) -> RedisResult<crate::store::functions::Library> {
-        self.call(|con, _| crate::store::functions::ensure(con, false))
+    /// persistence, or a new Cluster master, has none. Returns what was found only when
+    /// it differs from the last time, so that a refusal that lasts (a full Redis, whose
+    /// every round reconnects) is said once.
+    pub fn load_functions(&mut self) -> RedisResult<Option<crate::store::functions::Library>> {
+        let library = self.call(|con, _| crate::store::functions::ensure(con, false))?;
+        let said = library.describe();
+        Ok((self.library_said.replace(said.clone()) != Some(said)).then_some(library))
     }
 
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.

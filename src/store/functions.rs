@@ -80,7 +80,7 @@ impl Library {
                 "this server has no Functions ({why}): producers schedule by id with the plain script (`delayqs functions script`, EVAL/EVALSHA)"
             ),
             Library::Refused(why) => format!(
-                "could not load the delayqs Functions library ({why}): load it with `delayqs functions load` as a user allowed FUNCTION LOAD, or let producers use the plain script"
+                "could not load the delayqs Functions library ({why}); the daemon tries again on its next connection, `delayqs functions load` loads it by hand (as a user allowed FUNCTION LOAD), and meanwhile producers can use the plain script"
             ),
         }
     }
@@ -97,8 +97,25 @@ fn function_missing(e: &RedisError) -> bool {
         .contains("function not found")
 }
 
+/// Trouble reaching Redis, or a refusal that passes (a full Redis, a busy script, a
+/// node loading or failing over): an error of the round, which the loop reports and
+/// retries as any other, not a verdict on the library.
 fn unreachable(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
+    let passing = [
+        "OOM",
+        "BUSY",
+        "LOADING",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "READONLY",
+        "MOVED",
+        "ASK",
+    ];
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.code().is_some_and(|c| passing.contains(&c))
 }
 
 /// Loads the library unless this version or a newer one is there; `force` loads it
