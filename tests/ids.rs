@@ -633,6 +633,59 @@ fn a_failed_job_by_id_is_retried_under_its_id() {
 }
 
 #[test]
+fn a_user_not_allowed_the_index_still_delivers_and_is_told_once() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let mut acl = redis::cmd("ACL");
+    acl.arg(&["SETUSER", "tight", "on", ">tight-pw", "+@all"][..]);
+    for key in [
+        QUEUE,
+        INFLIGHT,
+        ATTEMPTS,
+        FAILED,
+        "DelayQs:retry_id",
+        "DelayQs:body",
+    ] {
+        acl.arg(format!("~{key}"));
+    }
+    let _: () = acl.query(&mut con).unwrap();
+    let url = redis.url().replace("redis://", "redis://tight:tight-pw@");
+    let config = config_file_for(&url, json!({}));
+    let daemon = Daemon::start_with_file(&config);
+    daemon.wait_ready();
+    let endpoint = Endpoint::succeeding();
+    add(&mut con, &member(&endpoint.url("/plain"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    let out = delayqs(
+        &config,
+        &[
+            "add",
+            "--id",
+            "o",
+            "--callback",
+            &endpoint.url("/x"),
+            "--in",
+            "0s",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "the index is not this user's to write"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission"), "{err}");
+    // A job cancelled by its job id as this user: the script is called without the index.
+    let m = member(&endpoint.url("/later"), json!(2));
+    add(&mut con, &m, unix_now() + 3600.0);
+    let id = job_id(&mut con, &m);
+    assert!(delayqs(&config, &["cancel", &id]).status.success());
+    wait_until(PATIENCE, "the sweep to have passed", || {
+        daemon.log().matches("may not use the id index").count() == 1
+    });
+    assert_eq!(daemon.log().matches("may not use the id index").count(), 1);
+}
+
+#[test]
 fn a_plain_zrem_of_a_job_by_id_leaves_nothing_behind_for_long() {
     let redis = RedisServer::start();
     let mut con = redis.con();

@@ -51,6 +51,8 @@ pub struct Admin {
     pub(super) url: String,
     /// The daemon's `timeoutMs`, which bounds a job's own `timeout`.
     max_timeout: Duration,
+    /// The config's `maxJobBytes`: a longer member is set aside by the claim.
+    max_job_bytes: usize,
 }
 
 impl Admin {
@@ -63,6 +65,7 @@ impl Admin {
             keys: config.keys.clone(),
             url,
             max_timeout: config.http.timeout,
+            max_job_bytes: config.max_job_bytes,
         })
     }
 
@@ -76,6 +79,24 @@ impl Admin {
         Ok(used.into_iter().map(|i| self.keys.shard(i)).collect())
     }
 
+    /// `names`, and the shard's id index after them when this user may use it: an ACL
+    /// that names only the configured keys refuses any script that declares it, and a
+    /// shard it may not index has no job with an id.
+    fn with_index(&mut self, k: &ShardKeys, names: &[&String]) -> Result<Vec<String>, Error> {
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        match redis::cmd("TYPE")
+            .arg(&k.index_key)
+            .query::<String>(&mut self.con)
+        {
+            Err(e) if e.code() == Some("NOPERM") => {}
+            other => {
+                on(&self.url, other)?;
+                all.push(k.index_key.clone());
+            }
+        }
+        Ok(all)
+    }
+
     /// Redis's clock, which the daemons judge due times by.
     pub(super) fn now(&mut self) -> Result<f64, Error> {
         let (secs, micros): (u64, u64) = on(&self.url, redis::cmd("TIME").query(&mut self.con))?;
@@ -86,15 +107,13 @@ impl Admin {
     /// that id as the `delayqs_schedule` function does.
     pub fn add(
         &mut self,
-        callback: &str,
-        body: Option<&str>,
-        sign: Option<&str>,
-        when: (Option<&str>, Option<&str>),
+        job: NewJob,
+        at: Option<&str>,
+        after: Option<&str>,
         id: Option<&str>,
     ) -> AdminResult {
-        let (at, after) = when;
         let (mode, secs) = match (at, after) {
-            (Some(at), None) => ("at", parse_time(at).map_err(Error::Usage)?),
+            (Some(at), None) => ("at", due_at(at)?),
             (None, Some(after)) => (
                 "in",
                 parse_duration(after).map_err(Error::Usage)?.as_secs_f64(),
@@ -105,20 +124,36 @@ impl Admin {
                 ));
             }
         };
-        let body: Value = match body {
-            None => Value::Null,
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| Error::Usage(format!("--body is not valid JSON: {e}")))?,
+        let (member, flags) = match job {
+            NewJob::Member(member) => (member, Vec::new()),
+            NewJob::Fields {
+                callback,
+                body,
+                sign,
+                options,
+            } => (build_member(&callback, body, sign, &options)?, options),
         };
-        let mut fields = serde_json::Map::new();
-        fields.insert("body".into(), body);
-        fields.insert("callback".into(), Value::String(callback.into()));
-        if let Some(sign) = sign {
-            fields.insert("sign".into(), Value::String(sign.into()));
+        if member.len() > self.max_job_bytes {
+            return Err(Error::Usage(format!(
+                "the member is {} bytes, over the config's maxJobBytes ({}): the daemon would set it aside unsent",
+                member.len(),
+                self.max_job_bytes
+            )));
         }
-        let member = Value::Object(fields).to_string();
-        Job::parse(member.as_bytes(), self.max_timeout)
-            .map_err(|e| Error::Usage(format!("--callback: {e}")))?;
+        // What the daemon would refuse is refused here, named by the flag that gave it.
+        Job::parse(member.as_bytes(), self.max_timeout).map_err(|e| {
+            let flag = match (e.field, &flags[..]) {
+                (_, []) => "--member",
+                (Some("callback"), _) => "--callback",
+                (Some("sign"), _) => "--sign",
+                (Some(field), _) => flags
+                    .iter()
+                    .find(|o| o.field == field)
+                    .map_or("--member", |o| o.flag),
+                (None, _) => "--callback",
+            };
+            Error::Usage(format!("{flag}: {e}"))
+        })?;
         if let Some(id) = id {
             return self.schedule(id, &member, &crate::cli::by_id::due_arg(mode, secs));
         }
@@ -375,6 +410,7 @@ impl Admin {
             _ => on(&self.url, self.con.llen(&k.failed))?,
         };
         let failed = Lua::new(lua::FAILED);
+        let names = self.with_index(k, &[&k.queue, &k.attempts, &k.failed, &k.inflight])?;
         let mut reply: Vec<String> = Vec::new();
         let mut gone_through = 0;
         while gone_through < total {
@@ -385,11 +421,7 @@ impl Admin {
             let got: Vec<String> = on(
                 &self.url,
                 failed
-                    .key(&k.queue)
-                    .key(&k.attempts)
-                    .key(&k.failed)
-                    .key(&k.inflight)
-                    .key(&k.index_key)
+                    .key(&names)
                     .arg(op)
                     .arg(step)
                     .arg(&selection)
@@ -516,13 +548,11 @@ impl Admin {
                 continue;
             }
             let members: Vec<&Vec<u8>> = here.iter().map(|(_, m)| *m).collect();
+            let names = self.with_index(k, &[&k.queue, &k.inflight, &k.attempts])?;
             let results: Vec<i64> = on(
                 &self.url,
                 Lua::new(lua::CANCEL)
-                    .key(&k.queue)
-                    .key(&k.inflight)
-                    .key(&k.attempts)
-                    .key(&k.index_key)
+                    .key(&names)
                     .arg(&members)
                     .invoke(&mut self.con),
             )?;
@@ -585,6 +615,112 @@ fn failed_report(reply: &[String], not_found: &[String]) -> Output {
         json,
         shortfall,
     }
+}
+
+/// What `add` was given: the member itself, or what to build one from.
+pub enum NewJob {
+    Member(String),
+    Fields {
+        callback: String,
+        body: Option<String>,
+        sign: Option<String>,
+        options: Vec<JobOption>,
+    },
+}
+
+/// A per-job option from the command line: the flag, the member field it sets, and
+/// the value as typed.
+pub struct JobOption {
+    pub flag: &'static str,
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// Before 2000-01-01: no one schedules a job in the past on purpose, so such a time
+/// is a slip (`--at 1000` meant as "in 1000 s", or milliseconds cut short).
+const EARLIEST_AT: f64 = 946_684_800.0;
+
+/// `--at`: a time that is not a slip.
+pub(super) fn due_at(at: &str) -> Result<f64, Error> {
+    let secs = parse_time(at).map_err(Error::Usage)?;
+    if secs < EARLIEST_AT {
+        return Err(Error::Usage(format!(
+            "--at {at} is {}, before 2000, which looks like a mistake: give the due time as RFC 3339 (--at 2026-12-01T12:00:00Z) or Unix seconds (--at 1796126400), or a delay with --in (--in 1000s; --in 0s for now)",
+            rfc3339(secs)
+        )));
+    }
+    Ok(secs)
+}
+
+/// The member a producer would write: its fields in sorted order (serde_json's map),
+/// so the same flags give the same member, and the same job id.
+fn build_member(
+    callback: &str,
+    body: Option<String>,
+    sign: Option<String>,
+    options: &[JobOption],
+) -> Result<String, Error> {
+    let body: Value = match body {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("--body is not valid JSON: {e}")))?,
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("body".into(), body);
+    fields.insert("callback".into(), Value::String(callback.into()));
+    if let Some(sign) = sign {
+        fields.insert("sign".into(), Value::String(sign));
+    }
+    let mut headers = serde_json::Map::new();
+    for o in options {
+        let usage = |why: String| Error::Usage(format!("{}: {why}", o.flag));
+        let number = |text: &str| match serde_json::from_str::<Value>(text.trim()) {
+            Ok(n @ Value::Number(_)) => Ok(n),
+            _ => Err(usage(format!("expected a number of seconds, got {text:?}"))),
+        };
+        let value = match o.field {
+            "maxRetry" => match o.value.trim().parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    return Err(usage(format!(
+                        "expected a whole number from 0 to 1000, got {:?}",
+                        o.value
+                    )));
+                }
+            },
+            "timeout" => number(&o.value)?,
+            "backoff" if o.value.contains(',') => Value::Array(
+                o.value
+                    .split(',')
+                    .map(number)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            "backoff" => number(&o.value)?,
+            "method" => Value::String(o.value.to_ascii_uppercase()),
+            "headers" => {
+                let Some((name, value)) = o.value.split_once(':') else {
+                    return Err(usage(format!(
+                        "expected \"Name: value\", got {:?}",
+                        o.value
+                    )));
+                };
+                let name = name.trim();
+                if headers
+                    .insert(name.to_string(), Value::String(value.trim_start().into()))
+                    .is_some()
+                {
+                    return Err(usage(format!("{name:?} is given twice")));
+                }
+                continue;
+            }
+            _ => Value::String(o.value.clone()),
+        };
+        fields.insert(o.field.into(), value);
+    }
+    if !headers.is_empty() {
+        fields.insert("headers".into(), Value::Object(headers));
+    }
+    Ok(Value::Object(fields).to_string())
 }
 
 pub(super) fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, Error> {

@@ -32,6 +32,13 @@ impl Admin {
                 let why = text.split_once("delayqs ").map_or(&*text, |(_, w)| w);
                 Err(Error::Usage(format!("delayqs {why}")))
             }
+            Err(e) if e.code() == Some("NOPERM") => Err(Error::Redis {
+                url: self.url.clone(),
+                what: format!(
+                    "{e}; jobs by id need the user's ACL to allow {:?} besides the queue's keys",
+                    shard.index_key
+                ),
+            }),
             result => on(&self.url, result.map(to_json)),
         }
     }

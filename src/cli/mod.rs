@@ -18,6 +18,7 @@ mod lists;
 mod notify;
 mod pages;
 mod pidfile;
+mod shell;
 mod show;
 mod shown;
 

@@ -249,7 +249,12 @@ pub fn shards_in_use(con: &mut Conn, keys: &Keys, with_failed: bool) -> RedisRes
         if with_failed {
             exists.arg(&names.failed);
         }
-        let held: u64 = exists.query(con)?;
+        // A user whose ACL names only the configured keys may not look: what it may
+        // not read it cannot have written either.
+        let held: u64 = match exists.query(con) {
+            Err(e) if e.code() == Some("NOPERM") => 0,
+            other => other?,
+        };
         if held > 0 {
             found.push(i);
         }
@@ -309,6 +314,9 @@ pub struct Store {
     sweep_cursor: String,
     /// What `load_functions` last found, as said.
     library_said: Option<String>,
+    /// Per shard: this user may use the id index (`check_key_types`); when not, the
+    /// scripts are called without it.
+    index_ok: Vec<bool>,
 }
 
 impl Store {
@@ -336,6 +344,7 @@ impl Store {
             sweep_at: 0,
             sweep_cursor: "0".into(),
             library_said: None,
+            index_ok: vec![true; MAX_SHARDS],
         })
     }
 
@@ -412,9 +421,11 @@ impl Store {
             inv.key(&keys.queue)
                 .key(&keys.inflight)
                 .key(&keys.attempts)
-                .key(&keys.failed)
-                .key(&keys.index_key)
-                .arg(limit)
+                .key(&keys.failed);
+            if s.index_ok[shard] {
+                inv.key(&keys.index_key);
+            }
+            inv.arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
                 .arg(recover)
@@ -461,13 +472,12 @@ impl Store {
     pub fn unclaim(&mut self, shard: usize, token: &str) -> RedisResult<u64> {
         self.call(|con, s| {
             let keys = &s.names[shard];
-            s.unclaim
-                .key(&keys.queue)
-                .key(&keys.inflight)
-                .key(&keys.attempts)
-                .key(&keys.index_key)
-                .arg(token)
-                .invoke(con)
+            let mut call = s.unclaim.key(&keys.queue);
+            call.key(&keys.inflight).key(&keys.attempts);
+            if s.index_ok[shard] {
+                call.key(&keys.index_key);
+            }
+            call.arg(token).invoke(con)
         })
     }
 
@@ -484,10 +494,33 @@ impl Store {
                     ("inflightKey", keys.inflight.clone(), "zset"),
                     ("attemptsKey", keys.attempts.clone(), "hash"),
                     ("failKey", keys.failed.clone(), "list"),
-                    ("key", keys.index_key.clone(), "hash"),
                 ]
             })
             .collect();
+        for i in self.active.clone() {
+            let key = self.names[i].index_key.clone();
+            // A user whose ACL names only the configured keys may not touch the id
+            // index: that shard is then served without it (no job there has an id).
+            let found: Option<String> =
+                self.call(|con, _| match redis::cmd("TYPE").arg(&key).query(con) {
+                    Err(e) if e.code() == Some("NOPERM") => Ok(None),
+                    other => other.map(Some),
+                })?;
+            if self.index_ok[i] && found.is_none() {
+                log::warn!(
+                    "this Redis user may not use the id index {key:?}: jobs scheduled by id are not served from that shard (allow the key in the user's ACL)"
+                );
+            }
+            self.index_ok[i] = found.is_some();
+            if let Some(found) = found
+                && found != "none"
+                && found != "hash"
+            {
+                return Ok(Err(format!(
+                    "Redis key {key:?} (the id index, named after `key`) holds a {found}, not a hash; remove it, or point `key` elsewhere"
+                )));
+            }
+        }
         for (setting, key, want) in expected {
             let found: String = self.call(|con, _| redis::cmd("TYPE").arg(&key).query(con))?;
             if found != "none" && found != want {
@@ -651,6 +684,10 @@ impl Store {
         } else {
             "attempts"
         };
+        if hash == "index" && !self.index_ok[shard] {
+            self.sweep_at = (self.sweep_at + 1) % (2 * self.active.len());
+            return Ok(0);
+        }
         let (cursor, removed): (String, u64) = self.call(|con, s| {
             let keys = &s.names[shard];
             s.sweep

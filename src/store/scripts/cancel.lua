@@ -3,7 +3,8 @@
 --
 -- A job scheduled under a producer's id leaves the id index too.
 --
--- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts, KEYS[4] index (see ids.lua)
+-- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts, KEYS[4] index (see ids.lua; left
+-- out for a user whose ACL does not allow it)
 -- ARGV members
 -- Returns per member: 1 cancelled, 0 not pending, -1 in flight
 
@@ -13,7 +14,7 @@ for i, m in ipairs(ARGV) do
     out[i] = -1
   elseif redis.call('ZREM', KEYS[1], m) == 1 then
     redis.call('HDEL', KEYS[3], m)
-    local id = redis.call('HGET', KEYS[4], 'job:' .. m)
+    local id = KEYS[4] and redis.call('HGET', KEYS[4], 'job:' .. m)
     if id then
       if redis.call('HGET', KEYS[4], 'id:' .. id) == m then
         redis.call('HDEL', KEYS[4], 'id:' .. id)

@@ -14,7 +14,8 @@
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
 -- KEYS[5] index     hash "<queue>:ids": the producer-id index of ids.lua (read and kept
 --                   true here: a job that ends leaves it, a job scheduled during an
---                   attempt takes its id's place when the attempt ends; ids_after.lua)
+--                   attempt takes its id's place when the attempt ends; ids_after.lua).
+--                   Left out for a user whose ACL does not allow it: no job has an id.
 -- ARGV[1] most jobs to claim (0: only record outcomes)
 -- ARGV[2] lease length in milliseconds
 -- ARGV[3] token prefix, unique to this call of this daemon
@@ -215,7 +216,7 @@ end
 -- Whether any job of this shard lives under a producer's id: the index then holds more
 -- than its counter ("seq"). Without one, a queue fed the old way pays one HLEN, not the
 -- index reads.
-local indexed = redis.call('HLEN', KEYS[5]) > 1
+local indexed = KEYS[5] ~= nil and redis.call('HLEN', KEYS[5]) > 1
 
 -- The ids of `members` (false where none), one HMGET.
 local function ids_of(members)

@@ -13,7 +13,8 @@
 -- A job its producer cancelled or replaced by id meanwhile ends instead, and one it
 -- moved goes back at the time it gave (ids_after.lua, prepended to this script).
 --
--- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts, KEYS[4] index (see claim.lua)
+-- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts, KEYS[4] index (see claim.lua; left
+-- out when the user may not use it)
 -- ARGV[1] the token prefix the lost claim was called with
 -- Returns how many jobs were put back.
 --
@@ -28,7 +29,7 @@ local mark = ' ' .. ARGV[1] .. '.'
 local released = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local a = redis.call('HGET', KEYS[3], m)
-  local id = redis.call('HGET', KEYS[4], 'job:' .. m)
+  local id = KEYS[4] and redis.call('HGET', KEYS[4], 'job:' .. m)
   local kind, moved_to, replacement
   if id then
     kind, moved_to, replacement = next_of(KEYS[4], id)
