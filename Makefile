@@ -57,9 +57,11 @@ netns-tools:
 redis-sentinel:
 	@scripts/need.sh redis-sentinel redis-sentinel
 
-# The shard tests run the README's producer rule in PHP and Node (Python is there).
+# The shard tests run the README's producer rule in PHP and Node (Python is there);
+# the id tests drive the Functions library from PHP's phpredis.
 producers:
 	@scripts/need.sh php php-cli
+	@NEED_CHECK='php -m | grep -qx redis' scripts/need.sh "php's redis module" php-redis
 	@scripts/need.sh node nodejs
 
 # The clock-skew test runs a daemon under libfaketime.
@@ -71,12 +73,13 @@ zsh:
 	@scripts/need.sh zsh zsh
 
 # Reference implementations the tests check against: Prometheus's parser for the
-# metrics file, the Standard Webhooks library for callback signatures.
+# metrics file, the Standard Webhooks library for callback signatures, redis-py for the
+# Functions library of jobs by id.
 python-deps:
-	@python3 -c 'import prometheus_client, standardwebhooks' 2>/dev/null || { \
-	  echo "installing prometheus_client and standardwebhooks from PyPI for the tests"; \
-	  python3 -m pip install -q prometheus_client standardwebhooks 2>&1 | grep -v 'as the .root. user' || true; \
-	  python3 -c 'import prometheus_client, standardwebhooks'; }
+	@python3 -c 'import prometheus_client, standardwebhooks, redis' 2>/dev/null || { \
+	  echo "installing prometheus_client, standardwebhooks and redis from PyPI for the tests"; \
+	  python3 -m pip install -q prometheus_client standardwebhooks redis 2>&1 | grep -v 'as the .root. user' || true; \
+	  python3 -c 'import prometheus_client, standardwebhooks, redis'; }
 
 # A measurement, not a test: builds into bench/target, starts a private redis-server
 # and bench/endpoint on loopback, runs the scenarios of BENCHMARKS.md (about 3 minutes

@@ -2,10 +2,12 @@
 # need.sh COMMAND PACKAGE [SUITE]: makes sure COMMAND exists, installing Debian's
 # PACKAGE when it does not (as root, or with sudo), or says plainly how to get it.
 # With SUITE (e.g. bookworm-backports), the package comes from that suite, whose apt
-# source is added first when the system has none for it.
+# source is added first when the system has none for it. NEED_CHECK, when set, is a
+# shell test that stands for COMMAND (a PHP module has no command of its own).
 set -euo pipefail
 cmd=$1 pkg=$2 suite=${3:-}
-command -v "$cmd" >/dev/null && exit 0
+have() { if [ -n "${NEED_CHECK:-}" ]; then bash -c "$NEED_CHECK"; else command -v "$cmd" >/dev/null; fi; }
+have && exit 0
 how="apt-get install $pkg"
 [ -n "$suite" ] && how="add the $suite suite to apt's sources, then apt-get install -t $suite $pkg"
 if command -v apt-get >/dev/null; then
@@ -23,7 +25,7 @@ if command -v apt-get >/dev/null; then
     fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${target[@]}" "$pkg" >/dev/null
-    command -v "$cmd" >/dev/null && exit 0
+    have && exit 0
   fi
 fi
 echo "$cmd is missing and could not be installed here: install your system's $pkg package (Debian: $how)" >&2

@@ -616,3 +616,45 @@ fn add_and_wait(
     }
     Ok(())
 }
+
+/// Issue 18 on a Cluster: the daemon loads the Functions library on every master, and
+/// jobs scheduled by id, each in the shard its id names, are delivered with their id.
+#[test]
+fn the_functions_library_is_on_every_master_and_jobs_by_id_flow_over_shards() {
+    let cluster = Cluster::start();
+    let endpoint = Endpoint::succeeding();
+    let path = config(&cluster, json!({"shards": 3}));
+    let daemon = Daemon::start_with_file(&path);
+    daemon.wait_for_log("loaded the delayqs Functions library");
+    let masters: HashSet<u16> = cluster.ranges().iter().map(|r| r.master).collect();
+    assert_eq!(masters.len(), 3);
+    for port in masters {
+        let version: i64 = redis::cmd("FCALL")
+            .arg("delayqs_version")
+            .arg(0)
+            .query(&mut node(port).unwrap())
+            .unwrap_or_else(|e| panic!("master {port}: {e}"));
+        assert_eq!(version, 1, "master {port}");
+    }
+    let mut wanted = HashSet::new();
+    for i in 0..6 {
+        let id = format!("order:{i}");
+        let out = Command::new(env!("CARGO_BIN_EXE_delayqs"))
+            .args(["add", "--config", path.to_str().unwrap(), "--id", &id])
+            .args(["--callback", &endpoint.url("/c"), "--in", "0s"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wanted.insert(id);
+    }
+    let got: HashSet<String> = endpoint
+        .wait_for(6)
+        .iter()
+        .map(|r| r.header("x-delayqs-producer-id").to_string())
+        .collect();
+    assert_eq!(got, wanted);
+}

@@ -79,14 +79,39 @@ impl Admin {
         Ok(used.found.into_iter().map(|i| self.keys.shard(i)).collect())
     }
 
+    /// `names`, and the shard's id index after them when this user may use it: an ACL
+    /// that names only the configured keys refuses any script that declares it, and a
+    /// shard it may not index has no job with an id.
+    fn with_index(&mut self, k: &ShardKeys, names: &[&String]) -> Result<Vec<String>, Error> {
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        match redis::cmd("TYPE")
+            .arg(&k.index_key)
+            .query::<String>(&mut self.con)
+        {
+            Err(e) if e.code() == Some("NOPERM") => {}
+            other => {
+                on(&self.url, other)?;
+                all.push(k.index_key.clone());
+            }
+        }
+        Ok(all)
+    }
+
     /// Redis's clock, which the daemons judge due times by.
     pub(super) fn now(&mut self) -> Result<f64, Error> {
         let (secs, micros): (u64, u64) = on(&self.url, redis::cmd("TIME").query(&mut self.con))?;
         Ok(secs as f64 + micros as f64 / 1e6)
     }
 
-    /// `add`: writes a member exactly as a producer would.
-    pub fn add(&mut self, job: NewJob, at: Option<&str>, after: Option<&str>) -> AdminResult {
+    /// `add`: writes a member exactly as a producer would; with `id`, schedules it under
+    /// that id as the `delayqs_schedule` function does.
+    pub fn add(
+        &mut self,
+        job: NewJob,
+        at: Option<&str>,
+        after: Option<&str>,
+        id: Option<&str>,
+    ) -> AdminResult {
         let (mode, secs) = match (at, after) {
             (Some(at), None) => ("at", due_at(at)?),
             (None, Some(after)) => (
@@ -129,6 +154,9 @@ impl Admin {
             };
             Error::Usage(format!("{flag}: {e}"))
         })?;
+        if let Some(id) = id {
+            return self.schedule(id, &member, &crate::cli::by_id::due_arg(mode, secs));
+        }
 
         // Where a producer would put it, by the rule of `config::keys`.
         let shard = self
@@ -388,6 +416,7 @@ impl Admin {
             _ => on(&self.url, self.con.llen(&k.failed))?,
         };
         let failed = Lua::new(lua::FAILED);
+        let names = self.with_index(k, &[&k.queue, &k.attempts, &k.failed, &k.inflight])?;
         let mut reply: Vec<String> = Vec::new();
         let mut gone_through = 0;
         while gone_through < total {
@@ -398,10 +427,7 @@ impl Admin {
             let got: Vec<String> = on(
                 &self.url,
                 failed
-                    .key(&k.queue)
-                    .key(&k.attempts)
-                    .key(&k.failed)
-                    .key(&k.inflight)
+                    .key(&names)
                     .arg(op)
                     .arg(step)
                     .arg(&selection)
@@ -522,12 +548,11 @@ impl Admin {
         let mut outcome: BTreeMap<&String, i64> = BTreeMap::new();
         let members: Vec<&Vec<u8>> = found.values().map(|(_, m)| m).collect();
         for k in sets.iter().filter(|_| !members.is_empty()) {
+            let names = self.with_index(k, &[&k.queue, &k.inflight, &k.attempts])?;
             let results: Vec<i64> = on(
                 &self.url,
                 Lua::new(lua::CANCEL)
-                    .key(&k.queue)
-                    .key(&k.inflight)
-                    .key(&k.attempts)
+                    .key(&names)
                     .arg(&members)
                     .invoke(&mut self.con),
             )?;
@@ -624,7 +649,7 @@ pub struct JobOption {
 const EARLIEST_AT: f64 = 946_684_800.0;
 
 /// `--at`: a time that is not a slip.
-fn due_at(at: &str) -> Result<f64, Error> {
+pub(super) fn due_at(at: &str) -> Result<f64, Error> {
     let secs = parse_time(at).map_err(Error::Usage)?;
     if secs < EARLIEST_AT {
         return Err(Error::Usage(format!(

@@ -8,6 +8,7 @@ use argh::{ArgsInfo, FromArgs};
 use log::warn;
 
 use crate::cli::admin::{Admin, AdminResult, JobOption, NewJob, Output, Selection};
+use crate::cli::by_id;
 use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
 use crate::cli::fleet;
@@ -20,6 +21,7 @@ use crate::cli::shell;
 use crate::config::{self, Config};
 use crate::dispatch::{self, Control, Exit, signals};
 use crate::telemetry::logging;
+use crate::timefmt;
 
 #[derive(FromArgs, ArgsInfo)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
@@ -53,6 +55,8 @@ enum Command {
     Stats(StatsArgs),
     Failed(FailedArgs),
     Cancel(CancelArgs),
+    Move(MoveArgs),
+    Functions(FunctionsArgs),
     Daemons(DaemonsArgs),
     Pause(PauseArgs),
     Resume(ResumeArgs),
@@ -180,9 +184,52 @@ struct AddArgs {
     /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m (0s: now)
     #[argh(option, long = "in")]
     after: Option<String>,
+    /// schedule it under this id of yours, replacing the job pending under it (see
+    /// `move`, `cancel --id`)
+    #[argh(option)]
+    id: Option<String>,
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+/// Move the job scheduled under a producer's id to another due time, its attempts so
+/// far kept; one in flight finishes its attempt, and its retry goes at that time.
+#[argh(subcommand, name = "move")]
+struct MoveArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// the id the job was scheduled under (`add --id`, `delayqs_schedule`)
+    #[argh(positional)]
+    id: String,
+    /// due time: Unix seconds (fractions allowed) or RFC 3339
+    #[argh(option)]
+    at: Option<String>,
+    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m
+    #[argh(option, long = "in")]
+    after: Option<String>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+/// The `delayqs` Functions library of jobs by id (Redis 7+, Valkey): `load` it (the
+/// daemon loads it at start when missing or older), or print it (`library`), or print
+/// the same operations as a plain script for EVAL/EVALSHA (`script`).
+#[argh(subcommand, name = "functions")]
+struct FunctionsArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// print one JSON document instead of text
+    #[argh(switch)]
+    json: bool,
+    /// load, library or script
+    #[argh(positional)]
+    what: String,
 }
 
 impl RunArgs {
@@ -426,7 +473,11 @@ struct CancelArgs {
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
-    /// job ids, or unique prefixes of 6 hex digits or more
+    /// the arguments are producers' own ids (`add --id`); a job in flight then finishes
+    /// its attempt and gets no retry
+    #[argh(switch)]
+    id: bool,
+    /// job ids, or unique prefixes of 6 hex digits or more (with --id: producers' ids)
     #[argh(positional)]
     ids: Vec<String>,
 }
@@ -506,6 +557,8 @@ impl Command {
                 FailedCommand::Purge(a) => a.config.as_deref(),
             },
             Command::Cancel(a) => a.config.as_deref(),
+            Command::Move(a) => a.config.as_deref(),
+            Command::Functions(a) => a.config.as_deref(),
             Command::Daemons(a) => a.config.as_deref(),
             Command::Pause(a) => a.config.as_deref(),
             Command::Resume(a) => a.config.as_deref(),
@@ -583,6 +636,11 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             "no command given; try `delayqs run --config PATH` or `delayqs --help`".into(),
         ));
     };
+    if let Command::Functions(f) = &command
+        && f.what != "load"
+    {
+        return print_functions(&f.what);
+    }
     // Made from the command definitions alone: no config needed.
     match &command {
         Command::Completions(a) => return shell::completions(&Cli::get_args_info(), &a.shell),
@@ -651,9 +709,27 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Add(a) => {
             let job = a.new_job()?;
             admin(&config, a.json, |admin| {
-                admin.add(job, a.at.as_deref(), a.after.as_deref())
+                admin.add(job, a.at.as_deref(), a.after.as_deref(), a.id.as_deref())
             })
         }
+        Command::Move(a) => {
+            let due = match (a.at.as_deref(), a.after.as_deref()) {
+                (Some(at), None) => by_id::due_arg("at", crate::cli::admin::due_at(at)?),
+                (None, Some(after)) => by_id::due_arg(
+                    "in",
+                    timefmt::parse_duration(after)
+                        .map_err(Error::Usage)?
+                        .as_secs_f64(),
+                ),
+                _ => {
+                    return Err(Error::Usage(
+                        "give exactly one of --at TIME and --in DURATION".into(),
+                    ));
+                }
+            };
+            admin(&config, a.json, |admin| admin.move_id(&a.id, &due))
+        }
+        Command::Functions(a) => admin(&config, a.json, |admin| admin.functions_load()),
         Command::Pending(a) => listing(&config, a.json, "jobs", PENDING, |admin, out| {
             admin.pending(out, Limit::from_arg(a.limit), a.due)
         }),
@@ -698,6 +774,9 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Cancel(a) => {
             if a.ids.is_empty() {
                 return Err(Error::Usage("name at least one job id to cancel".into()));
+            }
+            if a.id {
+                return admin(&config, a.json, |admin| admin.cancel_ids(&a.ids));
             }
             let ids = ids::parse_all(&a.ids, false)?;
             admin(&config, a.json, |admin| admin.cancel(&ids))
@@ -791,6 +870,21 @@ fn listing(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut listing = Listing::start(&mut out, json, array, header);
     f(&mut admin, &mut listing)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `functions library` and `functions script`: what a producer or an operator loads by
+/// hand (`redis-cli FUNCTION LOAD`, `SCRIPT LOAD`).
+fn print_functions(what: &str) -> Result<ExitCode, Error> {
+    match what {
+        "library" => print!("{}", crate::store::functions::LIBRARY),
+        "script" => print!("{}", crate::store::functions::SCRIPT),
+        _ => {
+            return Err(Error::Usage(format!(
+                "functions {what:?}: give load, library or script"
+            )));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

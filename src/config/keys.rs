@@ -43,6 +43,9 @@ pub struct ShardKeys {
     pub inflight: String,
     pub attempts: String,
     pub failed: String,
+    /// The producer-id index (`store/scripts/ids.lua`): `<queue>:ids`, named after the
+    /// shard's queue so that it shares its slot.
+    pub index_key: String,
 }
 
 impl Keys {
@@ -51,6 +54,7 @@ impl Keys {
         let name = |key: &str| shard_name(key, index);
         ShardKeys {
             index,
+            index_key: format!("{}:ids", name(&self.queue)),
             queue: name(&self.queue),
             inflight: name(&self.inflight),
             attempts: name(&self.attempts),
@@ -80,6 +84,12 @@ impl Keys {
     /// The shard a member belongs in by the producers' rule.
     pub fn shard_of_member(&self, member: &[u8]) -> usize {
         shard_of_id(&job_id(member), self.shards)
+    }
+
+    /// The shard of a producer's own id: by the SHA-1 of the id, not of the member, so
+    /// that every operation on one id finds the same shard whatever the job holds.
+    pub fn shard_of_producer_id(&self, id: &str) -> usize {
+        shard_of_id(&job_id(id.as_bytes()), self.shards)
     }
 }
 
@@ -145,6 +155,10 @@ mod tests {
         assert_eq!(two.inflight, "{DelayQs:2}:inflight");
         assert_eq!(two.attempts, "{DelayQs:2}:attempts");
         assert_eq!(two.failed, "{DelayQs:2}:fail_job");
+        assert_eq!(two.index_key, "{DelayQs:2}:job_zqueue:ids");
+        assert_eq!(k.shard(0).index_key, "{DelayQs}:job_zqueue:ids");
+        assert_eq!(two.index_key, "{DelayQs:2}:job_zqueue:ids");
+        assert_eq!(k.shard(0).index_key, "{DelayQs}:job_zqueue:ids");
         assert_eq!(hash_tag(&two.failed), Some("DelayQs:2"));
         assert_eq!(shard_name("app:{q}:jobs", 1), "app:{q:1}:jobs");
         assert_eq!(shard_name("jobs", 1), "jobs:1");
@@ -160,6 +174,10 @@ mod tests {
         assert_eq!(keys(1).shard_of_member(b"a"), 0);
         assert_eq!(shard_of_id("86f7e437", 3), 1);
         assert_eq!(shard_of_id("zz", 3), 0);
+        // By the id's own SHA-1: sha1("a") again.
+        assert_eq!(keys(3).shard_of_producer_id("a"), 1);
+        // By the id's own SHA-1: sha1("a") again.
+        assert_eq!(keys(3).shard_of_producer_id("a"), 1);
     }
 
     #[test]

@@ -31,8 +31,12 @@ pub const USER_AGENT: &str = concat!("delayqs/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug)]
 pub struct Delivery<T> {
     pub job: Job,
-    /// `X-Delayqs-Job-Id`.
+    /// `X-Delayqs-Job-Id`, and `webhook-id`: the SHA-1 of the member, which for a job
+    /// scheduled under an id carries the id and a sequence number, so that it names one
+    /// delivery (PROTOCOL §1.5).
     pub id: String,
+    /// `X-Delayqs-Producer-Id`: the producer's own id, for a job scheduled under one.
+    pub producer_id: Option<String>,
     /// `X-Delayqs-Attempt`: 1 for the first.
     pub attempt: u32,
     /// `X-Delayqs-Due`: when the job was first due, Unix seconds.
@@ -365,6 +369,9 @@ fn send<T>(
         .header("X-Delayqs-Job-Id", &d.id)
         .header("X-Delayqs-Attempt", d.attempt.to_string())
         .header("X-Delayqs-Due", format!("{:.3}", d.first_due));
+    if let Some(id) = &d.producer_id {
+        request = request.header("X-Delayqs-Producer-Id", id);
+    }
     for (name, value) in &options.headers {
         if !(cross_origin && credential(name)) {
             request = request.header(name, value);

@@ -23,6 +23,7 @@ use crate::dispatch::settle::{self, Decision, Op, Policy};
 use crate::dispatch::signals::Signal;
 use crate::job::backoff::random_unit;
 use crate::job::{Job, failure_record};
+use crate::store::functions::Library;
 use crate::store::{ClaimBatch, Claimed, Score, Settle, SettleOp, Store};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::{self, Metrics};
@@ -415,6 +416,11 @@ impl Dispatcher {
                 self.misconfigured = true;
                 return Ok(Duration::ZERO);
             }
+            match self.store.load_functions()? {
+                Some(library @ Library::Refused(_)) => warn!("{}", library.describe()),
+                Some(library) => info!("{}", library.describe()),
+                None => {}
+            }
             if let Err(problem) = self.store.check_key_types()? {
                 error!("{problem}");
                 self.misconfigured = true;
@@ -657,6 +663,7 @@ impl Dispatcher {
         let delivery = Delivery {
             job,
             id: claimed.id.clone(),
+            producer_id: claimed.producer_id.clone(),
             attempt: claimed.attempt,
             first_due: claimed.first_due.value(),
             http: self.http.clone(),

@@ -131,6 +131,8 @@ pub struct Claimed {
     pub first_due: Score,
     /// The shard it was claimed from, where its outcome is written.
     pub shard: usize,
+    /// The producer's own id it was scheduled under (`ids.lua`), if any.
+    pub producer_id: Option<String>,
 }
 
 /// A claimed job whose reply line could not be read: it is leased like the others,
@@ -202,7 +204,7 @@ impl From<BadReply> for RedisError {
 }
 
 const HEAD: usize = 6;
-const PER_JOB: usize = 5;
+const PER_JOB: usize = 6;
 
 /// Parses the reply of `claim.lua`.
 pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
@@ -257,6 +259,9 @@ pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
             .map(|l| String::from_utf8_lossy(&l).into_owned())
             .ok_or_else(|| BadReply(format!("job {id}: the lease is not text")))?;
         let lease = LeaseToken(lease_text);
+        let producer_id = field(5)
+            .filter(|id| !id.is_empty())
+            .map(|id| String::from_utf8_lossy(&id).into_owned());
         match job_line(&field(1), &field(2), &field(4)) {
             Ok((due, attempt, first_due)) => jobs.push(Claimed {
                 member,
@@ -266,6 +271,7 @@ pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
                 lease,
                 first_due,
                 shard,
+                producer_id,
             }),
             Err(problem) => bad.push(BadClaim {
                 member,
@@ -366,7 +372,7 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
-    fn reply(head: [&str; 6], jobs: &[[&str; 5]]) -> Vec<Value> {
+    fn reply(head: [&str; 6], jobs: &[[&str; 6]]) -> Vec<Value> {
         let mut v: Vec<Value> = head.iter().map(|s| bulk(s)).collect();
         for j in jobs {
             v.push(bulk(j[0]));
@@ -374,6 +380,7 @@ mod tests {
             v.push(Value::Int(j[2].parse().unwrap_or(-1)));
             v.push(bulk(j[3]));
             v.push(bulk(j[4]));
+            v.push(bulk(j[5]));
         }
         v
     }
@@ -395,6 +402,7 @@ mod tests {
                 "2",
                 "2:1699999000 t.1",
                 "1699999000",
+                "order:42:close",
             ]],
         );
         let b = parse(r, 0).unwrap();
@@ -429,6 +437,7 @@ mod tests {
         assert_eq!((j.attempt, j.first_due.value()), (2, 1_699_999_000.0));
         assert_eq!(j.lease.as_str(), "2:1699999000 t.1");
         assert_eq!(j.id, job_id(b"{\"callback\":\"http://h/\"}"));
+        assert_eq!(j.producer_id.as_deref(), Some("order:42:close"));
         assert!(b.bad.is_empty());
     }
 
@@ -437,13 +446,14 @@ mod tests {
         let r = reply(
             ["1.0", "", "0", "0", "", ""],
             &[
-                ["good", "1.5", "1", "1:1.5 t.1", "1.5"],
-                ["bad", "1.5", "1", "1:oops t.2", "oops"],
-                ["huge", "1.5", "4294967296", "x", "1.5"],
+                ["good", "1.5", "1", "1:1.5 t.1", "1.5", ""],
+                ["bad", "1.5", "1", "1:oops t.2", "oops", ""],
+                ["huge", "1.5", "4294967296", "x", "1.5", "x"],
             ],
         );
         let b = parse(r, 0).unwrap();
         assert_eq!(b.jobs.len(), 1);
+        assert_eq!(b.jobs[0].producer_id, None, "\"\" is no id");
         assert_eq!(b.bad.len(), 2);
         assert_eq!(b.bad[0].id, job_id(b"bad"));
         assert!(

@@ -346,10 +346,16 @@ pub struct Store {
     unclaim: Lua,
     sweep: Lua,
     heartbeat: Lua,
-    /// The sweep goes through the active shards' attempts hashes one page at a time:
-    /// which one (an index into `active`), and where in it.
+    /// The sweep goes through the active shards' attempts hashes and id indexes one
+    /// page at a time: which one (twice an index into `active`, plus 1 for the index),
+    /// and where in it.
     sweep_at: usize,
     sweep_cursor: String,
+    /// What `load_functions` last found, as said.
+    library_said: Option<String>,
+    /// Per shard: this user may use the id index (`check_key_types`); when not, the
+    /// scripts are called without it.
+    index_ok: Vec<bool>,
 }
 
 impl Store {
@@ -364,12 +370,21 @@ impl Store {
             active: (0..config.keys.shards).collect(),
             recorded: config.keys.shards,
             timeout: config.redis_timeout,
-            claim: Lua::new(include_str!("scripts/claim.lua")),
-            unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
+            // The id index's shared part first: both keep it true (ids_after.lua).
+            claim: Lua::new(concat!(
+                include_str!("scripts/ids_after.lua"),
+                include_str!("scripts/claim.lua")
+            )),
+            unclaim: Lua::new(concat!(
+                include_str!("scripts/ids_after.lua"),
+                include_str!("scripts/unclaim.lua")
+            )),
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
             heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
             sweep_at: 0,
             sweep_cursor: "0".into(),
+            library_said: None,
+            index_ok: vec![true; MAX_SHARDS],
         })
     }
 
@@ -457,8 +472,11 @@ impl Store {
             inv.key(&keys.queue)
                 .key(&keys.inflight)
                 .key(&keys.attempts)
-                .key(&keys.failed)
-                .arg(limit)
+                .key(&keys.failed);
+            if s.index_ok[shard] {
+                inv.key(&keys.index_key);
+            }
+            inv.arg(limit)
                 .arg(lease.as_millis() as u64)
                 .arg(token)
                 .arg(recover)
@@ -489,17 +507,28 @@ impl Store {
         })
     }
 
+    /// Loads the Functions library of jobs by id when it is missing or older
+    /// (`functions::ensure`): on every new connection, since a Redis restarted without
+    /// persistence, or a new Cluster master, has none. Returns what was found only when
+    /// it differs from the last time, so that a refusal that lasts (a full Redis, whose
+    /// every round reconnects) is said once.
+    pub fn load_functions(&mut self) -> RedisResult<Option<crate::store::functions::Library>> {
+        let library = self.call(|con, _| crate::store::functions::ensure(con, false))?;
+        let said = library.describe();
+        Ok((self.library_said.replace(said.clone()) != Some(said)).then_some(library))
+    }
+
     /// Puts back the jobs of a claim whose reply was lost, called with `token`.
     /// Returns how many there were.
     pub fn unclaim(&mut self, shard: usize, token: &str) -> RedisResult<u64> {
         self.call(|con, s| {
             let keys = &s.names[shard];
-            s.unclaim
-                .key(&keys.queue)
-                .key(&keys.inflight)
-                .key(&keys.attempts)
-                .arg(token)
-                .invoke(con)
+            let mut call = s.unclaim.key(&keys.queue);
+            call.key(&keys.inflight).key(&keys.attempts);
+            if s.index_ok[shard] {
+                call.key(&keys.index_key);
+            }
+            call.arg(token).invoke(con)
         })
     }
 
@@ -526,6 +555,30 @@ impl Store {
                 ]
             })
             .collect();
+        for i in self.active.clone() {
+            let key = self.names[i].index_key.clone();
+            // A user whose ACL names only the configured keys may not touch the id
+            // index: that shard is then served without it (no job there has an id).
+            let found: Option<String> =
+                self.call(|con, _| match redis::cmd("TYPE").arg(&key).query(con) {
+                    Err(e) if e.code() == Some("NOPERM") => Ok(None),
+                    other => other.map(Some),
+                })?;
+            if self.index_ok[i] && found.is_none() {
+                log::warn!(
+                    "this Redis user may not use the id index {key:?}: jobs scheduled by id are not served from that shard (allow the key in the user's ACL)"
+                );
+            }
+            self.index_ok[i] = found.is_some();
+            if let Some(found) = found
+                && found != "none"
+                && found != "hash"
+            {
+                return Ok(Err(format!(
+                    "Redis key {key:?} (the id index, named after `key`) holds a {found}, not a hash; remove it, or point `key` elsewhere"
+                )));
+            }
+        }
         for (setting, what, key, want) in expected {
             let found: String = self.call(|con, _| redis::cmd("TYPE").arg(&key).query(con))?;
             if found != "none" && found != want {
@@ -682,19 +735,31 @@ impl Store {
     /// Looks at one page of attempt counts and drops those of jobs that no longer
     /// exist. Returns how many it dropped.
     pub fn sweep_step(&mut self) -> RedisResult<u64> {
-        let shard = self.active[self.sweep_at % self.active.len()];
+        // Each shard's attempts hash, then its id index.
+        let shard = self.active[(self.sweep_at / 2) % self.active.len()];
+        let hash = if self.sweep_at % 2 == 1 {
+            "index"
+        } else {
+            "attempts"
+        };
+        if hash == "index" && !self.index_ok[shard] {
+            self.sweep_at = (self.sweep_at + 1) % (2 * self.active.len());
+            return Ok(0);
+        }
         let (cursor, removed): (String, u64) = self.call(|con, s| {
             let keys = &s.names[shard];
             s.sweep
                 .key(&keys.queue)
                 .key(&keys.inflight)
                 .key(&keys.attempts)
+                .key(&keys.index_key)
                 .arg(&s.sweep_cursor)
                 .arg(SWEEP_PAGE)
+                .arg(hash)
                 .invoke(con)
         })?;
         if cursor == "0" {
-            self.sweep_at = (self.sweep_at + 1) % self.active.len();
+            self.sweep_at = (self.sweep_at + 1) % (2 * self.active.len());
         }
         self.sweep_cursor = cursor;
         Ok(removed)

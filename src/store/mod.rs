@@ -7,6 +7,7 @@
 
 mod claim;
 mod connection;
+pub mod functions;
 pub mod script;
 mod sentinel;
 

@@ -12,6 +12,10 @@
 --                   wrote "<n>" and "<n>:<first due>"; both are still read (as a count
 --                   with no recorded score). No entry: no attempt yet, first due = score.
 -- KEYS[4] failed    list: records of jobs that failed for good or were malformed
+-- KEYS[5] index     hash "<queue>:ids": the producer-id index of ids.lua (read and kept
+--                   true here: a job that ends leaves it, a job scheduled during an
+--                   attempt takes its id's place when the attempt ends; ids_after.lua).
+--                   Left out for a user whose ACL does not allow it: no job has an id.
 -- ARGV[1] most jobs to claim (0: only record outcomes)
 -- ARGV[2] lease length in milliseconds
 -- ARGV[3] token prefix, unique to this call of this daemon
@@ -27,8 +31,8 @@
 --            so undo the claim and queue the job at that score
 --
 -- Returns {now, next_due, recovered, merged, dropped, stale, member1, score1, attempt1,
--- lease1, first_due1, ...} (the daemon computes each job's id, the SHA-1 of its
--- member) where next_due is the earliest score left in the queue
+-- lease1, first_due1, id1, ...} (the daemon computes each job's id, the SHA-1 of its
+-- member; id is the producer's id it was scheduled under, "" for none) where next_due is the earliest score left in the queue
 -- ("" when it is empty), lease is the attempts value written (outcomes must present
 -- it), stale lists the 1-based numbers of the outcome groups whose lease was no longer
 -- held, space-separated (a late outcome: the job was already taken back, so it changed
@@ -209,6 +213,19 @@ local function zscores(key, members)
   return values
 end
 
+-- Whether any job of this shard lives under a producer's id: the index then holds more
+-- than its counter ("seq"). Without one, a queue fed the old way pays one HLEN, not the
+-- index reads.
+local indexed = KEYS[5] ~= nil and redis.call('HLEN', KEYS[5]) > 1
+
+-- The ids of `members` (false where none), one HMGET.
+local function ids_of(members)
+  if not indexed then
+    return {}
+  end
+  return hmget(KEYS[5], id_fields(members))
+end
+
 -- The outcomes first: a job that finished frees its slot before the claim counts it.
 local stale = {}
 local outcome_members = {}
@@ -217,20 +234,28 @@ for i = 6, #ARGV, 4 do
 end
 local leases_now = hmget(KEYS[3], outcome_members)
 local queued = zscores(KEYS[1], outcome_members)
-local forget, landed, copies = {}, {}, {}
+local outcome_ids = ids_of(outcome_members)
+local forget, landed, copies, unindex = {}, {}, {}, {}
 for g = 1, #outcome_members do
   local i = 2 + 4 * g
   local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if leases_now[g] ~= held then
     stale[#stale + 1] = g
   else
+    local id, kind, moved_to, replacement = outcome_ids[g], nil, nil, nil
+    if id then
+      kind, moved_to, replacement = next_of(KEYS[5], id)
+    end
+    if (op == 'retry' or op == 'release') and ended_by_producer(kind) then
+      op = 'drop' -- cancelled or replaced during the attempt: no retry
+    end
     local n, first = parse_attempts(held)
     first = first or nows
     -- A copy a producer added during the attempt: due by now, it has merged into
     -- this attempt; due later, it is a delivery of its own.
     local copy = queued[g]
     local copy_merged = copy and tonumber(copy) <= now
-    if op == 'done' or op == 'fail' then
+    if op == 'done' or op == 'fail' or op == 'drop' then
       if op == 'fail' then
         redis.call('RPUSH', KEYS[4], arg)
       end
@@ -238,13 +263,18 @@ for g = 1, #outcome_members do
         copies[#copies + 1] = m
       end
       forget[#forget + 1] = m
+      if id then
+        job_ends(KEYS[1], KEYS[5], id, m, kind, moved_to, replacement, unindex)
+      end
     elseif op == 'retry' or op == 'release' then
       local score, left = copy, n
       if op == 'release' then
         left = n - 1
       end
       if not copy or copy_merged then
-        if op == 'retry' then
+        if kind == 'move' then
+          score = moved_to -- the producer moved it during the attempt
+        elseif op == 'retry' then
           score = string.format('%.6f', now + tonumber(arg) / 1000)
         else
           score = arg
@@ -256,6 +286,9 @@ for g = 1, #outcome_members do
       else
         redis.call('HSET', KEYS[3], m, waiting(math.max(left, 0), first, score))
       end
+      if kind == 'move' then
+        unindex[#unindex + 1] = 'next:' .. id
+      end
     else
       return redis.error_reply('claim.lua: unknown outcome ' .. tostring(op))
     end
@@ -265,20 +298,38 @@ end
 batched('HDEL', KEYS[3], forget)
 batched('ZREM', KEYS[1], copies)
 batched('ZREM', KEYS[2], landed)
+batched('HDEL', KEYS[5], unindex)
 
 -- Leases that ran out: the daemon holding them died or lost Redis mid-delivery.
 -- They are due again at once; the cut attempt stays counted.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nows, 'LIMIT', 0, tonumber(ARGV[4]))
+unindex = {}
 for _, m in ipairs(expired) do
-  local score = redis.call('ZSCORE', KEYS[1], m)
-  if not score then
-    score = nows
-    redis.call('ZADD', KEYS[1], score, m)
+  local id, kind, moved_to, replacement = indexed and redis.call('HGET', KEYS[5], 'job:' .. m), nil, nil, nil
+  if id then
+    kind, moved_to, replacement = next_of(KEYS[5], id)
   end
-  local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
-  redis.call('HSET', KEYS[3], m, waiting(n, first or nows, score))
+  if ended_by_producer(kind) then
+    -- Cancelled or replaced by its producer during the cut attempt: not tried again.
+    job_ends(KEYS[1], KEYS[5], id, m, kind, moved_to, replacement, unindex)
+    redis.call('HDEL', KEYS[3], m)
+  else
+    local score = redis.call('ZSCORE', KEYS[1], m)
+    if kind == 'move' then
+      score = moved_to
+      redis.call('ZADD', KEYS[1], score, m)
+      unindex[#unindex + 1] = 'next:' .. id
+    elseif not score then
+      score = nows
+      redis.call('ZADD', KEYS[1], score, m)
+    end
+    local n, first = parse_attempts(redis.call('HGET', KEYS[3], m))
+    redis.call('HSET', KEYS[3], m, waiting(n, first or nows, score))
+  end
   redis.call('ZREM', KEYS[2], m)
 end
+batched('HDEL', KEYS[5], unindex)
+unindex = {}
 
 -- The skip condition of a member that holds, as "skipIfExists <key>"; or nil and, when
 -- the key may not be read here, why. A member with both conditions, or with one that
@@ -314,13 +365,16 @@ end
 
 -- Moves a member that is not in flight out of the queue into the failed list, as the
 -- daemon does with a malformed job; `record` holds what is known of it.
-local function set_aside(m, record)
+local function set_aside(m, record, id)
   record.Id = redis.sha1hex(m)
   record.attempts = 0
   record.failedAt = now
   redis.call('RPUSH', KEYS[4], cjson.encode(record))
   redis.call('HDEL', KEYS[3], m)
   redis.call('ZREM', KEYS[1], m)
+  if id then
+    job_ends(KEYS[1], KEYS[5], id, m, nil, nil, nil, unindex)
+  end
   return record.Id
 end
 
@@ -334,9 +388,11 @@ for i = 1, #due, 2 do
   due_members[#due_members + 1] = due[i]
 end
 local counts = hmget(KEYS[3], due_members)
+local due_ids = ids_of(due_members)
 local leases, in_flight, taken = {}, {}, {}
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
+  local id = due_ids[(i + 1) / 2]
   if redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way. Checked
@@ -347,7 +403,7 @@ for i = 1, #due, 2 do
     local id = set_aside(m, {
       dueAt = select(2, sane(score)), memberBytes = #m, memberPrefix = printable_prefix(m, 200),
       error = 'malformed job: the member is ' .. #m .. ' bytes, over maxJobBytes (' .. max_bytes .. ')',
-    })
+    }, id)
     dropped[#dropped + 1] = 'oversize ' .. id .. ' ' .. #m
   else
     local skip, unreadable = skip_reason(m)
@@ -355,11 +411,14 @@ for i = 1, #due, 2 do
       local id = set_aside(m, {
         dueAt = select(2, sane(score)), member = m,
         error = 'malformed job: ' .. unreadable .. ' (on Redis Cluster the key must share the queue\'s hash tag)',
-      })
+      }, id)
       dropped[#dropped + 1] = 'unreadable ' .. id .. ' ' .. printable(unreadable)
     elseif skip then
       redis.call('HDEL', KEYS[3], m)
       redis.call('ZREM', KEYS[1], m)
+      if id then
+        job_ends(KEYS[1], KEYS[5], id, m, nil, nil, nil, unindex)
+      end
       dropped[#dropped + 1] = 'skip ' .. redis.sha1hex(m) .. ' ' .. printable(skip)
     else
       local n, first, at = parse_attempts(counts[(i + 1) / 2])
@@ -380,12 +439,14 @@ for i = 1, #due, 2 do
       out[#out + 1] = n + 1
       out[#out + 1] = lease
       out[#out + 1] = first
+      out[#out + 1] = id or ''
     end
   end
 end
 batched('HSET', KEYS[3], leases)
 batched('ZADD', KEYS[2], in_flight)
 batched('ZREM', KEYS[1], taken)
+batched('HDEL', KEYS[5], unindex)
 
 out[5] = table.concat(dropped, '\n')
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

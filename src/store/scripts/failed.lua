@@ -7,7 +7,10 @@
 -- records held it for seconds). Only the ends of a list are cheap to change: removing
 -- a record from the middle (LREM) costs a scan up to it.
 --
--- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list, KEYS[4] inflight
+-- KEYS[1] queue, KEYS[2] attempts, KEYS[3] failed list, KEYS[4] inflight, KEYS[5] the id
+-- index (ids.lua): a job scheduled by id is retried under its id again, unless another
+-- job lives under that id by now (then it is retried as a job without an id); left out
+-- for a user whose ACL does not allow it
 -- ARGV[1] "retry": the record's original member goes back into the queue, due now,
 --         with its attempt count reset; a malformed job's record (its error starts
 --         "malformed job") is kept unless chosen by id, since it would fail again at
@@ -73,8 +76,20 @@ for _, raw in ipairs(records) do
     if not redis.call('ZSCORE', KEYS[4], r.member) then
       redis.call('HDEL', KEYS[2], r.member)
     end
+    local what = 'retried'
+    local by = type(r.delayqs) == 'table' and r.delayqs.id
+    if type(by) == 'string' and KEYS[5] then
+      local now_under = redis.call('HGET', KEYS[5], 'id:' .. by)
+      local lives = now_under and (redis.call('ZSCORE', KEYS[1], now_under)
+        or redis.call('ZSCORE', KEYS[4], now_under))
+      if not lives or now_under == r.member then
+        redis.call('HSET', KEYS[5], 'id:' .. by, r.member, 'job:' .. r.member, by)
+      else
+        what = 'retried without its id ' .. by .. ': another job lives under it'
+      end
+    end
     out[#out + 1] = id
-    out[#out + 1] = 'retried'
+    out[#out + 1] = what
   end
 end
 

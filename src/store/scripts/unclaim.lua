@@ -10,7 +10,11 @@
 -- Either way the first due time is kept ("<n>:<first due> @<score>", see claim.lua).
 -- A copy a producer added meanwhile keeps its score.
 --
--- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts (see claim.lua)
+-- A job its producer cancelled or replaced by id meanwhile ends instead, and one it
+-- moved goes back at the time it gave (ids_after.lua, prepended to this script).
+--
+-- KEYS[1] queue, KEYS[2] inflight, KEYS[3] attempts, KEYS[4] index (see claim.lua; left
+-- out when the user may not use it)
 -- ARGV[1] the token prefix the lost claim was called with
 -- Returns how many jobs were put back.
 --
@@ -25,11 +29,26 @@ local mark = ' ' .. ARGV[1] .. '.'
 local released = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local a = redis.call('HGET', KEYS[3], m)
-  if a and string.find(a, mark, 1, true) then
+  local id = KEYS[4] and redis.call('HGET', KEYS[4], 'job:' .. m)
+  local kind, moved_to, replacement
+  if id then
+    kind, moved_to, replacement = next_of(KEYS[4], id)
+  end
+  if a and string.find(a, mark, 1, true) and ended_by_producer(kind) then
+    local fields = {}
+    job_ends(KEYS[1], KEYS[4], id, m, kind, moved_to, replacement, fields)
+    redis.call('HDEL', KEYS[3], m)
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('HDEL', KEYS[4], unpack(fields))
+    released = released + 1
+  elseif a and string.find(a, mark, 1, true) then
     local n = tonumber(string.match(a, '^%d+')) or 1
     local first = string.match(a, '^%d+:([^ ]+)') or nows
     local score = redis.call('ZSCORE', KEYS[1], m)
-    if not score then
+    if kind == 'move' then
+      score = moved_to
+      redis.call('ZADD', KEYS[1], score, m)
+    elseif not score then
       score = nows
       if n <= 1 then
         score = first
@@ -42,6 +61,9 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
       redis.call('HSET', KEYS[3], m, math.max(n - 1, 0) .. ':' .. first .. ' @' .. score)
     end
     redis.call('ZREM', KEYS[2], m)
+    if kind == 'move' then
+      redis.call('HDEL', KEYS[4], 'next:' .. id)
+    end
     released = released + 1
   end
 end

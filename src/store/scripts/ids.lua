@@ -1,0 +1,222 @@
+-- Jobs by the producer's own id: schedule (upsert), move, cancel and read a job under
+-- an id of the producer's choosing. This one file is both the plain script, for servers
+-- without Functions (Redis 6, KeyDB, Dragonfly: EVAL/EVALSHA, the operation in ARGV[1]),
+-- and the body of every function of the `delayqs` library (Redis 7+, Valkey), which
+-- src/store/functions.rs wraps around it at build time.
+--
+-- KEYS[1] queue     the shard's `key` (sorted set), as claim.lua
+-- KEYS[2] inflight  the shard's `inflightKey`
+-- KEYS[3] attempts  the shard's `attemptsKey`
+-- KEYS[4] index     "<KEYS[1]>:ids", a hash, in the queue's slot by its hash tag:
+--                   "id:<id>"    -> the member now scheduled under <id>
+--                   "job:<member>" -> its id (claim.lua reads it per batch, one HMGET)
+--                   "next:<id>"  -> what follows the attempt in flight: "cancel",
+--                                   "move <score>" or "schedule <score> <member>"
+--                   "seq"        -> a counter that makes every scheduled member unique
+-- The shard of an id: int(sha1(id)[0..8], 16) % shards, by the id, not the member, so
+-- that every operation on one id finds the same shard.
+--
+-- ARGV[1] the operation; the rest as the operation says:
+--   schedule <id> <job JSON> <due>  -> {status, job id, due}: status "added", "replaced"
+--            (the pending job under <id> is replaced by this one), or "after-attempt"
+--            (the id's attempt is in flight: this job is queued once it ends, whatever
+--            its outcome, instead of any retry)
+--   move <id> <due>                 -> {status, job id, due}: "moved" (attempts so far
+--            kept), "after-attempt" (in flight: its retry, or the job scheduled after it,
+--            goes at <due>), or "not-found"
+--   cancel <id>                     -> {status, job id, ""}: "cancelled", "after-attempt"
+--            (in flight: the attempt goes on, no retry and no replacement follow), or
+--            "not-found"
+--   state <id>                      -> nil when no job lives under <id>; otherwise
+--            {"id", id, "state", "pending"|"retrying"|"in-flight", "jobId", sha1,
+--             "due", score ("" in flight), "attempts", attempts made (in flight:
+--             counting the one under way), "after", "" | "cancel" | "move <score>" |
+--             "schedule <score>", "member", the member string}
+-- <due>: Unix seconds (a number, fractions honoured), or "+<seconds>" from now by
+-- Redis's clock.
+--
+-- A scheduled member is the producer's JSON object with a field put first:
+-- {"delayqs":{"id":<id>,"n":<seq>}, ...}. So two ids may carry the same JSON, and the
+-- job id (SHA-1 of the member, `webhook-id`) differs for every delivery scheduled,
+-- while staying the same for all attempts of one (a move keeps the member).
+--
+-- Bad input (an id, a job, a due time) is refused with an error reply before anything
+-- is written. Writes that add come before writes that remove, as in claim.lua.
+
+pcall(redis.replicate_commands)
+
+local op, id = ARGV[1], ARGV[2]
+local queue, inflight, attempts, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function refuse(text)
+  return redis.error_reply('ERR delayqs ' .. tostring(op) .. ': ' .. text)
+end
+
+if op ~= 'schedule' and op ~= 'move' and op ~= 'cancel' and op ~= 'state' then
+  return redis.error_reply('ERR delayqs: unknown operation ' .. string.format('%q', tostring(op))
+    .. ' (schedule, move, cancel or state)')
+end
+if #KEYS ~= 4 then
+  return refuse('give 4 keys: the queue, inflightKey, attemptsKey and "<queue>:ids", got ' .. #KEYS)
+end
+if type(id) ~= 'string' or #id == 0 or #id > 200 or string.find(id, '[^\33-\126]') then
+  return refuse('the id must be 1 to 200 printable ASCII characters without spaces, got '
+    .. string.format('%q', string.sub(tostring(id), 1, 60)))
+end
+
+-- The due time as the score to write, or nil and why not.
+local function due_time(text)
+  text = tostring(text or '')
+  local relative = string.sub(text, 1, 1) == '+'
+  local n = tonumber(relative and string.sub(text, 2) or text)
+  if not n or n ~= n or n == math.huge or n < 0 then
+    return nil, refuse('the due time ' .. string.format('%q', string.sub(text, 1, 60))
+      .. ' is not Unix seconds (a number, 0 or more) or +seconds from now')
+  end
+  if relative then
+    local t = redis.call('TIME')
+    n = n + tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return string.format('%.6f', n)
+end
+
+-- Where a member is: in flight wins over a copy in the queue, as in claim.lua.
+local function where(m)
+  if not m then
+    return nil
+  end
+  if redis.call('ZSCORE', inflight, m) then
+    return 'in-flight'
+  end
+  if redis.call('ZSCORE', queue, m) then
+    return 'queued'
+  end
+  return nil
+end
+
+local current = redis.call('HGET', index, 'id:' .. id)
+local state = where(current)
+-- Only an attempt in flight has something to follow it.
+local after = state == 'in-flight' and redis.call('HGET', index, 'next:' .. id) or nil
+
+-- An entry whose job left without the scripts knowing (a producer's ZREM): forgotten
+-- here, so that the id is free again.
+local function forget_stale()
+  if current and not state then
+    redis.call('HDEL', index, 'id:' .. id, 'job:' .. current, 'next:' .. id)
+  end
+end
+
+if op == 'state' then
+  if not state then
+    return false
+  end
+  local n, rest = 0, nil
+  local value = redis.call('HGET', attempts, current)
+  if value then
+    n, rest = string.match(value, '^(%d+):[^ ]+ (.*)$')
+    n = tonumber(n) or tonumber(string.match(value, '^%d+')) or 0
+  end
+  local shown, due = 'in-flight', ''
+  if state == 'queued' then
+    due = redis.call('ZSCORE', queue, current)
+    local at = rest and string.match(rest, '^@(%S+)$')
+    if n > 0 and at and tonumber(at) == tonumber(due) then
+      shown = 'retrying'
+    else
+      shown, n = 'pending', 0
+    end
+  end
+  local next_shown = after and string.match(after, '^(%a+ ?%S*)') or ''
+  return {'id', id, 'state', shown, 'jobId', redis.sha1hex(current), 'due', due,
+    'attempts', n, 'after', next_shown, 'member', current}
+end
+
+if op == 'cancel' then
+  if not state or after == 'cancel' then
+    forget_stale()
+    return {state and 'after-attempt' or 'not-found', current and state and redis.sha1hex(current) or '', ''}
+  end
+  local job = redis.sha1hex(current)
+  if state == 'in-flight' then
+    redis.call('HSET', index, 'next:' .. id, 'cancel')
+    return {'after-attempt', job, ''}
+  end
+  redis.call('ZREM', queue, current)
+  redis.call('HDEL', attempts, current)
+  redis.call('HDEL', index, 'id:' .. id, 'job:' .. current, 'next:' .. id)
+  return {'cancelled', job, ''}
+end
+
+if op == 'move' then
+  local score, problem = due_time(ARGV[3])
+  if not score then
+    return problem
+  end
+  if not state or after == 'cancel' then
+    forget_stale()
+    return {'not-found', '', ''}
+  end
+  if state == 'in-flight' then
+    local replacement = after and string.match(after, '^schedule %S+ (.*)$')
+    if replacement then
+      redis.call('HSET', index, 'next:' .. id, 'schedule ' .. score .. ' ' .. replacement)
+      return {'after-attempt', redis.sha1hex(replacement), score}
+    end
+    redis.call('HSET', index, 'next:' .. id, 'move ' .. score)
+    return {'after-attempt', redis.sha1hex(current), score}
+  end
+  redis.call('ZADD', queue, score, current)
+  -- The same delivery at another time: its attempts so far and first due time stay,
+  -- re-recorded at the new score, which claim.lua would otherwise read as a new job.
+  local value = redis.call('HGET', attempts, current)
+  local head = value and string.match(value, '^(%d+:[^ ]+) @%S+$')
+  if head then
+    redis.call('HSET', attempts, current, head .. ' @' .. score)
+  end
+  return {'moved', redis.sha1hex(current), score}
+end
+
+-- schedule
+local job = ARGV[3]
+local score, problem = due_time(ARGV[4])
+if not score then
+  return problem
+end
+if type(job) ~= 'string' or not string.find(job, '^%s*{') then
+  return refuse('the job must be a JSON object, e.g. {"callback":"https://shop.example/close","body":{"order":42}}')
+end
+local ok, decoded = pcall(cjson.decode, job)
+if not ok or type(decoded) ~= 'table' then
+  return refuse('the job is not valid JSON: ' .. tostring(decoded))
+end
+local callback
+for k, v in pairs(decoded) do
+  if type(k) == 'string' and string.lower(k) == 'callback' then
+    callback = v
+  end
+end
+if type(callback) ~= 'string' or not (string.find(string.lower(callback), '^https?://[^/]')) then
+  return refuse('the job needs a "callback": an http:// or https:// URL')
+end
+if decoded.delayqs ~= nil then
+  return refuse('the job may not have a "delayqs" field: delayqs writes it (the id and a sequence number)')
+end
+
+local seq = redis.call('HINCRBY', index, 'seq', 1)
+local rest = string.gsub(job, '^%s*{', '', 1)
+local member = '{"delayqs":{"id":' .. cjson.encode(id) .. ',"n":' .. seq .. '},' .. rest
+local sha = redis.sha1hex(member)
+
+if state == 'in-flight' then
+  redis.call('HSET', index, 'next:' .. id, 'schedule ' .. score .. ' ' .. member)
+  return {'after-attempt', sha, score}
+end
+redis.call('ZADD', queue, score, member)
+redis.call('HSET', index, 'id:' .. id, member, 'job:' .. member, id)
+if current then
+  redis.call('ZREM', queue, current)
+  redis.call('HDEL', attempts, current)
+  redis.call('HDEL', index, 'job:' .. current)
+end
+return {state and 'replaced' or 'added', sha, score}
