@@ -52,6 +52,7 @@ enum Command {
     Daemons(DaemonsArgs),
     Pause(PauseArgs),
     Resume(ResumeArgs),
+    Top(TopArgs),
 }
 
 #[derive(FromArgs)]
@@ -369,6 +370,17 @@ struct ResumeArgs {
     json: bool,
 }
 
+#[derive(FromArgs)]
+/// Watch the queue live: counts, delivery and failure rates, lateness, daemons, hosts
+/// and recent failures, refreshed every second. Keys: p pause/resume, arrows select a
+/// failure, r retry it, / find a job by id, q quit.
+#[argh(subcommand, name = "top")]
+struct TopArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+}
+
 impl Command {
     fn config(&self) -> Option<&Path> {
         match self {
@@ -391,6 +403,7 @@ impl Command {
             Command::Daemons(a) => a.config.as_deref(),
             Command::Pause(a) => a.config.as_deref(),
             Command::Resume(a) => a.config.as_deref(),
+            Command::Top(a) => a.config.as_deref(),
         }
     }
 }
@@ -560,6 +573,7 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
         Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
         Command::Resume(a) => show(fleet::resume(&config)?, a.json),
+        Command::Top(_) => crate::cli::top::run(&config),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: the commands and their arguments (`commands`), the operator's
 //! commands on Redis (`admin`; the listings in `lists`, printed by `listing`, read by
-//! `pages`; `show`; ids by prefix in `ids`; credentials masked in `shown`), the old daemon's way of running with a pid file and
+//! `pages`; `show`; ids by prefix in `ids`; the live view in `top`; credentials masked in `shown`), the old daemon's way of running with a pid file and
 //! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
 //! printed line and an exit code (`error`).
 //!
@@ -19,5 +19,6 @@ mod pages;
 mod pidfile;
 mod show;
 mod shown;
+mod top;
 
 pub use commands::main;

@@ -1,0 +1,449 @@
+//! What `delayqs top` shows, read from Redis once a second in a bounded number of
+//! commands, whatever the queue holds: counts by `ZCARD`, `ZCOUNT`, `LLEN` and `HLEN`,
+//! the in-flight set (small: a daemon holds at most 8 jobs per worker) read up to
+//! [`INFLIGHT_READ`] members, the failed list's tail only, and the daemons' heartbeats
+//! (one field per daemon). Nothing here scans a big key: no `HGETALL` of the attempts
+//! hash, no full pass over the failed list (`stats` does those, on demand).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::Value;
+
+use crate::cli::fleet::{Record, describe_pause};
+use crate::cli::shown::{callback_in, callback_of, host_of};
+use crate::config::Config;
+use crate::store::Conn;
+
+/// In-flight members read per shard, per refresh, for the per-host counts.
+pub const INFLIGHT_READ: usize = 1000;
+/// Records read from the tail of each shard's failed list for recent failures.
+pub const FAILED_TAIL: usize = 200;
+/// The tail is read again when the list's length changed, else this often (a retry
+/// or purge of other records can change it at the same length).
+const TAIL_EVERY: Duration = Duration::from_secs(10);
+/// How often to look for shards a larger `shards` setting left holding jobs (one
+/// `EXISTS` per shard not configured, up to 64), as the daemon does.
+const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
+/// Rate samples kept: ten minutes at one a second.
+pub const HISTORY: usize = 600;
+/// How long a heartbeat record stands for, when it does not say when it was written
+/// (a daemon older than `beatAt`): its expiry is this long after.
+const HEARTBEAT_LIFE: f64 = 10.0;
+
+/// Jobs in each state, summed over the shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub pending: u64,
+    pub due: u64,
+    pub inflight: u64,
+    /// Attempt entries without a lease: jobs waiting after an attempt (a retry, or
+    /// put back untried), plus entries of cancelled jobs the daemons' sweep has not
+    /// dropped yet. An estimate from `HLEN` − `ZCARD`; `stats` counts exactly.
+    pub retrying: u64,
+    pub failed: u64,
+    /// How late the oldest due job is, seconds (0: none due).
+    pub oldest_late: f64,
+}
+
+/// One daemon, from its heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Daemon {
+    pub host: String,
+    pub pid: u64,
+    pub version: String,
+    pub up: f64,
+    /// Seconds since its last round reached Redis; `None` before its first.
+    pub last_round_ago: Option<f64>,
+    pub busy: u64,
+    pub workers: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Per second, between its last two heartbeats; `None` until it has beaten twice.
+    pub delivered_rate: Option<f64>,
+    pub failed_rate: Option<f64>,
+    /// Lateness of its deliveries of the last minute, seconds.
+    pub late_p50: Option<f64>,
+    pub late_p99: Option<f64>,
+    pub paused: bool,
+}
+
+/// One callback host, from the in-flight set, the failed tail and the breakers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    pub host: String,
+    pub inflight: u64,
+    /// Failures among the recent ones read (the failed list's tail).
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// A daemon's breaker holds its jobs (it kept failing).
+    pub paused: bool,
+}
+
+/// A failed record, as shown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Failure {
+    /// The record's `Id` (a job id, or an old daemon's id).
+    pub id: String,
+    pub at: f64,
+    pub host: String,
+    pub attempts: u64,
+    pub error: String,
+}
+
+/// Everything one screen shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Model {
+    pub queue: String,
+    /// The Redis URL, credentials masked.
+    pub redis: String,
+    pub shards: usize,
+    /// Redis's clock at the last answer.
+    pub now: f64,
+    /// Set while Redis does not answer: what went wrong. The figures are then the
+    /// last ones read (`read` says whether there are any).
+    pub away: Option<String>,
+    pub read: bool,
+    pub counts: Counts,
+    /// How the queue is paused (`delayqs pause`), when it is.
+    pub paused: Option<String>,
+    pub daemons: Vec<Daemon>,
+    pub hosts: Vec<Host>,
+    /// Newest first, at most [`FAILED_TAIL`].
+    pub failures: Vec<Failure>,
+    /// Some shard had more in flight than was read: the host counts are partial.
+    pub inflight_partial: bool,
+    /// Per second, summed over the daemons, oldest first, one sample per refresh.
+    pub delivered_rate: VecDeque<f64>,
+    pub failed_rate: VecDeque<f64>,
+    /// The worst daemon's lateness of the last minute.
+    pub late_p50: Option<f64>,
+    pub late_p99: Option<f64>,
+    /// Redis commands the last refresh sent.
+    pub commands: usize,
+}
+
+/// A daemon's counters at its last heartbeat, and its rates from the one before.
+struct Beat {
+    at: f64,
+    delivered: f64,
+    failed: f64,
+    rates: Option<(f64, f64)>,
+}
+
+/// A shard's failed tail as last read.
+struct Tail {
+    len: u64,
+    read_at: Instant,
+    records: Vec<Failure>,
+}
+
+/// Reads the model once a second, on its own connection; keeps what rates need.
+pub struct Sampler {
+    config: Config,
+    con: Option<Conn>,
+    shards: Vec<usize>,
+    last_probe: Option<Instant>,
+    beats: HashMap<String, Beat>,
+    tails: HashMap<usize, Tail>,
+    model: Model,
+}
+
+impl Sampler {
+    pub fn new(config: Config) -> Sampler {
+        let model = Model {
+            queue: config.keys.queue.clone(),
+            redis: config.redis_url_redacted(),
+            shards: config.keys.shards,
+            ..Model::default()
+        };
+        Sampler {
+            shards: (0..config.keys.shards).collect(),
+            config,
+            con: None,
+            last_probe: None,
+            beats: HashMap::new(),
+            tails: HashMap::new(),
+            model,
+        }
+    }
+
+    /// The model before anything was read.
+    pub fn sample_nothing(&self) -> Model {
+        self.model.clone()
+    }
+
+    /// One refresh. Redis away is not an error here: the model says so, keeps the
+    /// last figures, and the next call connects again.
+    pub fn sample(&mut self) -> Model {
+        match self.read() {
+            Ok(()) => self.model.away = None,
+            Err(e) => {
+                self.con = None;
+                self.model.away = Some(format!(
+                    "Redis at {} does not answer: {e}; trying again every second",
+                    self.model.redis
+                ));
+            }
+        }
+        self.model.clone()
+    }
+
+    fn read(&mut self) -> redis::RedisResult<()> {
+        if self.con.is_none() {
+            self.con = Some(crate::store::open(&self.config)?);
+        }
+        let con = self.con.as_mut().expect("connected above");
+        let keys = self.config.keys.clone();
+        let mut commands = 1;
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con)?;
+        let now = secs as f64 + micros as f64 / 1e6;
+        if self
+            .last_probe
+            .is_none_or(|at| at.elapsed() >= SHARD_PROBE_EVERY)
+        {
+            self.shards = crate::store::shards_in_use(con, &keys, true)?;
+            commands += crate::config::MAX_SHARDS - keys.shards.min(crate::config::MAX_SHARDS);
+            self.last_probe = Some(Instant::now());
+        }
+
+        let mut counts = Counts::default();
+        let mut oldest: Option<f64> = None;
+        let mut inflight_hosts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut partial = false;
+        for &shard in &self.shards {
+            let k = keys.shard(shard);
+            type Reply = (u64, u64, u64, u64, u64, Vec<Vec<u8>>, Vec<(Vec<u8>, f64)>);
+            let (pending, due, inflight, failed, attempts, members, first): Reply = redis::pipe()
+                .zcard(&k.queue)
+                .zcount(&k.queue, "-inf", now)
+                .zcard(&k.inflight)
+                .llen(&k.failed)
+                .hlen(&k.attempts)
+                .zrange(&k.inflight, 0, INFLIGHT_READ as isize - 1)
+                .zrange_withscores(&k.queue, 0, 0)
+                .query(con)?;
+            commands += 7;
+            counts.pending += pending;
+            counts.due += due;
+            counts.inflight += inflight;
+            counts.failed += failed;
+            counts.retrying += attempts.saturating_sub(inflight);
+            partial |= inflight > members.len() as u64;
+            for m in &members {
+                *inflight_hosts.entry(host_of(&callback_of(m))).or_default() += 1;
+            }
+            if let Some((_, score)) = first.first() {
+                oldest = Some(oldest.map_or(*score, |o: f64| o.min(*score)));
+            }
+            let stale = self
+                .tails
+                .get(&shard)
+                .is_none_or(|t| t.len != failed || t.read_at.elapsed() >= TAIL_EVERY);
+            if stale {
+                let raw: Vec<Vec<u8>> = con.lrange(&k.failed, -(FAILED_TAIL as isize), -1)?;
+                commands += 1;
+                let records = raw.iter().map(|r| failure_of(r)).collect();
+                let read_at = Instant::now();
+                self.tails.insert(
+                    shard,
+                    Tail {
+                        len: failed,
+                        read_at,
+                        records,
+                    },
+                );
+            }
+        }
+        self.tails.retain(|shard, _| self.shards.contains(shard));
+        counts.oldest_late = oldest.map_or(0.0, |s| (now - s.max(0.0)).max(0.0));
+
+        let (beats, pause): (Vec<(String, String)>, Option<String>) = redis::pipe()
+            .hgetall(keys.daemons())
+            .get(keys.paused())
+            .query(con)?;
+        commands += 2;
+
+        let mut records: Vec<Record> = beats
+            .iter()
+            .filter_map(|(_, line)| Record::parse(line))
+            .filter(|r| r.expires >= now)
+            .collect();
+        records.sort_by(|a, b| num(a, "started").total_cmp(&num(b, "started")));
+        let daemons = self.daemons(&records, now);
+
+        let m = &mut self.model;
+        m.now = now;
+        m.read = true;
+        m.commands = commands;
+        m.counts = counts;
+        m.shards = self.shards.len();
+        m.paused = pause.map(|note| {
+            let note = serde_json::from_str(&note).unwrap_or(Value::String(note));
+            describe_pause(&note)
+        });
+        let rate = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).sum::<f64>();
+        push(&mut m.delivered_rate, rate(|d| d.delivered_rate));
+        push(&mut m.failed_rate, rate(|d| d.failed_rate));
+        let worst = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).reduce(f64::max);
+        m.late_p50 = worst(|d| d.late_p50);
+        m.late_p99 = worst(|d| d.late_p99);
+        let paused_hosts: BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| r.fields["pausedHosts"].as_array())
+            .flatten()
+            .filter_map(|h| h.as_str().map(str::to_string))
+            .collect();
+        let mut failures: Vec<Failure> = self
+            .tails
+            .values()
+            .flat_map(|t| t.records.iter().cloned())
+            .collect();
+        failures.sort_by(|a, b| b.at.total_cmp(&a.at));
+        failures.truncate(FAILED_TAIL);
+        m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts);
+        m.failures = failures;
+        m.inflight_partial = partial;
+        m.daemons = daemons;
+        Ok(())
+    }
+
+    /// The daemons' rows, and their rates from the heartbeat before: a daemon seen
+    /// for the first time has none yet (its counters count since its start), and one
+    /// gone is forgotten.
+    fn daemons(&mut self, records: &[Record], now: f64) -> Vec<Daemon> {
+        let mut seen = BTreeSet::new();
+        let mut rows = Vec::new();
+        for r in records {
+            let f = &r.fields;
+            let id = f["id"].as_str().unwrap_or_default().to_string();
+            let at = f["beatAt"].as_f64().unwrap_or(r.expires - HEARTBEAT_LIFE);
+            let (delivered, failed) = (num(r, "delivered"), num(r, "failed"));
+            let beat = match self.beats.remove(&id) {
+                Some(prev) if at > prev.at => Beat {
+                    at,
+                    delivered,
+                    failed,
+                    rates: Some((
+                        ((delivered - prev.delivered) / (at - prev.at)).max(0.0),
+                        ((failed - prev.failed) / (at - prev.at)).max(0.0),
+                    )),
+                },
+                Some(prev) => prev,
+                None => Beat {
+                    at,
+                    delivered,
+                    failed,
+                    rates: None,
+                },
+            };
+            let last_round = num(r, "lastRound");
+            rows.push(Daemon {
+                host: f["host"].as_str().unwrap_or("?").to_string(),
+                pid: f["pid"].as_u64().unwrap_or(0),
+                version: f["version"].as_str().unwrap_or("?").to_string(),
+                up: (now - num(r, "started")).max(0.0),
+                last_round_ago: (last_round > 0.0).then(|| (now - last_round).max(0.0)),
+                busy: f["busy"].as_u64().unwrap_or(0),
+                workers: f["workers"].as_u64().unwrap_or(0),
+                delivered: delivered as u64,
+                failed: failed as u64,
+                delivered_rate: beat.rates.map(|r| r.0),
+                failed_rate: beat.rates.map(|r| r.1),
+                late_p50: f["lateP50"].as_f64(),
+                late_p99: f["lateP99"].as_f64(),
+                paused: f["paused"].as_bool().unwrap_or(false),
+            });
+            seen.insert(id.clone());
+            self.beats.insert(id, beat);
+        }
+        self.beats.retain(|id, _| seen.contains(id));
+        rows
+    }
+}
+
+fn num(r: &Record, name: &str) -> f64 {
+    r.fields[name].as_f64().unwrap_or(0.0)
+}
+
+fn push(history: &mut VecDeque<f64>, value: f64) {
+    if history.len() == HISTORY {
+        history.pop_front();
+    }
+    history.push_back(value);
+}
+
+fn failure_of(raw: &[u8]) -> Failure {
+    let record: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    Failure {
+        id: record["Id"].as_str().unwrap_or("?").to_string(),
+        at: record["failedAt"].as_f64().unwrap_or(0.0),
+        host: host_of(&callback_in(&record)),
+        attempts: record["attempts"].as_u64().unwrap_or(0),
+        error: record["error"].as_str().unwrap_or("").to_string(),
+    }
+}
+
+/// Hosts with jobs in flight, recent failures or a breaker holding them: the busiest
+/// and most troubled first.
+fn hosts(
+    inflight: &BTreeMap<String, u64>,
+    failures: &[Failure],
+    paused: &BTreeSet<String>,
+) -> Vec<Host> {
+    let mut by_host: BTreeMap<String, Host> = BTreeMap::new();
+    fn entry<'a>(by_host: &'a mut BTreeMap<String, Host>, name: &str) -> &'a mut Host {
+        by_host.entry(name.to_string()).or_insert_with(|| Host {
+            host: name.to_string(),
+            ..Host::default()
+        })
+    }
+    for (host, n) in inflight {
+        entry(&mut by_host, host).inflight = *n;
+    }
+    for f in failures {
+        let h = entry(&mut by_host, &f.host);
+        h.failures += 1;
+        // Newest first: the first seen is the last error.
+        h.last_error.get_or_insert_with(|| f.error.clone());
+    }
+    for host in paused {
+        entry(&mut by_host, host).paused = true;
+    }
+    let mut rows: Vec<Host> = by_host.into_values().collect();
+    rows.sort_by(|a, b| {
+        (b.paused, b.inflight, b.failures)
+            .cmp(&(a.paused, a.inflight, a.failures))
+            .then_with(|| a.host.cmp(&b.host))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_ordered_paused_then_busiest_with_their_last_error() {
+        let inflight = BTreeMap::from([("a:80".to_string(), 1), ("b:80".to_string(), 5)]);
+        let failures = [
+            Failure {
+                host: "c:80".into(),
+                error: "HTTP 500 (newest)".into(),
+                ..Failure::default()
+            },
+            Failure {
+                host: "c:80".into(),
+                error: "HTTP 502".into(),
+                ..Failure::default()
+            },
+        ];
+        let paused = BTreeSet::from(["d:80".to_string()]);
+        let rows = hosts(&inflight, &failures, &paused);
+        let names: Vec<&str> = rows.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(names, ["d:80", "b:80", "a:80", "c:80"]);
+        assert_eq!(rows[3].failures, 2);
+        assert_eq!(rows[3].last_error.as_deref(), Some("HTTP 500 (newest)"));
+    }
+}
