@@ -41,11 +41,13 @@ impl Recent {
             }
             self.values.pop_front();
         }
-        let mut sorted: Vec<f64> = self.values.iter().map(|(_, v)| *v).collect();
+        // Non-negative floats sort as their bits do, and a sort of u64 is linked already.
+        let mut sorted: Vec<u64> = self.values.iter().map(|(_, v)| v.to_bits()).collect();
         if sorted.is_empty() {
             return None;
         }
-        sorted.sort_by(f64::total_cmp);
+        sorted.sort_unstable();
+        let sorted: Vec<f64> = sorted.into_iter().map(f64::from_bits).collect();
         // Nearest rank: the smallest value with at least that share at or below it.
         let rank =
             |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];

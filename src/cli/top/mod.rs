@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Sender, TryRecvError};
 
 use crate::cli::admin::{Admin, Selection};
 use crate::cli::error::Error;
@@ -35,6 +35,13 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// How long a key may wait to be seen: the screen answers a key within this.
 const KEY_WAIT: Duration = Duration::from_millis(50);
 const PAUSE_REASON: &str = "paused from delayqs top";
+
+/// What the other threads tell the view, on one channel (a channel's code is linked
+/// per type it carries).
+enum Msg {
+    Model(Box<Model>),
+    Done(Done),
+}
 
 /// An action's result, for the status line, and a lookup's answer to show.
 struct Done {
@@ -59,8 +66,8 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| Error::Os(format!("cannot install signal handlers: {e}")))?;
     }
-    let models = sampler(config.clone())?;
-    let (done_tx, done) = crossbeam_channel::unbounded::<Done>();
+    let (tx, messages) = crossbeam_channel::unbounded::<Msg>();
+    sampler(config.clone(), tx.clone())?;
     let screen = term::Screen::enter()
         .map_err(|e| Error::Os(format!("cannot put the terminal in raw mode: {e}")))?;
 
@@ -71,32 +78,32 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
     let mut dirty = true;
     let mut clear = false;
     while !stop.load(Ordering::Relaxed) {
+        if term::panicked() {
+            return Err(Error::Os(
+                "`delayqs top` stopped: one of its threads panicked (the message is above)".into(),
+            ));
+        }
         loop {
-            match models.try_recv() {
-                Ok(m) => {
-                    model = m;
-                    ui.selected = ui.selected.min(model.failures.len().saturating_sub(1));
+            match messages.try_recv() {
+                Ok(Msg::Model(m)) => {
+                    model = *m;
+                    ui.selected = ui.selected.min(last(&model));
+                    dirty = true;
+                }
+                Ok(Msg::Done(d)) => {
+                    busy = false;
+                    ui.status = Some(d.status);
+                    if let Some(answer) = d.answer {
+                        ui.answer = answer;
+                        ui.mode = Mode::Answer;
+                    }
+                    // A command's warning on stderr may have landed on the screen.
+                    clear = true;
                     dirty = true;
                 }
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    drop(screen);
-                    return Err(Error::Os(
-                        "the thread reading Redis for `delayqs top` stopped (see the message above)".into(),
-                    ));
-                }
+                Err(TryRecvError::Disconnected) => unreachable!("this thread holds a sender"),
             }
-        }
-        while let Ok(d) = done.try_recv() {
-            busy = false;
-            ui.status = Some(d.status);
-            if let Some(answer) = d.answer {
-                ui.answer = answer;
-                ui.mode = Mode::Answer;
-            }
-            // A command's warning on stderr may have landed on the screen.
-            clear = true;
-            dirty = true;
         }
         let size = term::size();
         if dirty || size != drawn_size {
@@ -135,13 +142,13 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
                 }
                 Action::TogglePause => {
                     busy = true;
-                    ui.status = Some(toggle_pause(config, &model, &done_tx));
+                    ui.status = Some(toggle_pause(config, &model, &tx));
                 }
                 Action::Retry => match model.failures.get(ui.selected) {
                     None => ui.status = Some("no failed record to retry".into()),
                     Some(f) => {
                         busy = true;
-                        ui.status = Some(retry(config, &f.id, &done_tx));
+                        ui.status = Some(retry(config, &f.id, &tx));
                     }
                 },
                 Action::Find(prefix) => {
@@ -150,7 +157,7 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
                         Err(e) => ui.status = Some(e.to_string()),
                         Ok(arg) => {
                             busy = true;
-                            ui.status = Some(find(config, arg, &done_tx));
+                            ui.status = Some(find(config, arg, &tx));
                         }
                     }
                 }
@@ -165,40 +172,39 @@ fn last(model: &Model) -> usize {
     model.failures.len().saturating_sub(1)
 }
 
-/// Starts the thread that reads the model once a second; it ends when the view does.
-fn sampler(config: Config) -> Result<Receiver<Model>, Error> {
-    let (tx, rx) = crossbeam_channel::bounded::<Model>(1);
+/// Starts the thread that reads the model once a second; it ends with the process.
+fn sampler(config: Config, tx: Sender<Msg>) -> Result<(), Error> {
     thread::Builder::new()
         .name("top-redis".into())
         .spawn(move || {
             let mut sampler = Sampler::new(config);
             loop {
                 let began = Instant::now();
-                if tx.send(sampler.sample()).is_err() {
+                if tx.send(Msg::Model(Box::new(sampler.sample()))).is_err() {
                     return;
                 }
                 thread::sleep(REFRESH.saturating_sub(began.elapsed()));
             }
         })
         .map_err(|e| Error::Os(format!("cannot start a thread: {e}")))?;
-    Ok(rx)
+    Ok(())
 }
 
 /// Runs `f` on a thread of its own and sends its result; says what is under way.
-fn spawn(done: &Sender<Done>, f: impl FnOnce() -> Done + Send + 'static) {
+fn spawn(done: &Sender<Msg>, f: impl FnOnce() -> Done + Send + 'static) {
     let sender = done.clone();
     let started = thread::Builder::new().spawn(move || {
-        let _ = sender.send(f());
+        let _ = sender.send(Msg::Done(f()));
     });
     if let Err(e) = started {
-        let _ = done.send(Done {
+        let _ = done.send(Msg::Done(Done {
             status: format!("cannot start a thread: {e}"),
             answer: None,
-        });
+        }));
     }
 }
 
-fn toggle_pause(config: &Config, model: &Model, done: &Sender<Done>) -> String {
+fn toggle_pause(config: &Config, model: &Model, done: &Sender<Msg>) -> String {
     let config = config.clone();
     let resume = model.paused.is_some();
     spawn(done, move || {
@@ -218,7 +224,7 @@ fn toggle_pause(config: &Config, model: &Model, done: &Sender<Done>) -> String {
 }
 
 /// `failed retry ID`, by the record's whole `Id`.
-fn retry(config: &Config, id: &str, done: &Sender<Done>) -> String {
+fn retry(config: &Config, id: &str, done: &Sender<Msg>) -> String {
     let arg = match IdArg::parse(id, true) {
         Ok(arg) => arg,
         Err(e) => return e.to_string(),
@@ -243,7 +249,7 @@ fn retry(config: &Config, id: &str, done: &Sender<Done>) -> String {
 }
 
 /// `show PREFIX`, its answer shown whole.
-fn find(config: &Config, arg: IdArg, done: &Sender<Done>) -> String {
+fn find(config: &Config, arg: IdArg, done: &Sender<Msg>) -> String {
     let config = config.clone();
     let prefix = arg.text().to_string();
     spawn(done, move || {

@@ -265,12 +265,14 @@ impl Sampler {
             .query(con)?;
         commands += 2;
 
-        let mut records: Vec<Record> = beats
+        let records: Vec<Record> = beats
             .iter()
             .filter_map(|(_, line)| Record::parse(line))
             .filter(|r| r.expires >= now)
             .collect();
-        records.sort_by(|a, b| num(a, "started").total_cmp(&num(b, "started")));
+        let records = ordered(records, |r| {
+            u128::from(num(r, "started").max(0.0).to_bits())
+        });
         let daemons = self.daemons(&records, now);
 
         let m = &mut self.model;
@@ -295,12 +297,13 @@ impl Sampler {
             .flatten()
             .filter_map(|h| h.as_str().map(str::to_string))
             .collect();
-        let mut failures: Vec<Failure> = self
+        let failures: Vec<Failure> = self
             .tails
             .values()
             .flat_map(|t| t.records.iter().cloned())
             .collect();
-        failures.sort_by(|a, b| b.at.total_cmp(&a.at));
+        // Newest first.
+        let mut failures = ordered(failures, |f| inverse(f.at.max(0.0).to_bits()));
         failures.truncate(FAILED_TAIL);
         m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts);
         m.failures = failures;
@@ -374,6 +377,23 @@ fn push(history: &mut VecDeque<f64>, value: f64) {
     history.push_back(value);
 }
 
+/// `items` in the order of `key`, equals in the order given. Every table goes through
+/// this one sort of plain keys: a sort's code is several kilobytes per type it is used
+/// with, and the static binary has a size budget.
+fn ordered<T>(items: Vec<T>, key: impl Fn(&T) -> u128) -> Vec<T> {
+    let mut keys: Vec<(u128, usize)> = items.iter().map(key).zip(0..).collect();
+    keys.sort_unstable();
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    keys.into_iter()
+        .filter_map(|(_, i)| slots[i].take())
+        .collect()
+}
+
+/// A key that sorts `n` (up to 2^63) the other way round, in 63 bits.
+fn inverse(n: u64) -> u128 {
+    u128::from((u64::MAX >> 1) - n.min(u64::MAX >> 1))
+}
+
 fn failure_of(raw: &[u8]) -> Failure {
     let record: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
     Failure {
@@ -411,13 +431,12 @@ fn hosts(
     for host in paused {
         entry(&mut by_host, host).paused = true;
     }
-    let mut rows: Vec<Host> = by_host.into_values().collect();
-    rows.sort_by(|a, b| {
-        (b.paused, b.inflight, b.failures)
-            .cmp(&(a.paused, a.inflight, a.failures))
-            .then_with(|| a.host.cmp(&b.host))
-    });
-    rows
+    // Paused first, then the most in flight, then the most failures; by name among
+    // equals (the map's order, kept).
+    let rows: Vec<Host> = by_host.into_values().collect();
+    ordered(rows, |h| {
+        (u128::from(!h.paused) << 126) | (inverse(h.inflight) << 63) | inverse(h.failures)
+    })
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@
 
 use std::io::{self, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The settings before raw mode, while it is on: whoever restores first takes them.
 static SAVED: Mutex<Option<libc::termios>> = Mutex::new(None);
+/// Set by the panic hook, for the view to stop drawing when another thread panicked.
+static PANICKED: AtomicBool = AtomicBool::new(false);
 
 const ENTER: &str = "\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J";
 const LEAVE: &str = "\x1b[0m\x1b[?25h\x1b[?1049l";
@@ -84,9 +87,15 @@ fn install_panic_hook() {
         std::panic::set_hook(Box::new(move |info| {
             // The message must land on the normal screen, in a cooked terminal.
             restore();
+            PANICKED.store(true, Ordering::Relaxed);
             earlier(info);
         }));
     });
+}
+
+/// Whether a thread panicked (and the terminal was given back already).
+pub fn panicked() -> bool {
+    PANICKED.load(Ordering::Relaxed)
 }
 
 /// Columns and rows; 80×24 when the terminal does not say.
