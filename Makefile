@@ -8,7 +8,7 @@ CONFDIR := $(DESTDIR)/etc/delayqs
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
 
-.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers faketime tmux run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -16,7 +16,7 @@ build:
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, the short chaos run, every test against redis-server, then the
 # delivery, retry and fault tests again against valkey-server.
-test: redis-server redis-sentinel valkey-server netns-tools faketime python-deps producers lint check-install check-static chaos-ci
+test: redis-server redis-sentinel valkey-server netns-tools faketime python-deps producers tmux lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
@@ -57,6 +57,10 @@ redis-sentinel:
 producers:
 	@scripts/need.sh php php-cli
 	@scripts/need.sh node nodejs
+
+# tests/top.rs runs `delayqs top` in a tmux pane and reads the screen back.
+tmux:
+	@scripts/need.sh tmux tmux
 
 # The clock-skew test runs a daemon under libfaketime.
 faketime:

@@ -285,7 +285,9 @@ impl Sampler {
             let note = serde_json::from_str(&note).unwrap_or(Value::String(note));
             describe_pause(&note)
         });
-        let rate = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).sum::<f64>();
+        // From 0.0: a float sum of nothing is -0.0, shown as "-0.0".
+        let rate =
+            |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).fold(0.0, |a, b| a + b);
         push(&mut m.delivered_rate, rate(|d| d.delivered_rate));
         push(&mut m.failed_rate, rate(|d| d.failed_rate));
         let worst = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).reduce(f64::max);
