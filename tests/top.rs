@@ -147,8 +147,15 @@ fn top_shows_the_queue_live_pauses_retries_finds_and_gives_the_terminal_back() {
         s.lines()
             .any(|l| l.contains(&format!("  {pid}  ")) && l.contains("claiming"))
     });
-    let screen = tmux.wait_for("the jobs delivered", |s| count(s, "pending ") == Some(1));
-    assert!(screen.contains("delivered/s"), "{screen}");
+    // A rate from the daemon's heartbeat counters, and its lateness.
+    tmux.wait_for("a delivery rate above 0", |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("delivered/s"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .is_some_and(|rate| rate > 0.0)
+    });
+    tmux.wait_for("the jobs delivered", |s| count(s, "pending ") == Some(1));
+    tmux.wait_for("their lateness", |s| s.contains("lateness p50 "));
     assert_eq!(endpoint.per_job().len(), 30);
 
     // A failed job shows among the recent failures; `r` retries it (the one selected).
@@ -213,20 +220,31 @@ fn top_shows_the_queue_live_pauses_retries_finds_and_gives_the_terminal_back() {
     tmux.type_text("q");
     let screen = tmux.wait_for("the shell again", |s| s.contains("top-exited-0"));
     assert!(!screen.contains("RECENT FAILURES"), "{screen}");
-    wait_until(PATIENCE, "the settings after", || {
-        std::fs::read_to_string(&after).is_ok_and(|s| !s.is_empty())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&before).unwrap(),
-        std::fs::read_to_string(&after).unwrap(),
-        "the terminal's settings (stty -g) before and after"
-    );
+    assert_same_settings(&before, &after);
 }
 
 #[test]
-fn top_refuses_without_a_terminal_and_ctrl_c_quits_cleanly() {
+fn top_sums_the_shards_refuses_without_a_terminal_and_ctrl_c_quits_cleanly() {
     let redis = RedisServer::start();
-    let config = config_file(&redis, json!({}));
+    let config = config_file(
+        &redis,
+        json!({"key": "{t}:jobs", "inflightKey": "{t}:inflight", "attemptsKey": "{t}:attempts",
+            "failKey": "{t}:failed", "shards": 2}),
+    );
+    let mut con = redis.con();
+    let later = unix_now() + 3600.0;
+    for (key, n) in [("{t}:jobs", 3), ("{t:1}:jobs", 4)] {
+        for i in 0..n {
+            let job = member("http://127.0.0.1:9/x", json!(i));
+            let _: () = con.zadd(key, job, later).unwrap();
+        }
+    }
+    let _: () = con
+        .rpush(
+            "{t:1}:failed",
+            r#"{"Id":"abc","error":"HTTP 502","failedAt":1}"#,
+        )
+        .unwrap();
     let out = run_delayqs(&["top", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -237,14 +255,34 @@ fn top_refuses_without_a_terminal_and_ctrl_c_quits_cleanly() {
 
     let dir = scratch_dir();
     let tmux = Tmux::start(&dir);
+    let (before, after) = (dir.join("stty.before"), dir.join("stty.after"));
     tmux.type_text(&format!(
-        "{} top --config {}; echo top-exited-$?",
+        "stty -g > {}; {} top --config {}; echo top-exited-$?; stty -g > {}",
+        before.display(),
         env!("CARGO_BIN_EXE_delayqs"),
-        config.display()
+        config.display(),
+        after.display()
     ));
     tmux.press("Enter");
-    tmux.wait_for("the view", |s| s.contains("DAEMONS: none"));
+    let screen = tmux.wait_for("the view", |s| s.contains("DAEMONS: none"));
+    assert!(screen.contains("2 shards"), "{screen}");
+    tmux.wait_for("both shards counted", |s| {
+        count(s, "pending ") == Some(7) && count(s, "failed ") == Some(1) && s.contains("HTTP 502")
+    });
     tmux.press("C-c");
     let screen = tmux.wait_for("the shell again", |s| s.contains("top-exited-0"));
     assert!(!screen.contains("DAEMONS"), "{screen}");
+    assert_same_settings(&before, &after);
+}
+
+/// The terminal's settings (`stty -g`) the shell saved before `top` and after it.
+fn assert_same_settings(before: &Path, after: &Path) {
+    wait_until(PATIENCE, "the settings after", || {
+        std::fs::read_to_string(after).is_ok_and(|s| !s.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(before).unwrap(),
+        std::fs::read_to_string(after).unwrap(),
+        "the terminal's settings (stty -g) before and after"
+    );
 }
