@@ -86,8 +86,8 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
         loop {
             match messages.try_recv() {
                 Ok(Msg::Model(m)) => {
+                    ui.selected = follow(&model.failures, ui.selected, &m.failures);
                     model = *m;
-                    ui.selected = ui.selected.min(last(&model));
                     dirty = true;
                 }
                 Ok(Msg::Done(d)) => {
@@ -166,6 +166,15 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
     }
     drop(screen);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the record highlighted in `before` is in `after`: it stays highlighted when
+/// newer ones come in above it, so that `r` retries the one the operator chose, not
+/// whatever took its place. When it is gone, the same place.
+fn follow(before: &[model::Failure], selected: usize, after: &[model::Failure]) -> usize {
+    let chosen = before.get(selected).map(|f| &f.id);
+    let at = chosen.and_then(|id| after.iter().position(|f| &f.id == id));
+    at.unwrap_or(selected).min(after.len().saturating_sub(1))
 }
 
 fn last(model: &Model) -> usize {
@@ -266,4 +275,32 @@ fn find(config: &Config, arg: IdArg, done: &Sender<Msg>) -> String {
         }
     });
     format!("looking up {prefix}… (this reads every member: about 5 s per million jobs)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::Failure;
+
+    #[test]
+    fn the_highlight_follows_its_record() {
+        let list = |ids: &[&str]| -> Vec<Failure> {
+            ids.iter()
+                .map(|id| Failure {
+                    id: id.to_string(),
+                    ..Failure::default()
+                })
+                .collect()
+        };
+        let before = list(&["c", "b", "a"]);
+        assert_eq!(follow(&before, 1, &list(&["e", "d", "c", "b", "a"])), 3);
+        assert_eq!(
+            follow(&before, 1, &list(&["c", "a"])),
+            1,
+            "gone: the same place"
+        );
+        assert_eq!(follow(&before, 2, &list(&["c"])), 0);
+        assert_eq!(follow(&[], 0, &list(&["x"])), 0);
+        assert_eq!(follow(&before, 0, &[]), 0);
+    }
 }

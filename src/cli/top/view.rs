@@ -244,6 +244,12 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
             None,
         )),
     }
+    if m.hosts.len() > hosts.len() {
+        out.push(line(
+            format!("… and {} more hosts", m.hosts.len() - hosts.len()),
+            Style::Dim,
+        ));
+    }
 
     out.push(line(String::new(), Style::Plain));
     out.push(line(
@@ -542,6 +548,7 @@ mod tests {
         assert_eq!(find(&lines, "0abcdef01234").style, Style::Selected);
         assert!(find(&lines, "1abcdef01234").text.contains("1m 0s ago"));
         assert!(text(&lines).contains("2 shards"));
+        assert!(!text(&lines).contains("more hosts"));
         assert!(lines[39].text.contains("q quit"));
         assert!(!text(&lines).contains("PAUSED") && !text(&lines).contains("does not answer"));
     }
@@ -590,8 +597,15 @@ mod tests {
             selected: 90,
             ..Ui::default()
         };
+        m.hosts = (0..20)
+            .map(|i| Host {
+                host: format!("h{i}"),
+                ..Host::default()
+            })
+            .collect();
         let lines = render(&m, &ui, 120, 40);
         assert_eq!(find(&lines, "90cdef012345").style, Style::Selected);
+        find(&lines, "… and 12 more hosts");
         let ui = Ui {
             mode: Mode::Find("abc1".into()),
             ..Ui::default()
