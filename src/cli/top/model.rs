@@ -63,6 +63,8 @@ pub struct Daemon {
     /// Per second, between its last two heartbeats; `None` until it has beaten twice.
     pub delivered_rate: Option<f64>,
     pub failed_rate: Option<f64>,
+    /// Attempts that failed (retried or not), per second.
+    pub attempts_failed_rate: Option<f64>,
     /// Lateness of its deliveries of the last minute, seconds.
     pub late_p50: Option<f64>,
     pub late_p99: Option<f64>,
@@ -117,6 +119,7 @@ pub struct Model {
     /// Per second, summed over the daemons, oldest first, one sample per refresh.
     pub delivered_rate: VecDeque<f64>,
     pub failed_rate: VecDeque<f64>,
+    pub attempts_failed_rate: VecDeque<f64>,
     /// The worst daemon's lateness of the last minute.
     pub late_p50: Option<f64>,
     pub late_p99: Option<f64>,
@@ -127,9 +130,9 @@ pub struct Model {
 /// A daemon's counters at its last heartbeat, and its rates from the one before.
 struct Beat {
     at: f64,
-    delivered: f64,
-    failed: f64,
-    rates: Option<(f64, f64)>,
+    /// Delivered, failed for good, attempts failed.
+    counters: [f64; 3],
+    rates: Option<[f64; 3]>,
 }
 
 /// A shard's failed tail as last read.
@@ -290,6 +293,10 @@ impl Sampler {
             |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).fold(0.0, |a, b| a + b);
         push(&mut m.delivered_rate, rate(|d| d.delivered_rate));
         push(&mut m.failed_rate, rate(|d| d.failed_rate));
+        push(
+            &mut m.attempts_failed_rate,
+            rate(|d| d.attempts_failed_rate),
+        );
         let worst = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).reduce(f64::max);
         m.late_p50 = worst(|d| d.late_p50);
         m.late_p99 = worst(|d| d.late_p99);
@@ -324,22 +331,19 @@ impl Sampler {
             let f = &r.fields;
             let id = f["id"].as_str().unwrap_or_default().to_string();
             let at = f["beatAt"].as_f64().unwrap_or(r.expires - HEARTBEAT_LIFE);
-            let (delivered, failed) = (num(r, "delivered"), num(r, "failed"));
+            let counters = ["delivered", "failed", "attemptsFailed"].map(|n| num(r, n));
             let beat = match self.beats.remove(&id) {
                 Some(prev) if at > prev.at => Beat {
                     at,
-                    delivered,
-                    failed,
-                    rates: Some((
-                        ((delivered - prev.delivered) / (at - prev.at)).max(0.0),
-                        ((failed - prev.failed) / (at - prev.at)).max(0.0),
-                    )),
+                    counters,
+                    rates: Some(std::array::from_fn(|i| {
+                        ((counters[i] - prev.counters[i]) / (at - prev.at)).max(0.0)
+                    })),
                 },
                 Some(prev) => prev,
                 None => Beat {
                     at,
-                    delivered,
-                    failed,
+                    counters,
                     rates: None,
                 },
             };
@@ -352,10 +356,11 @@ impl Sampler {
                 last_round_ago: (last_round > 0.0).then(|| (now - last_round).max(0.0)),
                 busy: f["busy"].as_u64().unwrap_or(0),
                 workers: f["workers"].as_u64().unwrap_or(0),
-                delivered: delivered as u64,
-                failed: failed as u64,
-                delivered_rate: beat.rates.map(|r| r.0),
-                failed_rate: beat.rates.map(|r| r.1),
+                delivered: counters[0] as u64,
+                failed: counters[1] as u64,
+                delivered_rate: beat.rates.map(|r| r[0]),
+                failed_rate: beat.rates.map(|r| r[1]),
+                attempts_failed_rate: beat.rates.map(|r| r[2]),
                 late_p50: f["lateP50"].as_f64(),
                 late_p99: f["lateP99"].as_f64(),
                 paused: f["paused"].as_bool().unwrap_or(false),

@@ -115,6 +115,11 @@ pub fn render(m: &Model, ui: &Ui, width: usize, height: usize) -> Vec<Line> {
     top.push(line(format!("{late}   {oldest}"), Style::Plain));
     top.push(spark_line("delivered/s", &m.delivered_rate, width));
     top.push(spark_line("failed/s", &m.failed_rate, width));
+    top.push(spark_line(
+        "failed attempts/s",
+        &m.attempts_failed_rate,
+        width,
+    ));
 
     let mut bottom = vec![
         match &ui.mode {
@@ -346,7 +351,7 @@ fn table(head: &[&str], rows: &[Vec<String>], selected: Option<usize>) -> Vec<Li
 /// `delivered/s   12.5 ▁▂▄█` over as many of the latest samples as fit.
 fn spark_line(label: &str, history: &std::collections::VecDeque<f64>, width: usize) -> Line {
     let now = history.back().copied().unwrap_or(0.0);
-    let head = format!("{label:<12}{now:>9.1}  ");
+    let head = format!("{label:<17}{now:>9.1}  ");
     // Room for the span after it: "  last 10m 0s max 12345.6".
     let room = width.saturating_sub(head.chars().count() + 28).min(HISTORY);
     let shown: Vec<f64> = history.iter().rev().take(room).rev().copied().collect();
@@ -466,6 +471,7 @@ mod tests {
                 failed: 2,
                 delivered_rate: Some(120.5),
                 failed_rate: Some(0.0),
+                attempts_failed_rate: Some(1.5),
                 late_p50: Some(0.012),
                 late_p99: Some(0.250),
                 paused: false,
@@ -488,6 +494,7 @@ mod tests {
                 .collect(),
             delivered_rate: [0.0, 50.0, 100.0, 120.5].into(),
             failed_rate: [0.0, 0.0, 1.0, 0.0].into(),
+            attempts_failed_rate: [0.0, 3.0, 2.0, 1.5].into(),
             late_p50: Some(0.012),
             late_p99: Some(0.250),
             ..Model::default()
@@ -539,6 +546,7 @@ mod tests {
             host.text
         );
         assert!(find(&lines, "delivered/s").text.contains("120.5"));
+        assert!(find(&lines, "failed attempts/s").text.contains(" 1.5  "));
         let rate = find(&lines, "delivered/s");
         assert!(
             rate.text.contains('█') && rate.text.ends_with("last 4s max 120.5"),
