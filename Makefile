@@ -5,10 +5,14 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR := $(DESTDIR)$(PREFIX)/bin
 CONFDIR := $(DESTDIR)/etc/delayqs
+SHAREDIR := $(DESTDIR)$(PREFIX)/share
 MUSL := x86_64-unknown-linux-musl
 CONFIG ?= config/config.json
+# `make run` shows each delivery (a debug line); the config's own logLevel stays
+# what production runs with.
+RUN_LOG_LEVEL ?= debug
 
-.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers faketime tmux run install uninstall static clean
+.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers zsh faketime tmux run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -16,14 +20,14 @@ build:
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, the short chaos run, every test against redis-server, then the
 # delivery, retry and fault tests again against valkey-server.
-test: redis-server redis-sentinel valkey-server netns-tools faketime python-deps producers tmux lint check-install check-static chaos-ci
+test: redis-server redis-sentinel valkey-server netns-tools faketime zsh python-deps producers tmux lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
 # The tests that touch Redis most, against Valkey 8 (Debian's bookworm-backports).
 test-valkey: valkey-server
 	@valkey-server --version
-	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster
+	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster --test shards
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -66,6 +70,10 @@ tmux:
 faketime:
 	@scripts/need.sh faketime faketime
 
+# tests/shell.rs runs the zsh completion in zsh.
+zsh:
+	@scripts/need.sh zsh zsh
+
 # Reference implementations the tests check against: Prometheus's parser for the
 # metrics file, the Standard Webhooks library for callback signatures.
 python-deps:
@@ -104,21 +112,37 @@ chaos-ci: build redis-server
 
 # Runs delayqs in the foreground; starts a private redis-server when none answers.
 run: build redis-server
-	scripts/dev-run.sh target/release/delayqs $(CONFIG)
+	scripts/dev-run.sh target/release/delayqs $(CONFIG) --log-level $(RUN_LOG_LEVEL)
 
+# The binary, the completions and man page it makes of its own command definitions,
+# and the example config unless one is there. As root on this host (no DESTDIR), a new
+# config goes to group delayqs when that group exists, for the service to read it.
 install: build
-	install -d $(BINDIR)
+	install -d $(BINDIR) $(SHAREDIR)/bash-completion/completions $(SHAREDIR)/zsh/site-functions $(SHAREDIR)/man/man1
 	install -m 755 target/release/delayqs $(BINDIR)/delayqs
+	target/release/delayqs completions bash | install -m 644 /dev/stdin $(SHAREDIR)/bash-completion/completions/delayqs
+	target/release/delayqs completions zsh | install -m 644 /dev/stdin $(SHAREDIR)/zsh/site-functions/_delayqs
+	target/release/delayqs man | install -m 644 /dev/stdin $(SHAREDIR)/man/man1/delayqs.1
 	install -d $(CONFDIR)
 	@if [ -e $(CONFDIR)/config.json ]; then \
 	  echo "keeping the existing $(CONFDIR)/config.json"; \
 	else \
 	  install -m 640 config/config.json $(CONFDIR)/config.json; \
+	  if [ -z "$(DESTDIR)" ] && getent group delayqs >/dev/null; then chgrp delayqs $(CONFDIR)/config.json; fi; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && ! getent passwd delayqs >/dev/null; then \
+	  echo "next: the service (config/delayqs.service, config/runit/) runs as user delayqs, which does not exist;"; \
+	  echo "  create it and let it read the config (mode 640):"; \
+	  echo "    useradd --system --no-create-home --shell /usr/sbin/nologin delayqs"; \
+	  echo "    chgrp delayqs $(CONFDIR)/config.json"; \
+	elif [ -z "$(DESTDIR)" ] && [ "$$(stat -c %G $(CONFDIR)/config.json)" != delayqs ]; then \
+	  echo "next: let the service's user read the config (mode 640): chgrp delayqs $(CONFDIR)/config.json"; \
 	fi
 
-# Removes the binary; the config stays, as package managers leave edited configs.
+# Removes the binary, the completions and the man page; the config stays, as package
+# managers leave edited configs.
 uninstall:
-	rm -f $(BINDIR)/delayqs
+	rm -f $(BINDIR)/delayqs $(SHAREDIR)/bash-completion/completions/delayqs $(SHAREDIR)/zsh/site-functions/_delayqs $(SHAREDIR)/man/man1/delayqs.1
 
 # A fully static, stripped binary for hosts with no Rust and any libc (ring's C code
 # needs musl-gcc, from Debian's musl-tools).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: runs delayqs in the foreground with the given config. When no Redis
-# answers at 127.0.0.1:6379 it starts a private, throwaway redis-server for this
-# session and stops it again when delayqs exits.
+# `make run`: runs delayqs in the foreground with the given config, and any further
+# arguments for `delayqs run` (make passes --log-level debug: a line per delivery).
+# When no Redis answers at 127.0.0.1:6379 it starts a private, throwaway redis-server
+# for this session and stops it again when delayqs exits.
 set -euo pipefail
 bin=$1 config=$2
 private=
@@ -14,4 +15,4 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 echo "delayqs is running; add a job from another terminal (see README), stop with Ctrl-C"
-"$bin" run --config "$config"
+"$bin" run --config "$config" "${@:3}"

@@ -302,3 +302,210 @@ fn delayqs_config_names_the_file_when_config_is_not_given() {
     let help = String::from_utf8_lossy(&run_delayqs(&["--help"]).stdout).into_owned();
     assert!(help.contains("DELAYQS_CONFIG"), "{help}");
 }
+
+/// The binary, run as `user` (`None`: as the test itself), killed after a minute: a
+/// daemon that starts when it should not must fail the test, not hang it.
+fn delayqs_as(user: Option<&str>) -> std::process::Command {
+    let mut c = std::process::Command::new("timeout");
+    c.arg("60");
+    if let Some(uid) = user {
+        c.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+        ])
+        .arg("--clear-groups");
+    }
+    c.arg(env!("CARGO_BIN_EXE_delayqs"));
+    c
+}
+
+/// `run --check` and `run` on a config of `fields`, as `user` (no Redis: the check
+/// comes first).
+fn check_and_run_as(user: Option<&str>, fields: serde_json::Value) -> [std::process::Output; 2] {
+    let path = config_file_for("redis://127.0.0.1:1/", fields);
+    [true, false].map(|check| {
+        let mut command = delayqs_as(user);
+        command.args(["run", "--config", path.to_str().unwrap()]);
+        if check {
+            command.arg("--check");
+        }
+        command.output().unwrap()
+    })
+}
+
+fn assert_refused(outs: &[std::process::Output; 2], key: &str, path: &str, says: &str) {
+    for out in outs {
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(out));
+        let err = stderr(out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("key `{key}`")), "{err}");
+        assert!(err.contains(path), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(
+        stderr(&outs[0]),
+        stderr(&outs[1]),
+        "the same line from both"
+    );
+}
+
+#[test]
+fn a_metrics_file_or_log_dir_that_cannot_be_written_stops_check_and_start_with_78() {
+    let dir = scratch_dir();
+    let missing = dir.join("no-such-dir/delayqs.prom");
+    let outs = check_and_run_as(None, json!({"metricsFile": missing}));
+    assert_refused(
+        &outs,
+        "metricsFile",
+        missing.to_str().unwrap(),
+        "does not exist; create it (mkdir -p",
+    );
+    let outs = check_and_run_as(None, json!({"metricsFile": dir}));
+    assert_refused(
+        &outs,
+        "metricsFile",
+        dir.to_str().unwrap(),
+        "is a directory",
+    );
+    fs::write(dir.join("a-file"), "").unwrap();
+    let under_a_file = dir.join("a-file/logs");
+    let outs = check_and_run_as(None, json!({"logDir": under_a_file}));
+    assert_refused(&outs, "logDir", "a-file", "is not a directory");
+
+    // Judged by trying, as the user the daemon runs as: a directory root may write
+    // and `nobody` may not.
+    let root = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+        == "0";
+    let closed = dir.join("closed");
+    fs::create_dir(&closed).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
+    let user = match root {
+        true => Some("65534"),
+        false => {
+            fs::set_permissions(&closed, fs::Permissions::from_mode(0o555)).unwrap();
+            None
+        }
+    };
+    let metrics = closed.join("delayqs.prom");
+    let outs = check_and_run_as(user, json!({"metricsFile": metrics}));
+    assert_refused(
+        &outs,
+        "metricsFile",
+        closed.to_str().unwrap(),
+        "Permission denied",
+    );
+    assert!(stderr(&outs[0]).contains("writable by the user delayqs runs as"));
+    let outs = check_and_run_as(user, json!({"logDir": closed.join("logs")}));
+    assert_refused(
+        &outs,
+        "logDir",
+        closed.to_str().unwrap(),
+        "Permission denied",
+    );
+    // Opened up, the same config passes the check, and the probe left nothing behind.
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o777)).unwrap();
+    let path = config_file_for(
+        "redis://127.0.0.1:1/",
+        json!({"metricsFile": metrics, "logDir": closed}),
+    );
+    let check = delayqs_as(user)
+        .args(["run", "--check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert_eq!(fs::read_dir(&closed).unwrap().count(), 0);
+}
+
+#[test]
+fn a_metrics_file_that_stops_working_is_said_once_and_again_when_it_works() {
+    let redis = RedisServer::start();
+    let dir = scratch_dir().join("textfile");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("delayqs.prom");
+    let daemon = Daemon::start(
+        &redis,
+        json!({"metricsFile": file, "metricsIntervalMs": 100, "logLevel": "info"}),
+    );
+    wait_until(PATIENCE, "the metrics file", || file.exists());
+    fs::remove_dir_all(&dir).unwrap();
+    daemon.wait_for_log("cannot write the metrics file");
+    // Ten more intervals of failing: still the one line.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let said = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let log = daemon.log();
+    assert_eq!(said(&log, "write the metrics file"), 1, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot write the metrics"))
+        .unwrap();
+    assert!(
+        line.contains("[ERROR]") && line.contains("(config `metricsFile`)"),
+        "{line}"
+    );
+    assert!(line.contains(file.to_str().unwrap()), "{line}");
+    fs::create_dir(&dir).unwrap();
+    daemon.wait_for_log("is written again, after failing for");
+    wait_until(PATIENCE, "the metrics file again", || file.exists());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = daemon.log();
+    assert_eq!(said(&log, "write the metrics file"), 1, "{log}");
+    assert_eq!(said(&log, "is written again"), 1, "{log}");
+}
+
+#[test]
+fn log_level_flag_wins_over_the_config_at_start_and_after_a_reload() {
+    let out = run_delayqs(&[
+        "run",
+        "--log-level",
+        "loud",
+        "--config",
+        "/nonexistent.json",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--log-level \"loud\" is not a level"));
+
+    let redis = RedisServer::start();
+    let endpoint = Endpoint::succeeding();
+    // The config says errors only: the flag's debug shows each delivery all the same.
+    let config = config_file(&redis, json!({"logLevel": "error"}));
+    let log = config.with_extension("log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_delayqs"))
+        .args(["run", "--log-level", "debug", "--config"])
+        .arg(&config)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = Guarded(child);
+    let said = |what: &str| fs::read_to_string(&log).unwrap().matches(what).count();
+    let mut con = redis.con();
+    add(&mut con, &member(&endpoint.url("/one"), json!(1)), 0.0);
+    wait_until(PATIENCE, "the first delivery's line", || {
+        said("] job ") == 1
+    });
+    let line = fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains("[DEBUG] job ") && line.contains("delivered to"),
+        "{line}"
+    );
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // At info: said only because the flag's level outlives the reload.
+    wait_until(PATIENCE, "the reload", || said("config reloaded") == 1);
+    add(&mut con, &member(&endpoint.url("/two"), json!(2)), 0.0);
+    wait_until(PATIENCE, "the second delivery's line", || {
+        said("] job ") == 2
+    });
+}

@@ -205,3 +205,41 @@ fn the_metrics_file_says_whether_redis_is_up_the_last_round_the_failed_list_and_
         value(&text, "delayqs_redis_up ") == Some(0.0)
     });
 }
+
+#[test]
+fn a_user_allowed_only_the_queues_keys_still_delivers_without_a_heartbeat() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let mut acl = redis::cmd("ACL");
+    acl.arg("SETUSER")
+        .arg("tight")
+        .arg("on")
+        .arg(">tight-pw")
+        .arg("+@all");
+    for key in [
+        QUEUE,
+        INFLIGHT,
+        ATTEMPTS,
+        FAILED,
+        "DelayQs:retry_id",
+        "DelayQs:body",
+    ] {
+        acl.arg(format!("~{key}"));
+    }
+    let _: () = acl.query(&mut con).unwrap();
+    let endpoint = Endpoint::succeeding();
+    let url = redis.url().replace("redis://", "redis://tight:tight-pw@");
+    let path = scratch_dir().join("config.json");
+    write_config_for(&path, &url, json!({}));
+    let daemon = Daemon::start_with_file(&path);
+    daemon.wait_ready();
+    add(&mut con, &member(&endpoint.url("/x"), json!(1)), 0.0);
+    endpoint.wait_for(1);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("cannot write this daemon's heartbeat").count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(!log.contains("tight-pw"), "{log}");
+}

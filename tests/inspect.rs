@@ -480,36 +480,6 @@ fn failed_filters_choose_what_list_retry_and_purge_act_on() {
 }
 
 #[test]
-fn a_sharded_queue_is_said_to_be_read_in_part() {
-    let redis = RedisServer::start();
-    let config = config_file(
-        &redis,
-        json!({"key": "{dq}:job_zqueue", "inflightKey": "{dq}:inflight",
-            "attemptsKey": "{dq}:attempts", "failKey": "{dq}:fail_job", "shards": 2}),
-    );
-    let mut con = redis.con();
-    let m = member("http://127.0.0.1:9/s", json!(1));
-    let _: () = con.zadd("{dq}:job_zqueue", &m, 1e10).unwrap();
-    for args in [vec!["pending"], vec!["inflight"], vec!["failed", "list"]] {
-        let out = delayqs(&config, &args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("2 shards (`shards`); this command reads shard 0 only"),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-    }
-    let doc = json_of(&config, &["show", &sha1(&m)[..6]]);
-    assert_eq!(doc["state"], "pending", "shard 0's jobs are found");
-    let one = config_file(&redis, json!({}));
-    assert_eq!(
-        stderr(&delayqs(&one, &["pending"])),
-        "",
-        "no warning with one shard"
-    );
-}
-
-#[test]
 fn a_listing_that_fails_before_reading_prints_nothing_on_stdout() {
     let redis = RedisServer::start();
     let config = config_file(&redis, json!({}));

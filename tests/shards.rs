@@ -321,3 +321,107 @@ fn delayqs_add_and_the_readmes_php_python_and_node_rule_pick_the_same_shard() {
         "12 jobs over 3 shards: {seen:?}"
     );
 }
+
+fn admin(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--json", "--config", config.to_str().unwrap()]);
+    let out = run_delayqs(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_admin_commands_see_every_shard() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let config = config_file(&redis, keys(3));
+    // Two jobs in each shard, due times interleaved across the shards; one job in a
+    // shard a larger setting left behind.
+    let mut by_shard: HashMap<usize, Vec<(String, f64)>> = HashMap::new();
+    for i in 0.. {
+        let m = member("http://127.0.0.1:9/x", json!(i));
+        let shard = shard_of(&mut con, &m, 3);
+        let list = by_shard.entry(shard).or_default();
+        if list.len() < 2 {
+            let due = 2e9 + i as f64;
+            produce(&mut con, &m, due, 3);
+            list.push((m, due));
+        }
+        if by_shard.values().map(Vec::len).sum::<usize>() == 6 {
+            break;
+        }
+    }
+    let stray = member("http://127.0.0.1:9/stray", json!("s"));
+    let _: () = con.zadd(shard_key(TAG_KEYS[0], 5), &stray, 1e9).unwrap();
+
+    // pending: all seven, in due order across the shards.
+    let listed = admin(&config, &["pending", "--limit", "0"]);
+    let rows = listed["jobs"]
+        .as_array()
+        .or(listed["rows"].as_array())
+        .cloned();
+    let rows = rows.unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(listed["total"], 7, "{listed}");
+    let dues: Vec<f64> = rows.iter().map(|r| r["due"].as_f64().unwrap()).collect();
+    assert_eq!(dues.len(), 7, "{listed}");
+    assert!(dues.windows(2).all(|w| w[0] <= w[1]), "due order: {dues:?}");
+    let limited = admin(&config, &["pending", "--limit", "3"]);
+    assert_eq!(limited["shown"], 3);
+
+    // stats: the sums, and each shard.
+    let stats = admin(&config, &["stats"]);
+    assert_eq!(stats["pending"], 7, "{stats}");
+    let shards: Vec<u64> = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shards, [0, 1, 2, 5]);
+
+    // show and cancel find a job in shard 2 and the stray one by a prefix of the id.
+    let (in_two, _) = &by_shard[&2][0];
+    let id = job_id(&mut con, in_two);
+    let shown = admin(&config, &["show", &id[..8]]);
+    assert_eq!(shown["state"], "pending", "{shown}");
+    let cancelled = admin(&config, &["cancel", &id[..10]]);
+    assert!(cancelled.to_string().contains(&id), "{cancelled}");
+    let still: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], 2), in_two).unwrap();
+    assert_eq!(still, None, "cancelled in its own shard");
+    let stray_id = job_id(&mut con, &stray);
+    admin(&config, &["cancel", &stray_id[..7]]);
+    assert_eq!(con.zcard::<_, usize>(shard_key(TAG_KEYS[0], 5)).unwrap(), 0);
+
+    // failed records in two shards: listed, retried by id and by filter into their
+    // own shards.
+    let failed_in = |shard: usize, m: &str, id: &str| {
+        let record = json!({"Id": id, "member": m, "callback": "http://127.0.0.1:9/x",
+            "error": "HTTP 500", "attempts": 1, "failedAt": 1.7e9});
+        let mut con = redis.con();
+        let _: () = con
+            .rpush(shard_key(TAG_KEYS[3], shard), record.to_string())
+            .unwrap();
+    };
+    let (m1, _) = by_shard[&1][0].clone();
+    let (m0, _) = by_shard[&0][0].clone();
+    let _: () = con.zrem(shard_key(TAG_KEYS[0], 1), &m1).unwrap();
+    let _: () = con.zrem(TAG_KEYS[0], &m0).unwrap();
+    let id1 = job_id(&mut con, &m1);
+    let id0 = job_id(&mut con, &m0);
+    failed_in(1, &m1, &id1);
+    failed_in(0, &m0, &id0);
+    let listed = admin(&config, &["failed", "list"]);
+    assert_eq!(listed["total"], 2, "{listed}");
+    admin(&config, &["failed", "retry", &id1[..8]]);
+    let back: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], 1), &m1).unwrap();
+    assert!(back.is_some(), "retried into shard 1");
+    admin(&config, &["failed", "retry", "--all"]);
+    let back: Option<f64> = con.zscore(TAG_KEYS[0], &m0).unwrap();
+    assert!(back.is_some(), "retried into shard 0");
+    assert_eq!(admin(&config, &["failed", "list"])["total"], 0);
+}

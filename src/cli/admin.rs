@@ -51,6 +51,8 @@ pub struct Admin {
     pub(super) url: String,
     /// The daemon's `timeoutMs`, which bounds a job's own `timeout`.
     max_timeout: Duration,
+    /// The config's `maxJobBytes`: a longer member is set aside by the claim.
+    max_job_bytes: usize,
 }
 
 impl Admin {
@@ -63,21 +65,18 @@ impl Admin {
             keys: config.keys.clone(),
             url,
             max_timeout: config.http.timeout,
+            max_job_bytes: config.max_job_bytes,
         })
     }
 
-    /// The set of keys the listings, `show`, `cancel` and `failed retry|purge` read:
-    /// shard 0, the configured names. Each of them takes one set, so that running it
-    /// per shard and merging is left to do; until then a sharded queue is said to be
-    /// seen in part rather than shown as if whole.
-    pub(super) fn one_set(&self) -> ShardKeys {
-        if self.keys.shards > 1 {
-            eprintln!(
-                "delayqs: warning: the queue has {} shards (`shards`); this command reads shard 0 only",
-                self.keys.shards
-            );
-        }
-        self.keys.shard(0)
+    /// The shards every command reads: the configured ones, and any beyond that a
+    /// larger `shards` setting left holding jobs or failed records.
+    pub(super) fn sets(&mut self) -> Result<Vec<ShardKeys>, Error> {
+        let used = on(
+            &self.url,
+            crate::store::shards_in_use(&mut self.con, &self.keys, true),
+        )?;
+        Ok(used.into_iter().map(|i| self.keys.shard(i)).collect())
     }
 
     /// Redis's clock, which the daemons judge due times by.
@@ -87,16 +86,9 @@ impl Admin {
     }
 
     /// `add`: writes a member exactly as a producer would.
-    pub fn add(
-        &mut self,
-        callback: &str,
-        body: Option<&str>,
-        sign: Option<&str>,
-        at: Option<&str>,
-        after: Option<&str>,
-    ) -> AdminResult {
+    pub fn add(&mut self, job: NewJob, at: Option<&str>, after: Option<&str>) -> AdminResult {
         let (mode, secs) = match (at, after) {
-            (Some(at), None) => ("at", parse_time(at).map_err(Error::Usage)?),
+            (Some(at), None) => ("at", due_at(at)?),
             (None, Some(after)) => (
                 "in",
                 parse_duration(after).map_err(Error::Usage)?.as_secs_f64(),
@@ -107,20 +99,36 @@ impl Admin {
                 ));
             }
         };
-        let body: Value = match body {
-            None => Value::Null,
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| Error::Usage(format!("--body is not valid JSON: {e}")))?,
+        let (member, flags) = match job {
+            NewJob::Member(member) => (member, Vec::new()),
+            NewJob::Fields {
+                callback,
+                body,
+                sign,
+                options,
+            } => (build_member(&callback, body, sign, &options)?, options),
         };
-        let mut fields = serde_json::Map::new();
-        fields.insert("body".into(), body);
-        fields.insert("callback".into(), Value::String(callback.into()));
-        if let Some(sign) = sign {
-            fields.insert("sign".into(), Value::String(sign.into()));
+        if member.len() > self.max_job_bytes {
+            return Err(Error::Usage(format!(
+                "the member is {} bytes, over the config's maxJobBytes ({}): the daemon would set it aside unsent",
+                member.len(),
+                self.max_job_bytes
+            )));
         }
-        let member = Value::Object(fields).to_string();
-        Job::parse(member.as_bytes(), self.max_timeout)
-            .map_err(|e| Error::Usage(format!("--callback: {e}")))?;
+        // What the daemon would refuse is refused here, named by the flag that gave it.
+        Job::parse(member.as_bytes(), self.max_timeout).map_err(|e| {
+            let flag = match (e.field, &flags[..]) {
+                (_, []) => "--member",
+                (Some("callback"), _) => "--callback",
+                (Some("sign"), _) => "--sign",
+                (Some(field), _) => flags
+                    .iter()
+                    .find(|o| o.field == field)
+                    .map_or("--member", |o| o.flag),
+                (None, _) => "--callback",
+            };
+            Error::Usage(format!("{flag}: {e}"))
+        })?;
 
         // Where a producer would put it, by the rule of `config::keys`.
         let shard = self
@@ -152,8 +160,7 @@ impl Admin {
     /// Jobs waiting in the queue for a retry: an attempts value with attempts made and
     /// no lease, whose member is still queued at the score recorded with it. Read one
     /// `HSCAN` page at a time, so that no command is long, whatever the hash holds.
-    fn retrying(&mut self) -> Result<u64, Error> {
-        let k = self.keys.clone();
+    fn retrying(&mut self, k: &ShardKeys) -> Result<u64, Error> {
         let mut cursor = "0".to_string();
         let mut retrying = 0;
         loop {
@@ -194,23 +201,101 @@ impl Admin {
         }
     }
 
-    /// `stats`: counts of every state a job can be in, and where failures went.
+    /// `stats`: counts of every state a job can be in, and where failures went, summed
+    /// over the shards (and per shard, when there are several).
     pub fn stats(&mut self) -> AdminResult {
         let now = self.now()?;
-        let k = self.keys.clone();
+        let mut sum = Counts::default();
+        let mut per_shard = Vec::new();
+        let mut by_host: BTreeMap<String, u64> = BTreeMap::new();
+        for k in self.sets()? {
+            let counts = self.counts(&k, now, &mut by_host)?;
+            sum.add(&counts);
+            per_shard.push((k, counts));
+        }
+        let paused: Option<String> = on(&self.url, self.con.get(self.keys.paused()))?;
+        let oldest_late = sum.oldest_due.map_or(0.0, |s| (now - s.max(0.0)).max(0.0));
+        let mut text = format_table(&[
+            row(["pending", &sum.pending.to_string()]),
+            row(["due now", &sum.due.to_string()]),
+            row(["in flight", &sum.inflight.to_string()]),
+            row(["waiting for a retry", &sum.retrying.to_string()]),
+            row(["failed", &sum.failed.to_string()]),
+            row([
+                "oldest due job late by",
+                &human(Duration::from_secs_f64(oldest_late)),
+            ]),
+            row([
+                "claiming",
+                match &paused {
+                    Some(_) => "paused (delayqs resume)",
+                    None => "yes",
+                },
+            ]),
+        ]);
+        if per_shard.len() > 1 {
+            let mut rows = vec![row([
+                "SHARD",
+                "KEY",
+                "PENDING",
+                "DUE",
+                "IN FLIGHT",
+                "FAILED",
+            ])];
+            for (k, c) in &per_shard {
+                rows.push(row([
+                    k.index.to_string(),
+                    k.queue.clone(),
+                    c.pending.to_string(),
+                    c.due.to_string(),
+                    c.inflight.to_string(),
+                    c.failed.to_string(),
+                ]));
+            }
+            text.push('\n');
+            text.push_str(&format_table(&rows));
+        }
+        if !by_host.is_empty() {
+            let mut hosts = vec![row(["FAILED BY HOST", "JOBS"])];
+            hosts.extend(by_host.iter().map(|(h, n)| row([h.clone(), n.to_string()])));
+            text.push('\n');
+            text.push_str(&format_table(&hosts));
+        }
+        let shards: Vec<Value> = per_shard
+            .iter()
+            .map(|(k, c)| {
+                json!({"shard": k.index, "key": k.queue, "pending": c.pending, "due": c.due,
+                       "inflight": c.inflight, "retrying": c.retrying, "failed": c.failed})
+            })
+            .collect();
+        let paused: Option<Value> =
+            paused.map(|n| serde_json::from_str(&n).unwrap_or(Value::String(n)));
+        Ok(Output {
+            text,
+            json: json!({
+                "pending": sum.pending, "due": sum.due, "inflight": sum.inflight,
+                "retrying": sum.retrying, "failed": sum.failed,
+                "oldestDueLateSeconds": oldest_late, "failedByHost": by_host,
+                "paused": paused, "shards": shards,
+            }),
+            shortfall: None,
+        })
+    }
+
+    /// One shard's counts for `stats`; its failed records counted by host into `by_host`.
+    fn counts(
+        &mut self,
+        k: &ShardKeys,
+        now: f64,
+        by_host: &mut BTreeMap<String, u64>,
+    ) -> Result<Counts, Error> {
         let pending: u64 = on(&self.url, self.con.zcard(&k.queue))?;
         let due: u64 = on(&self.url, self.con.zcount(&k.queue, "-inf", now))?;
         let inflight: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
         let failed: u64 = on(&self.url, self.con.llen(&k.failed))?;
-        let retrying = self.retrying()?;
+        let retrying = self.retrying(k)?;
         let oldest: Vec<(Vec<u8>, f64)> =
             on(&self.url, self.con.zrange_withscores(&k.queue, 0, 0))?;
-        let oldest_late = oldest
-            .first()
-            .map(|(_, s)| (now - s.max(0.0)).max(0.0))
-            .unwrap_or(0.0);
-
-        let mut by_host: BTreeMap<String, u64> = BTreeMap::new();
         for start in (0..failed).step_by(PAGE) {
             let page: Vec<Vec<u8>> = on(
                 &self.url,
@@ -224,30 +309,13 @@ impl Admin {
                 *by_host.entry(host_of(&callback_of(&record))).or_default() += 1;
             }
         }
-        let mut text = format_table(&[
-            row(["pending", &pending.to_string()]),
-            row(["due now", &due.to_string()]),
-            row(["in flight", &inflight.to_string()]),
-            row(["waiting for a retry", &retrying.to_string()]),
-            row(["failed", &failed.to_string()]),
-            row([
-                "oldest due job late by",
-                &human(Duration::from_secs_f64(oldest_late)),
-            ]),
-        ]);
-        if !by_host.is_empty() {
-            let mut hosts = vec![row(["FAILED BY HOST", "JOBS"])];
-            hosts.extend(by_host.iter().map(|(h, n)| row([h.clone(), n.to_string()])));
-            text.push('\n');
-            text.push_str(&format_table(&hosts));
-        }
-        Ok(Output {
-            text,
-            json: json!({
-                "pending": pending, "due": due, "inflight": inflight, "retrying": retrying,
-                "failed": failed, "oldestDueLateSeconds": oldest_late, "failedByHost": by_host,
-            }),
-            shortfall: None,
+        Ok(Counts {
+            pending,
+            due,
+            inflight,
+            failed,
+            retrying,
+            oldest_due: oldest.first().map(|(_, s)| *s),
         })
     }
 
@@ -256,19 +324,55 @@ impl Admin {
     /// each, as many as it held at the start: no call holds Redis long, and each leaves
     /// every record in the list once (see the script for an interrupted run).
     pub fn failed_change(&mut self, op: &str, which: Selection) -> AdminResult {
-        let k = self.one_set();
-        self.failed_change_in(&k, op, which)
+        let sets = self.sets()?;
+        let mut reply = Vec::new();
+        let mut not_found = Vec::new();
+        match which {
+            Selection::Ids(args) => {
+                // Each id's shard first, so that an id found in none is reported once.
+                let (found, missing) = self.failed_ids(&sets, args)?;
+                not_found = missing;
+                for k in &sets {
+                    let here: Vec<IdArg> = found
+                        .iter()
+                        .filter(|(shard, _)| *shard == k.index)
+                        .map(|(_, id)| IdArg::parse(id, true))
+                        .collect::<Result<_, _>>()?;
+                    if here.is_empty() {
+                        continue;
+                    }
+                    let (got, gone) = self.failed_change_in(k, op, Selection::Ids(here))?;
+                    reply.extend(got);
+                    not_found.extend(gone);
+                }
+            }
+            which => {
+                for k in &sets {
+                    let (got, gone) = self.failed_change_in(k, op, which.clone())?;
+                    reply.extend(got);
+                    not_found.extend(gone);
+                }
+            }
+        }
+        Ok(failed_report(&reply, &not_found))
     }
 
-    fn failed_change_in(&mut self, k: &ShardKeys, op: &str, which: Selection) -> AdminResult {
+    /// One shard's part of `failed_change`: the script's reply (id, what was done) and
+    /// the ids that were gone from the list by the time of the change.
+    fn failed_change_in(
+        &mut self,
+        k: &ShardKeys,
+        op: &str,
+        which: Selection,
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
         let mut not_found: Vec<String> = Vec::new();
         let (mut selection, bounds) = match which {
             Selection::All => (vec!["all".to_string()], None),
             Selection::Ids(args) => {
-                let (ids, missing) = self.failed_ids(k, args)?;
+                let (ids, missing) = self.failed_ids(std::slice::from_ref(k), args)?;
                 not_found = missing;
                 let mut selection = vec!["ids".to_string()];
-                selection.extend(ids);
+                selection.extend(ids.into_iter().map(|(_, id)| id));
                 (selection, None)
             }
             Selection::Filter(filter) => (Vec::new(), Some(self.bounds(&filter)?)),
@@ -314,35 +418,38 @@ impl Admin {
                     .cloned(),
             );
         }
-        Ok(failed_report(&reply, &not_found))
+        Ok((reply, not_found))
     }
 
-    /// The whole `Id`s the arguments name in the failed list, and the arguments that
-    /// name none. The list is read a page at a time; ambiguous prefixes are an error.
+    /// The whole `Id`s the arguments name in the failed lists of `sets`, each with its
+    /// shard, and the arguments that name none. The lists are read a page at a time;
+    /// ambiguous prefixes are an error.
     fn failed_ids(
         &mut self,
-        k: &ShardKeys,
+        sets: &[ShardKeys],
         args: Vec<IdArg>,
-    ) -> Result<(Vec<String>, Vec<String>), Error> {
-        let mut ids: Resolver<()> = Resolver::new(args);
-        let mut pages = ListPages::new(&k.failed);
-        while let Some(page) = pages.next(self, PAGE)? {
-            for raw in page {
-                if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(&raw)
-                    && let Some(Value::String(id)) = r.get("Id")
-                {
-                    ids.offer(id, || ());
+    ) -> Result<(Vec<ShardId>, Vec<String>), Error> {
+        let mut ids: Resolver<usize> = Resolver::new(args);
+        'sets: for k in sets {
+            let mut pages = ListPages::new(&k.failed);
+            while let Some(page) = pages.next(self, PAGE)? {
+                for raw in page {
+                    if let Ok(Value::Object(r)) = serde_json::from_slice::<Value>(&raw)
+                        && let Some(Value::String(id)) = r.get("Id")
+                    {
+                        ids.offer(id, || k.index);
+                    }
                 }
-            }
-            if ids.settled() {
-                break;
+                if ids.settled() {
+                    break 'sets;
+                }
             }
         }
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for (arg, id) in ids.finish()? {
             match id {
-                Some((id, ())) => found.push(id),
+                Some((id, shard)) => found.push((shard, id)),
                 None => missing.push(arg.text().to_string()),
             }
         }
@@ -374,34 +481,48 @@ impl Admin {
     /// `cancel`: removes pending jobs by id. Finding a member by id means reading the
     /// queue page by page and hashing; the removal itself is one script call.
     pub fn cancel(&mut self, args: &[IdArg]) -> AdminResult {
-        let k = self.one_set();
-        self.cancel_in(&k, args)
-    }
-
-    fn cancel_in(&mut self, k: &ShardKeys, args: &[IdArg]) -> AdminResult {
-        let mut ids: Resolver<Vec<u8>> = Resolver::new(args.to_vec());
-        'scan: for key in [&k.queue, &k.inflight] {
-            let mut pages = ScanPages::new(key);
-            while let Some(page) = pages.next(self)? {
-                for member in page {
-                    let id = job_id(&member);
-                    ids.offer(&id, move || member);
-                }
-                if ids.settled() {
-                    break 'scan;
+        let sets = self.sets()?;
+        // Looked for in the shard the id names first: where a producer following the
+        // rule put it, so that a full id is usually found in one shard's scan.
+        let mut order: Vec<&ShardKeys> = sets.iter().collect();
+        if let [IdArg::Prefix(id)] = args
+            && id.len() >= 8
+        {
+            let home = crate::config::shard_of_id(id, self.keys.shards);
+            order.sort_by_key(|k| k.index != home);
+        }
+        let mut ids: Resolver<(usize, Vec<u8>)> = Resolver::new(args.to_vec());
+        'scan: for k in &order {
+            for key in [&k.queue, &k.inflight] {
+                let mut pages = ScanPages::new(key);
+                while let Some(page) = pages.next(self)? {
+                    for member in page {
+                        let id = job_id(&member);
+                        ids.offer(&id, || (k.index, member));
+                    }
+                    if ids.settled() {
+                        break 'scan;
+                    }
                 }
             }
         }
         let resolved = ids.finish()?;
-        let found: BTreeMap<&String, &Vec<u8>> = resolved
+        let found: BTreeMap<&String, &(usize, Vec<u8>)> = resolved
             .iter()
             .filter_map(|(_, f)| f.as_ref().map(|(id, m)| (id, m)))
             .collect();
-        let members: Vec<&Vec<u8>> = found.values().copied().collect();
-        let results: Vec<i64> = if members.is_empty() {
-            Vec::new()
-        } else {
-            on(
+        let mut outcome: BTreeMap<&String, i64> = BTreeMap::new();
+        for k in &sets {
+            let here: Vec<(&String, &Vec<u8>)> = found
+                .iter()
+                .filter(|(_, (shard, _))| *shard == k.index)
+                .map(|(id, (_, m))| (*id, m))
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let members: Vec<&Vec<u8>> = here.iter().map(|(_, m)| *m).collect();
+            let results: Vec<i64> = on(
                 &self.url,
                 Lua::new(lua::CANCEL)
                     .key(&k.queue)
@@ -409,9 +530,9 @@ impl Admin {
                     .key(&k.attempts)
                     .arg(&members)
                     .invoke(&mut self.con),
-            )?
-        };
-        let outcome: BTreeMap<&String, i64> = found.keys().copied().zip(results).collect();
+            )?;
+            outcome.extend(here.iter().map(|(id, _)| *id).zip(results));
+        }
         let mut lines = String::new();
         let mut json_results = Vec::new();
         let mut all_cancelled = true;
@@ -471,15 +592,151 @@ fn failed_report(reply: &[String], not_found: &[String]) -> Output {
     }
 }
 
+/// What `add` was given: the member itself, or what to build one from.
+pub enum NewJob {
+    Member(String),
+    Fields {
+        callback: String,
+        body: Option<String>,
+        sign: Option<String>,
+        options: Vec<JobOption>,
+    },
+}
+
+/// A per-job option from the command line: the flag, the member field it sets, and
+/// the value as typed.
+pub struct JobOption {
+    pub flag: &'static str,
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// Before 2000-01-01: no one schedules a job in the past on purpose, so such a time
+/// is a slip (`--at 1000` meant as "in 1000 s", or milliseconds cut short).
+const EARLIEST_AT: f64 = 946_684_800.0;
+
+/// `--at`: a time that is not a slip.
+fn due_at(at: &str) -> Result<f64, Error> {
+    let secs = parse_time(at).map_err(Error::Usage)?;
+    if secs < EARLIEST_AT {
+        return Err(Error::Usage(format!(
+            "--at {at} is {}, before 2000, which looks like a mistake: give the due time as RFC 3339 (--at 2026-12-01T12:00:00Z) or Unix seconds (--at 1796126400), or a delay with --in (--in 1000s; --in 0s for now)",
+            rfc3339(secs)
+        )));
+    }
+    Ok(secs)
+}
+
+/// The member a producer would write: its fields in sorted order (serde_json's map),
+/// so the same flags give the same member, and the same job id.
+fn build_member(
+    callback: &str,
+    body: Option<String>,
+    sign: Option<String>,
+    options: &[JobOption],
+) -> Result<String, Error> {
+    let body: Value = match body {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("--body is not valid JSON: {e}")))?,
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("body".into(), body);
+    fields.insert("callback".into(), Value::String(callback.into()));
+    if let Some(sign) = sign {
+        fields.insert("sign".into(), Value::String(sign));
+    }
+    let mut headers = serde_json::Map::new();
+    for o in options {
+        let usage = |why: String| Error::Usage(format!("{}: {why}", o.flag));
+        let number = |text: &str| match serde_json::from_str::<Value>(text.trim()) {
+            Ok(n @ Value::Number(_)) => Ok(n),
+            _ => Err(usage(format!("expected a number of seconds, got {text:?}"))),
+        };
+        let value = match o.field {
+            "maxRetry" => match o.value.trim().parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    return Err(usage(format!(
+                        "expected a whole number from 0 to 1000, got {:?}",
+                        o.value
+                    )));
+                }
+            },
+            "timeout" => number(&o.value)?,
+            "backoff" if o.value.contains(',') => Value::Array(
+                o.value
+                    .split(',')
+                    .map(number)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            "backoff" => number(&o.value)?,
+            "method" => Value::String(o.value.to_ascii_uppercase()),
+            "headers" => {
+                let Some((name, value)) = o.value.split_once(':') else {
+                    return Err(usage(format!(
+                        "expected \"Name: value\", got {:?}",
+                        o.value
+                    )));
+                };
+                let name = name.trim();
+                if headers
+                    .insert(name.to_string(), Value::String(value.trim_start().into()))
+                    .is_some()
+                {
+                    return Err(usage(format!("{name:?} is given twice")));
+                }
+                continue;
+            }
+            _ => Value::String(o.value.clone()),
+        };
+        fields.insert(o.field.into(), value);
+    }
+    if !headers.is_empty() {
+        fields.insert("headers".into(), Value::Object(headers));
+    }
+    Ok(Value::Object(fields).to_string())
+}
+
 pub(super) fn on<T>(url: &str, r: redis::RedisResult<T>) -> Result<T, Error> {
     r.map_err(|e| Error::redis(url, &e))
 }
 
 /// Which failed records a command acts on.
+#[derive(Clone)]
 pub enum Selection {
     All,
     Ids(Vec<IdArg>),
     Filter(Filter),
+}
+
+/// A whole failed record `Id` and the shard whose list holds it.
+type ShardId = (usize, String);
+
+/// One shard's counts, for `stats`.
+#[derive(Default)]
+struct Counts {
+    pending: u64,
+    due: u64,
+    inflight: u64,
+    failed: u64,
+    retrying: u64,
+    /// The lowest score in the queue.
+    oldest_due: Option<f64>,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.pending += other.pending;
+        self.due += other.due;
+        self.inflight += other.inflight;
+        self.failed += other.failed;
+        self.retrying += other.retrying;
+        self.oldest_due = match (self.oldest_due, other.oldest_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 pub(super) fn row<const N: usize, S: Into<String>>(cells: [S; N]) -> Vec<String> {

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use log::warn;
 
-use crate::cli::admin::{Admin, AdminResult, Output, Selection};
+use crate::cli::admin::{Admin, AdminResult, JobOption, NewJob, Output, Selection};
 use crate::cli::daemon;
 use crate::cli::error::{EX_CONFIG, EX_TEMPFAIL, EX_USAGE, Error};
 use crate::cli::fleet;
@@ -16,11 +16,12 @@ use crate::cli::listing::Listing;
 use crate::cli::lists::{Filter, Limit, When};
 use crate::cli::notify::Notify;
 use crate::cli::pidfile::PidFile;
+use crate::cli::shell;
 use crate::config::{self, Config};
 use crate::dispatch::{self, Control, Exit, signals};
 use crate::telemetry::logging;
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Delivers delayed HTTP callbacks out of a Redis sorted set: on time, once, and
 /// without losing a job. See README.md for the job format and the config keys. Every
 /// command reads the config file given by --config, else the one named by the
@@ -34,8 +35,11 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
+// One per process, parsed once: `add`'s many options cost nothing worth a Box (which
+// argh's derive would not take).
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Run(RunArgs),
     Start(StartArgs),
@@ -53,9 +57,11 @@ enum Command {
     Pause(PauseArgs),
     Resume(ResumeArgs),
     Top(TopArgs),
+    Completions(CompletionsArgs),
+    Man(ManArgs),
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Run in the foreground (as runit and systemd expect) until SIGTERM, SIGINT or
 /// SIGQUIT. SIGHUP reloads the config. Writes no pid file.
 #[argh(subcommand, name = "run")]
@@ -66,9 +72,13 @@ struct RunArgs {
     /// check the config file and exit: 0 when it is valid, 78 when not
     #[argh(switch)]
     check: bool,
+    /// log at this level instead of the config's logLevel, reloads included: off,
+    /// error, warn, info, debug (a line per delivery; make run uses it), trace
+    #[argh(option)]
+    log_level: Option<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Start with a pid file (the config's `pid`); with -d, detach and return once the
 /// daemon has reached Redis.
 #[argh(subcommand, name = "start")]
@@ -81,7 +91,7 @@ struct StartArgs {
     detach: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Stop the daemon named by the pid file, waiting for it to finish its callbacks.
 #[argh(subcommand, name = "stop")]
 struct StopArgs {
@@ -93,7 +103,7 @@ struct StopArgs {
     force: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Stop, then start again once the old process has exited.
 #[argh(subcommand, name = "restart")]
 struct RestartArgs {
@@ -108,7 +118,7 @@ struct RestartArgs {
     force: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Say whether the daemon runs: exit 0 running, 3 stopped, 1 dead with a pid file left.
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
@@ -117,8 +127,10 @@ struct StatusArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(FromArgs)]
-/// Enqueue a job exactly as a producer would; prints its id and due time.
+#[derive(FromArgs, ArgsInfo)]
+/// Enqueue a job exactly as a producer would; prints its id and due time. Give the
+/// callback and what the job carries (--body, --sign, the per-job options), or the
+/// whole member with --member.
 #[argh(subcommand, name = "add")]
 struct AddArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
@@ -126,17 +138,46 @@ struct AddArgs {
     config: Option<PathBuf>,
     /// absolute http(s) URL the job is POSTed to
     #[argh(option)]
-    callback: String,
+    callback: Option<String>,
     /// the job's body, as JSON (default: null)
     #[argh(option)]
     body: Option<String>,
     /// the producer's signature, passed through to the endpoint
     #[argh(option)]
     sign: Option<String>,
+    /// retries after the first attempt, instead of the daemon's maxRetryNum (0-1000)
+    #[argh(option)]
+    max_retry: Option<String>,
+    /// seconds the whole call may take, at most the daemon's timeoutMs
+    #[argh(option)]
+    timeout: Option<String>,
+    /// seconds between attempts: a base, doubled each time (30), or a list whose last
+    /// entry repeats (10,60,600)
+    #[argh(option)]
+    backoff: Option<String>,
+    /// an extra request header, "Name: value" (repeat for more)
+    #[argh(option)]
+    header: Vec<String>,
+    /// POST (default) or PUT
+    #[argh(option)]
+    method: Option<String>,
+    /// form (default) or json: the body sent as the JSON request body
+    #[argh(option)]
+    content_type: Option<String>,
+    /// drop the job, unsent, if this Redis key exists when it falls due
+    #[argh(option)]
+    skip_if_exists: Option<String>,
+    /// drop the job, unsent, if this Redis key is missing when it falls due
+    #[argh(option)]
+    skip_if_missing: Option<String>,
+    /// the whole member, as JSON, written byte for byte (instead of --callback, --body,
+    /// --sign and the options)
+    #[argh(option)]
+    member: Option<String>,
     /// due time: Unix seconds (fractions allowed) or RFC 3339
     #[argh(option)]
     at: Option<String>,
-    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m
+    /// due after this long, by Redis's clock: 90s, 15m, 3d, 1h30m (0s: now)
     #[argh(option, long = "in")]
     after: Option<String>,
     /// print one JSON document instead of text
@@ -144,7 +185,68 @@ struct AddArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+impl RunArgs {
+    fn log_level(&self) -> Result<Option<log::LevelFilter>, Error> {
+        let Some(text) = &self.log_level else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|_| {
+            Error::Usage(format!(
+                "--log-level {text:?} is not a level; expected one of off, error, warn, info, debug, trace"
+            ))
+        })
+    }
+}
+
+impl AddArgs {
+    /// The job as given: the member itself, or the fields to build one from.
+    fn new_job(&self) -> Result<NewJob, Error> {
+        let mut options: Vec<(&'static str, &'static str, &str)> = Vec::new();
+        let given = [
+            ("--max-retry", "maxRetry", &self.max_retry),
+            ("--timeout", "timeout", &self.timeout),
+            ("--backoff", "backoff", &self.backoff),
+            ("--method", "method", &self.method),
+            ("--content-type", "contentType", &self.content_type),
+            ("--skip-if-exists", "skipIfExists", &self.skip_if_exists),
+            ("--skip-if-missing", "skipIfMissing", &self.skip_if_missing),
+        ];
+        for (flag, field, value) in given {
+            if let Some(value) = value {
+                options.push((flag, field, value));
+            }
+        }
+        for header in &self.header {
+            options.push(("--header", "headers", header));
+        }
+        match (&self.member, &self.callback) {
+            (Some(member), None) if self.body.is_none() && self.sign.is_none() && options.is_empty() => {
+                Ok(NewJob::Member(member.clone()))
+            }
+            (Some(_), _) => Err(Error::Usage(
+                "--member is the whole job: give it alone, without --callback, --body, --sign or the per-job options (put those in the member)".into(),
+            )),
+            (None, Some(callback)) => Ok(NewJob::Fields {
+                callback: callback.clone(),
+                body: self.body.clone(),
+                sign: self.sign.clone(),
+                options: options
+                    .into_iter()
+                    .map(|(flag, field, value)| JobOption {
+                        flag,
+                        field,
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            }),
+            (None, None) => Err(Error::Usage(
+                "give the job's --callback URL (or the whole member with --member JSON)".into(),
+            )),
+        }
+    }
+}
+
+#[derive(FromArgs, ArgsInfo)]
 /// List pending jobs in due order: id, due time, lateness, attempts, callback, body.
 #[argh(subcommand, name = "pending")]
 struct PendingArgs {
@@ -162,7 +264,7 @@ struct PendingArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// List claimed jobs, soonest lease deadline first: id, lease deadline, attempt, the
 /// daemon holding it, callback.
 #[argh(subcommand, name = "inflight")]
@@ -178,7 +280,7 @@ struct InflightArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Show one job, by its id or a unique prefix of it (6 hex digits at least): its state
 /// (pending, in flight, waiting for a retry, failed), attempts, due times, callback,
 /// body, options and last error.
@@ -195,7 +297,7 @@ struct ShowArgs {
     id: String,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Count jobs pending, due, in flight, waiting for a retry and failed.
 #[argh(subcommand, name = "stats")]
 struct StatsArgs {
@@ -207,7 +309,7 @@ struct StatsArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Inspect, retry or purge the jobs that failed for good (`failKey`).
 #[argh(subcommand, name = "failed")]
 struct FailedArgs {
@@ -215,7 +317,7 @@ struct FailedArgs {
     command: FailedCommand,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum FailedCommand {
     List(FailedListArgs),
@@ -223,7 +325,7 @@ enum FailedCommand {
     Purge(FailedPurgeArgs),
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Show failed jobs, oldest first: id, when, attempts, callback, last error.
 #[argh(subcommand, name = "list")]
 struct FailedListArgs {
@@ -249,7 +351,7 @@ struct FailedListArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Put failed jobs back in the queue, due now, attempt count reset, same member.
 #[argh(subcommand, name = "retry")]
 struct FailedRetryArgs {
@@ -282,7 +384,7 @@ struct FailedRetryArgs {
     ids: Vec<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Drop failed records for good.
 #[argh(subcommand, name = "purge")]
 struct FailedPurgeArgs {
@@ -314,7 +416,7 @@ struct FailedPurgeArgs {
     ids: Vec<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Cancel pending jobs by id (the X-Delayqs-Job-Id header), as ZREM by a producer does.
 #[argh(subcommand, name = "cancel")]
 struct CancelArgs {
@@ -329,7 +431,7 @@ struct CancelArgs {
     ids: Vec<String>,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// List the daemons serving the queue: host, pid, version, uptime, last round, busy
 /// workers, delivered and failed since start (from their heartbeats in Redis).
 #[argh(subcommand, name = "daemons")]
@@ -342,7 +444,7 @@ struct DaemonsArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Pause the queue: every daemon serving it stops claiming within 2 s, and still
 /// settles the calls in flight. Lasts until `delayqs resume`, across restarts.
 #[argh(subcommand, name = "pause")]
@@ -358,7 +460,7 @@ struct PauseArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Resume a paused queue: every daemon claims again within 2 s.
 #[argh(subcommand, name = "resume")]
 struct ResumeArgs {
@@ -370,7 +472,7 @@ struct ResumeArgs {
     json: bool,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// Watch the queue live: counts, delivery and failure rates, lateness, daemons, hosts
 /// and recent failures, refreshed every second. Keys: p pause/resume, arrows select a
 /// failure, r retry it, / find a job by id, q quit.
@@ -380,6 +482,21 @@ struct TopArgs {
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
 }
+
+#[derive(FromArgs, ArgsInfo)]
+/// Print a shell completion script, made from the same definitions as --help (make
+/// install puts them where bash-completion and zsh look).
+#[argh(subcommand, name = "completions")]
+struct CompletionsArgs {
+    /// bash or zsh
+    #[argh(positional)]
+    shell: String,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+/// Print the man page, delayqs(1), in roff, made from the same definitions as --help.
+#[argh(subcommand, name = "man")]
+struct ManArgs {}
 
 impl Command {
     fn config(&self) -> Option<&Path> {
@@ -404,6 +521,7 @@ impl Command {
             Command::Pause(a) => a.config.as_deref(),
             Command::Resume(a) => a.config.as_deref(),
             Command::Top(a) => a.config.as_deref(),
+            Command::Completions(_) | Command::Man(_) => None,
         }
     }
 }
@@ -477,6 +595,20 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             "no command given; try `delayqs run --config PATH` or `delayqs --help`".into(),
         ));
     };
+    // Made from the command definitions alone: no config needed.
+    match &command {
+        Command::Completions(a) => return shell::completions(&Cli::get_args_info(), &a.shell),
+        Command::Man(_) => return shell::man(&Cli::get_args_info()),
+        _ => {}
+    }
+    // A bad argument is said before the config is looked at, whatever the file holds.
+    let log_level = match &command {
+        Command::Run(args) => args.log_level()?,
+        _ => None,
+    };
+    if let Command::Add(args) = &command {
+        args.new_job()?;
+    }
     let path = config::locate(command.config())?;
     if let Command::Stop(_) | Command::Status(_) = &command {
         let target = pid_target(&path)?;
@@ -486,6 +618,14 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         };
     }
     let (config, warnings) = config::load(&path)?;
+    if let Command::Run(_) | Command::Start(_) | Command::Restart(_) = &command {
+        // Before a restart stops the running daemon, and before the pid file and
+        // the logger: a path the daemon cannot write is a config to fix, said now.
+        config::check_writable(&config).map_err(|problem| config::ConfigError {
+            path: path.clone(),
+            problem,
+        })?;
+    }
     match command {
         Command::Run(args) if args.check => {
             // `run` only warns about an unknown key (a file written for a newer
@@ -507,21 +647,25 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             println!("delayqs: config {} is valid", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(_) => serve(&path, config, &warnings, false, notify),
+        Command::Run(_) => serve(&path, config, &warnings, false, log_level, notify),
         Command::Start(args) if args.detach => daemon::start_detached(&path, &config),
-        Command::Start(_) => serve(&path, config, &warnings, true, notify),
-        Command::Stop(_) | Command::Status(_) => unreachable!("handled above"),
+        Command::Start(_) => serve(&path, config, &warnings, true, None, notify),
+        Command::Stop(_) | Command::Status(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled above")
+        }
         Command::Restart(args) => {
             daemon::stop(&daemon::Target::of(&config), args.force)?;
             match args.detach {
                 true => daemon::start_detached(&path, &config),
-                false => serve(&path, config, &warnings, true, notify),
+                false => serve(&path, config, &warnings, true, None, notify),
             }
         }
-        Command::Add(a) => admin(&config, a.json, |admin| {
-            let (at, after) = (a.at.as_deref(), a.after.as_deref());
-            admin.add(&a.callback, a.body.as_deref(), a.sign.as_deref(), at, after)
-        }),
+        Command::Add(a) => {
+            let job = a.new_job()?;
+            admin(&config, a.json, |admin| {
+                admin.add(job, a.at.as_deref(), a.after.as_deref())
+            })
+        }
         Command::Pending(a) => listing(&config, a.json, "jobs", PENDING, |admin, out| {
             admin.pending(out, Limit::from_arg(a.limit), a.due)
         }),
@@ -689,14 +833,19 @@ fn show(output: Output, json: bool) -> Result<ExitCode, Error> {
     }
 }
 
-/// Runs the dispatcher in this process, with a pid file for `start`.
+/// Runs the dispatcher in this process, with a pid file for `start`; `log_level`, when
+/// given, wins over the config's, at start and at each reload.
 fn serve(
     path: &Path,
-    config: Config,
+    mut config: Config,
     warnings: &[config::Warning],
     with_pid_file: bool,
+    log_level: Option<log::LevelFilter>,
     notify: &Notify,
 ) -> Result<ExitCode, Error> {
+    if let Some(level) = log_level {
+        config.log_level = level;
+    }
     // The pid lock first, and before the logger: a refused start must not roll (or
     // touch) the running daemon's logs.
     let _pid_file = match with_pid_file {
@@ -722,9 +871,12 @@ fn serve(
     let control = Control {
         signals,
         reload: Box::new(move || {
-            let (config, warnings) = config::load(&reload_path)?;
+            let (mut config, warnings) = config::load(&reload_path)?;
             for w in warnings {
                 warn!("config {}: {w}", reload_path.display());
+            }
+            if let Some(level) = log_level {
+                config.log_level = level;
             }
             Ok(config)
         }),

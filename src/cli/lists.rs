@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::admin::{Admin, on};
 use crate::cli::error::Error;
 use crate::cli::listing::{Listing, thousands};
-use crate::cli::pages::{ListPages, PAGE, RankPages};
+use crate::cli::pages::{ListPages, MergedPages, PAGE};
 use crate::cli::shown::{callback_in, host_of, masked};
 use crate::config::ShardKeys;
 use crate::job::{job_id, shorten};
@@ -38,37 +38,34 @@ impl Limit {
 const SHORT_ID: usize = 12;
 
 impl Admin {
-    /// `pending`: jobs in due order, with their attempts so far and their bodies.
+    /// `pending`: jobs in due order over every shard, with their attempts so far and
+    /// their bodies.
     pub fn pending(
         &mut self,
         out: &mut Listing,
         limit: Limit,
         due_only: bool,
     ) -> Result<(), Error> {
-        let k = self.one_set();
-        self.pending_in(&k, out, limit, due_only)
-    }
-
-    fn pending_in(
-        &mut self,
-        k: &ShardKeys,
-        out: &mut Listing,
-        limit: Limit,
-        due_only: bool,
-    ) -> Result<(), Error> {
+        let sets = self.sets()?;
         let now = self.now()?;
-        let total: u64 = match due_only {
-            true => on(&self.url, self.con.zcount(&k.queue, "-inf", now))?,
-            false => on(&self.url, self.con.zcard(&k.queue))?,
-        };
-        let mut pages = RankPages::new(&k.queue, due_only.then_some(now));
+        let mut total = 0u64;
+        for k in &sets {
+            let n: u64 = match due_only {
+                true => on(&self.url, self.con.zcount(&k.queue, "-inf", now))?,
+                false => on(&self.url, self.con.zcard(&k.queue))?,
+            };
+            total += n;
+        }
+        let keys = sets.iter().map(|k| k.queue.as_str());
+        let mut pages = MergedPages::new(keys, due_only.then_some(now));
         let mut shown = 0;
         while let Some(page) = pages.next(self, limit.left(shown))? {
-            let attempts = self.attempts_of(k, &page)?;
+            let values = self.attempts_in_sets(&sets, &page)?;
             let rows = page
                 .iter()
-                .zip(attempts)
-                .map(|((member, due), attempts)| {
+                .zip(values)
+                .map(|((_, (member, due)), value)| {
+                    let attempts = value.map_or(0, |v| v.made_at(*due));
                     pending_row(member, *due, attempts, now, out.json())
                 })
                 .collect::<Vec<_>>();
@@ -85,15 +82,22 @@ impl Admin {
         )
     }
 
-    /// Attempts made so far by each pending job (member, score): 0 when there is no
-    /// count, and for a job added anew since its count was written.
-    fn attempts_of(&mut self, k: &ShardKeys, rows: &[(Vec<u8>, f64)]) -> Result<Vec<u32>, Error> {
-        let values = self.attempts_values(k, rows.iter().map(|(m, _)| m))?;
-        Ok(values
-            .into_iter()
-            .zip(rows)
-            .map(|(v, (_, score))| v.map_or(0, |v| v.made_at(*score)))
-            .collect())
+    /// The attempts-hash values of a merged page's members, each from its own shard's
+    /// hash: one `HMGET` per shard in the page.
+    fn attempts_in_sets(
+        &mut self,
+        sets: &[ShardKeys],
+        page: &[(usize, (Vec<u8>, f64))],
+    ) -> Result<Vec<Option<AttemptsValue>>, Error> {
+        let mut values = vec![None; page.len()];
+        for (set, k) in sets.iter().enumerate() {
+            let at: Vec<usize> = (0..page.len()).filter(|&i| page[i].0 == set).collect();
+            let got = self.attempts_values(k, at.iter().map(|&i| &page[i].1.0))?;
+            for (i, v) in at.into_iter().zip(got) {
+                values[i] = v;
+            }
+        }
+        Ok(values)
     }
 
     /// The attempts-hash values of these members, one `HMGET` for the page.
@@ -119,24 +123,24 @@ impl Admin {
             .collect())
     }
 
-    /// `inflight`: claimed jobs, soonest lease deadline first, with the daemon that
-    /// holds each.
+    /// `inflight`: claimed jobs over every shard, soonest lease deadline first, with
+    /// the daemon that holds each.
     pub fn inflight(&mut self, out: &mut Listing, limit: Limit) -> Result<(), Error> {
-        let k = self.one_set();
-        self.inflight_in(&k, out, limit)
-    }
-
-    fn inflight_in(&mut self, k: &ShardKeys, out: &mut Listing, limit: Limit) -> Result<(), Error> {
+        let sets = self.sets()?;
         let now = self.now()?;
-        let total: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
-        let mut pages = RankPages::new(&k.inflight, None);
+        let mut total = 0u64;
+        for k in &sets {
+            let n: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
+            total += n;
+        }
+        let mut pages = MergedPages::new(sets.iter().map(|k| k.inflight.as_str()), None);
         let mut shown = 0;
         while let Some(page) = pages.next(self, limit.left(shown))? {
-            let values = self.attempts_values(k, page.iter().map(|(m, _)| m))?;
+            let values = self.attempts_in_sets(&sets, &page)?;
             let rows = page
                 .iter()
                 .zip(values)
-                .map(|((member, deadline), value)| {
+                .map(|((_, (member, deadline)), value)| {
                     inflight_row(member, *deadline, value, now, out.json())
                 })
                 .collect::<Vec<_>>();
@@ -155,45 +159,42 @@ impl Admin {
     /// `failed list`: the records of the failed list, oldest first, that `filter`
     /// keeps. With a filter the whole list is read (a page at a time) to count the
     /// records it keeps.
+    /// With several shards, their lists one after the other, each oldest first.
     pub fn failed_list(
         &mut self,
         out: &mut Listing,
         limit: Limit,
         filter: &Filter,
     ) -> Result<(), Error> {
-        let k = self.one_set();
-        self.failed_list_in(&k, out, limit, filter)
-    }
-
-    fn failed_list_in(
-        &mut self,
-        k: &ShardKeys,
-        out: &mut Listing,
-        limit: Limit,
-        filter: &Filter,
-    ) -> Result<(), Error> {
+        let sets = self.sets()?;
         let bounds = self.bounds(filter)?;
-        let total: u64 = on(&self.url, self.con.llen(&k.failed))?;
-        let mut pages = ListPages::new(&k.failed);
+        let mut total = 0u64;
+        for k in &sets {
+            let n: u64 = on(&self.url, self.con.llen(&k.failed))?;
+            total += n;
+        }
         let (mut shown, mut matched) = (0, 0u64);
         let read_all = !filter.is_empty();
         let want = |shown| if read_all { PAGE } else { limit.left(shown) };
-        while let Some(page) = pages.next(self, want(shown))? {
-            let mut rows = Vec::new();
-            for raw in &page {
-                let record: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
-                if !bounds.keeps(&record) {
-                    continue;
+        for k in &sets {
+            let mut pages = ListPages::new(&k.failed);
+            while let Some(page) = pages.next(self, want(shown))? {
+                let mut rows = Vec::new();
+                for raw in &page {
+                    let record: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+                    if !bounds.keeps(&record) {
+                        continue;
+                    }
+                    matched += 1;
+                    if rows.len() < limit.left(shown) {
+                        rows.push(failed_row(record, out.json()));
+                    }
                 }
-                matched += 1;
-                if rows.len() < limit.left(shown) {
-                    rows.push(failed_row(record, out.json()));
+                shown += rows.len();
+                out.page(rows)?;
+                if out.closed() {
+                    return Ok(());
                 }
-            }
-            shown += rows.len();
-            out.page(rows)?;
-            if out.closed() {
-                return Ok(());
             }
         }
         let matched = if read_all { matched } else { total };

@@ -17,6 +17,7 @@ mod lists;
 mod notify;
 mod pages;
 mod pidfile;
+mod shell;
 mod show;
 mod shown;
 mod top;

@@ -144,3 +144,62 @@ impl ListPages {
         Ok((!page.is_empty()).then_some(page))
     }
 }
+
+/// Several sorted sets read as one, in score order (the shards of a queue): a page of
+/// each at a time, merged. Each member comes with the index of its set.
+pub struct MergedPages {
+    sources: Vec<Source>,
+}
+
+struct Source {
+    pages: RankPages,
+    buffer: std::collections::VecDeque<Scored>,
+    done: bool,
+}
+
+impl MergedPages {
+    pub fn new<'k>(keys: impl IntoIterator<Item = &'k str>, until: Option<f64>) -> MergedPages {
+        let sources = keys
+            .into_iter()
+            .map(|key| Source {
+                pages: RankPages::new(key, until),
+                buffer: Default::default(),
+                done: false,
+            })
+            .collect();
+        MergedPages { sources }
+    }
+
+    /// Up to `want` more members in score order over all the sets; `None` at the end.
+    pub fn next(
+        &mut self,
+        a: &mut Admin,
+        want: usize,
+    ) -> Result<Option<Vec<(usize, Scored)>>, Error> {
+        let want = want.min(PAGE);
+        let mut out = Vec::new();
+        while out.len() < want {
+            for s in &mut self.sources {
+                if s.buffer.is_empty() && !s.done {
+                    match s.pages.next(a, PAGE)? {
+                        Some(page) => s.buffer.extend(page),
+                        None => s.done = true,
+                    }
+                }
+            }
+            let best = self
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.buffer.front().map(|(_, score)| (i, *score)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((i, _)) = best else {
+                break;
+            };
+            if let Some(next) = self.sources[i].buffer.pop_front() {
+                out.push((i, next));
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+}

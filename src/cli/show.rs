@@ -46,8 +46,8 @@ struct Found {
 
 impl Admin {
     pub fn show(&mut self, arg: &IdArg) -> AdminResult {
-        let k = self.one_set();
-        let Some(found) = self.find_job(&k, arg)? else {
+        let sets = self.sets()?;
+        let Some(found) = self.find_job(&sets, arg)? else {
             let what = format!(
                 "{}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)",
                 arg.text()
@@ -64,29 +64,33 @@ impl Admin {
 
     /// The one job `arg` names, and its state now: the keys are read a page at a time
     /// (Redis has no index by id), then the job's entries one command each.
-    fn find_job(&mut self, k: &ShardKeys, arg: &IdArg) -> Result<Option<Found>, Error> {
+    /// Every shard is looked through: a job is in the one its producer chose, which
+    /// need not be the rule's (an old producer writes shard 0).
+    fn find_job(&mut self, sets: &[ShardKeys], arg: &IdArg) -> Result<Option<Found>, Error> {
         let mut ids: Resolver<()> = Resolver::new(vec![arg.clone()]);
-        let mut seen: Vec<(String, Seen)> = Vec::new();
-        for key in [&k.queue, &k.inflight] {
-            let mut pages = ScanPages::new(key);
-            while let Some(page) = pages.next(self)? {
-                for member in page {
-                    let id = job_id(&member);
-                    if arg.matches(&id) {
-                        ids.offer(&id, || ());
-                        seen.push((id, Seen::Member(member)));
+        let mut seen: Vec<(String, usize, Seen)> = Vec::new();
+        for (shard, k) in sets.iter().enumerate() {
+            for key in [&k.queue, &k.inflight] {
+                let mut pages = ScanPages::new(key);
+                while let Some(page) = pages.next(self)? {
+                    for member in page {
+                        let id = job_id(&member);
+                        if arg.matches(&id) {
+                            ids.offer(&id, || ());
+                            seen.push((id, shard, Seen::Member(member)));
+                        }
                     }
                 }
             }
-        }
-        let mut pages = ListPages::new(&k.failed);
-        while let Some(page) = pages.next(self, PAGE)? {
-            for raw in page {
-                let record: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                if let Some(id) = record["Id"].as_str().filter(|id| arg.matches(id)) {
-                    let id = id.to_string();
-                    ids.offer(&id, || ());
-                    seen.push((id, Seen::Record(record)));
+            let mut pages = ListPages::new(&k.failed);
+            while let Some(page) = pages.next(self, PAGE)? {
+                for raw in page {
+                    let record: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+                    if let Some(id) = record["Id"].as_str().filter(|id| arg.matches(id)) {
+                        let id = id.to_string();
+                        ids.offer(&id, || ());
+                        seen.push((id, shard, Seen::Record(record)));
+                    }
                 }
             }
         }
@@ -95,12 +99,20 @@ impl Admin {
         };
         let mut member = None;
         let mut records = Vec::new();
-        for (_, s) in seen.into_iter().filter(|(i, _)| *i == id) {
+        let mut home = None;
+        for (_, shard, s) in seen.into_iter().filter(|(i, _, _)| *i == id) {
             match s {
-                Seen::Member(m) => member = Some(m),
-                Seen::Record(r) => records.push(r),
+                Seen::Member(m) => {
+                    member = Some(m);
+                    home = Some(shard);
+                }
+                Seen::Record(r) => {
+                    records.push(r);
+                    home = home.or(Some(shard));
+                }
             }
         }
+        let k = &sets[home.unwrap_or(0)];
         let member = member.or_else(|| {
             records
                 .iter()

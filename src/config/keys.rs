@@ -78,7 +78,7 @@ impl Keys {
 
 /// The producers' rule: the job id's first 8 hex digits as a number, modulo `shards`.
 /// An id too short or not hex (never one delayqs made) goes to shard 0.
-fn shard_of_id(id: &str, shards: usize) -> usize {
+pub fn shard_of_id(id: &str, shards: usize) -> usize {
     let head = id.get(..8).unwrap_or("");
     match u32::from_str_radix(head, 16) {
         Ok(n) if shards > 0 => n as usize % shards,

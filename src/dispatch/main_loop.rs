@@ -132,6 +132,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         redis_last_said: Instant::now(),
         replication_short_said: None,
         slots_moving_said: None,
+        heartbeat_refused_said: false,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -147,6 +148,7 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         clock: (unix_now(), Instant::now()),
         metrics: Metrics::default(),
         last_metrics: Instant::now(),
+        metrics_file: metrics::MetricsFile::default(),
         config,
     };
     d.main_loop();
@@ -199,6 +201,8 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// The heartbeat was refused (an ACL without its keys) and that was said.
+    heartbeat_refused_said: bool,
     /// When a Cluster slot move was last logged.
     slots_moving_said: Option<Instant>,
     /// When too few replicas were last reported, while they are.
@@ -233,6 +237,8 @@ struct Dispatcher {
     claims: u64,
     metrics: Metrics,
     last_metrics: Instant,
+    /// Writes `metricsFile`, and says when that fails and when it works again.
+    metrics_file: metrics::MetricsFile,
 }
 
 /// What the loop keeps for one shard between rounds.
@@ -342,7 +348,24 @@ impl Dispatcher {
             "pausedHosts": paused_hosts,
         });
         let line = format!("{:.3} {record}", now + HEARTBEAT_LIFE);
-        let paused = self.store.heartbeat(&self.token_prefix, Some(&line), now)?;
+        let paused = match self.store.heartbeat(&self.token_prefix, Some(&line), now) {
+            Ok(paused) => paused,
+            Err(e) if e.code() == Some("NOPERM") => {
+                // An ACL that names only the queue's keys: delivery goes on without
+                // the heartbeat. Anything else (an outage, a full Redis) fails the
+                // round as any call does.
+                if !self.heartbeat_refused_said {
+                    self.heartbeat_refused_said = true;
+                    warn!(
+                        "cannot write this daemon's heartbeat to {:?} nor read {:?} ({e}): `delayqs daemons`, `status` and `pause` do not see this daemon; allow the user those keys",
+                        self.config.keys.daemons(),
+                        self.config.keys.paused()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         match (&self.paused, &paused) {
             (None, Some(note)) => info!(
                 "the queue is paused ({note}): nothing is claimed until `delayqs resume`; calls in flight still settle"
@@ -448,12 +471,23 @@ impl Dispatcher {
         let active = self.store.shards().to_vec();
         let first = self.turn % active.len();
         self.turn = self.turn.wrapping_add(1);
-        for k in 0..active.len() {
-            let shard = active[(first + k) % active.len()];
+        let mut order: Vec<usize> = (0..active.len())
+            .map(|k| active[(first + k) % active.len()])
+            .collect();
+        // Outcomes of a shard no longer claimed from (it emptied) are written all the
+        // same; it gets no room.
+        order.extend(
+            (0..self.shards.len())
+                .filter(|i| !active.contains(i) && !self.shards[*i].pending.is_empty()),
+        );
+        for (k, &shard) in order.iter().enumerate() {
             // Each shard's share of the room left, rounded up; what one leaves unused
             // goes to those after it. With less room than shards the first turns
             // rotate, so none starves.
-            let share = self.room().div_ceil(active.len() - k);
+            let share = match k < active.len() {
+                true => self.room().div_ceil(active.len() - k),
+                false => 0,
+            };
             if share == 0 && self.shards[shard].pending.is_empty() {
                 continue;
             }
@@ -766,13 +800,8 @@ impl Dispatcher {
         // A failed read drops the connection; the next round reconnects, and checks
         // the server again on the new one. The counters go out either way.
         let gauges = with_gauges.then(|| self.store.gauges(now).ok()).flatten();
-        if let Err(e) = metrics::write_atomic(&path, &self.metrics.render(gauges)) {
-            // Once per interval at most; the daemon's work does not depend on it.
-            error!(
-                "cannot write the metrics file {} (config `metricsFile`): {e}",
-                path.display()
-            );
-        }
+        // The daemon's work does not depend on it: a failure is only logged.
+        self.metrics_file.write(&path, &self.metrics.render(gauges));
     }
 
     fn warn_about_old_daemon_keys(&mut self) -> redis::RedisResult<()> {

@@ -11,9 +11,7 @@ pub mod script;
 mod sentinel;
 
 pub use claim::{AttemptsValue, ClaimBatch, Claimed, Score, SetAside};
-pub use connection::{Conn, Settle, SettleOp, Store, open};
-// For `delayqs top`, which looks for shards left by a larger `shards` as the daemon does.
-pub use connection::shards_in_use;
+pub use connection::{Conn, Settle, SettleOp, Store, open, shards_in_use};
 
 /// The admin commands' scripts, run on their own connection.
 pub mod lua {

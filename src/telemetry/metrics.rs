@@ -8,6 +8,9 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{error, info};
 
 /// Upper bounds of the lateness buckets, seconds: from "on time" to "a poll late" to
 /// "Redis was away".
@@ -251,6 +254,81 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     written
 }
 
+/// Whether a file can be created in `dir` by this process, found by creating (the way
+/// [`write_atomic`] does) and removing one: permission bits cannot tell, as root,
+/// ACLs, read-only mounts and systemd's `ProtectSystem=` make them lie.
+pub fn probe_dir(dir: &Path) -> io::Result<()> {
+    let (tmp, file) = create_temporary(dir, OsStr::new("delayqs-probe"))?;
+    drop(file);
+    fs::remove_file(tmp)
+}
+
+/// How often a metrics file that still cannot be written is said again.
+pub const STILL_FAILING_EVERY: Duration = Duration::from_secs(600);
+
+/// Writes the metrics file and says when that stops working: once when it fails, then
+/// at most every [`STILL_FAILING_EVERY`] while it goes on (written every few seconds,
+/// the file would otherwise fill the log with one line per interval), and once when it
+/// works again.
+#[derive(Debug, Default)]
+pub struct MetricsFile {
+    /// Since when, and when it was last said, while writing fails.
+    failing: Option<(Instant, Instant)>,
+}
+
+/// A line to log about the metrics file.
+#[derive(Debug, PartialEq, Eq)]
+enum Say {
+    Failed,
+    StillFailing(Duration),
+    WorksAgain(Duration),
+}
+
+impl MetricsFile {
+    pub fn write(&mut self, path: &Path, text: &str) {
+        let result = write_atomic(path, text);
+        let shown = path.display();
+        let fix = "make its directory writable by the user delayqs runs as, or change the key";
+        match (self.judge(result.is_ok(), Instant::now()), result) {
+            (Some(Say::Failed), Err(e)) => error!(
+                "cannot write the metrics file {shown} (config `metricsFile`): {e}; {fix}. Said again every {} minutes while it fails",
+                STILL_FAILING_EVERY.as_secs() / 60
+            ),
+            (Some(Say::StillFailing(d)), Err(e)) => error!(
+                "still cannot write the metrics file {shown} (config `metricsFile`), for {}: {e}; {fix}",
+                crate::timefmt::human(d)
+            ),
+            (Some(Say::WorksAgain(d)), _) => info!(
+                "the metrics file {shown} is written again, after failing for {}",
+                crate::timefmt::human(d)
+            ),
+            _ => {}
+        }
+    }
+
+    /// What to say after a write that went `ok` at `now`, if anything.
+    fn judge(&mut self, ok: bool, now: Instant) -> Option<Say> {
+        match (self.failing, ok) {
+            (None, true) => None,
+            (Some((since, _)), true) => {
+                self.failing = None;
+                Some(Say::WorksAgain(now.saturating_duration_since(since)))
+            }
+            (None, false) => {
+                self.failing = Some((now, now));
+                Some(Say::Failed)
+            }
+            (Some((since, said)), false) => {
+                if now.saturating_duration_since(said) < STILL_FAILING_EVERY {
+                    return None;
+                }
+                self.failing = Some((since, now));
+                Some(Say::StillFailing(now.saturating_duration_since(since)))
+            }
+        }
+    }
+}
+
 /// Creates a new file with a random name beside `name` in `dir`, never following a
 /// symlink and never opening a file that exists.
 fn create_temporary(dir: &Path, name: &OsStr) -> io::Result<(PathBuf, fs::File)> {
@@ -333,6 +411,44 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["delayqs.prom", "taken.prom"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_file_is_said_once_then_every_ten_minutes_then_once_when_it_works() {
+        let mut m = MetricsFile::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(m.judge(true, at(0)), None);
+        assert_eq!(m.judge(false, at(5)), Some(Say::Failed));
+        for s in (10..605).step_by(5) {
+            assert_eq!(m.judge(false, at(s)), None, "at {s} s");
+        }
+        assert_eq!(
+            m.judge(false, at(605)),
+            Some(Say::StillFailing(Duration::from_secs(600)))
+        );
+        assert_eq!(m.judge(false, at(610)), None);
+        assert_eq!(
+            m.judge(false, at(1205)),
+            Some(Say::StillFailing(Duration::from_secs(1200)))
+        );
+        assert_eq!(
+            m.judge(true, at(1210)),
+            Some(Say::WorksAgain(Duration::from_secs(1205)))
+        );
+        assert_eq!(m.judge(true, at(1215)), None);
+        // A new failure is news again.
+        assert_eq!(m.judge(false, at(1220)), Some(Say::Failed));
+    }
+
+    #[test]
+    fn probing_a_directory_leaves_nothing_behind() {
+        let dir = scratch("metrics-probe");
+        probe_dir(&dir).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        let e = probe_dir(&dir.join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
         fs::remove_dir_all(&dir).unwrap();
     }
 
