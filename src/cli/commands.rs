@@ -717,7 +717,7 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
         Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
         Command::Resume(a) => show(fleet::resume(&config)?, a.json),
-        Command::Top(_) => crate::cli::top::run(&config),
+        Command::Top(_) => crate::cli::top::run(config),
     }
 }
 

@@ -40,6 +40,8 @@ const PAUSE_REASON: &str = "paused from delayqs top";
 /// per type it carries).
 enum Msg {
     Model(Box<Model>),
+    /// Redis did not answer the refresh: why.
+    Away(String),
     Done(Done),
 }
 
@@ -49,7 +51,7 @@ struct Done {
     answer: Option<Vec<String>>,
 }
 
-pub fn run(config: &Config) -> Result<ExitCode, Error> {
+pub fn run(config: Config) -> Result<ExitCode, Error> {
     if !term::is_terminal() {
         return Err(Error::Usage(
             "`delayqs top` draws on a terminal, and its input or output is not one: run it in a terminal, or use `delayqs stats` and `delayqs daemons` in scripts".into(),
@@ -66,12 +68,13 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| Error::Os(format!("cannot install signal handlers: {e}")))?;
     }
+    let config = Arc::new(config);
     let (tx, messages) = crossbeam_channel::unbounded::<Msg>();
     sampler(config.clone(), tx.clone())?;
     let screen = term::Screen::enter()
         .map_err(|e| Error::Os(format!("cannot put the terminal in raw mode: {e}")))?;
 
-    let mut model = Sampler::new(config.clone()).sample_nothing();
+    let mut model = Model::before_reading(&config);
     let mut ui = Ui::default();
     let mut busy = false;
     let mut drawn_size = (0, 0);
@@ -87,7 +90,13 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
             match messages.try_recv() {
                 Ok(Msg::Model(m)) => {
                     ui.selected = follow(&model.failures, ui.selected, &m.failures);
+                    ui.push_rates(m.rates);
                     model = *m;
+                    dirty = true;
+                }
+                Ok(Msg::Away(why)) => {
+                    // The last figures stay, under the banner.
+                    model.away = Some(why);
                     dirty = true;
                 }
                 Ok(Msg::Done(d)) => {
@@ -142,13 +151,13 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
                 }
                 Action::TogglePause => {
                     busy = true;
-                    ui.status = Some(toggle_pause(config, &model, &tx));
+                    ui.status = Some(toggle_pause(&config, &model, &tx));
                 }
                 Action::Retry => match model.failures.get(ui.selected) {
                     None => ui.status = Some("no failed record to retry".into()),
                     Some(f) => {
                         busy = true;
-                        ui.status = Some(retry(config, &f.id, &tx));
+                        ui.status = Some(retry(&config, &f.id, &tx));
                     }
                 },
                 Action::Find(prefix) => {
@@ -157,7 +166,7 @@ pub fn run(config: &Config) -> Result<ExitCode, Error> {
                         Err(e) => ui.status = Some(e.to_string()),
                         Ok(arg) => {
                             busy = true;
-                            ui.status = Some(find(config, arg, &tx));
+                            ui.status = Some(find(&config, arg, &tx));
                         }
                     }
                 }
@@ -182,30 +191,36 @@ fn last(model: &Model) -> usize {
 }
 
 /// Starts the thread that reads the model once a second; it ends with the process.
-fn sampler(config: Config, tx: Sender<Msg>) -> Result<(), Error> {
-    thread::Builder::new()
-        .name("top-redis".into())
-        .spawn(move || {
-            let mut sampler = Sampler::new(config);
-            loop {
-                let began = Instant::now();
-                if tx.send(Msg::Model(Box::new(sampler.sample()))).is_err() {
-                    return;
-                }
-                thread::sleep(REFRESH.saturating_sub(began.elapsed()));
+fn sampler(config: Arc<Config>, tx: Sender<Msg>) -> Result<(), Error> {
+    start(Box::new(move || {
+        let mut sampler = Sampler::new(config);
+        loop {
+            let began = Instant::now();
+            let msg = match sampler.sample() {
+                Ok(model) => Msg::Model(Box::new(model)),
+                Err(why) => Msg::Away(why),
+            };
+            if tx.send(msg).is_err() {
+                return;
             }
-        })
-        .map_err(|e| Error::Os(format!("cannot start a thread: {e}")))?;
-    Ok(())
+            thread::sleep(REFRESH.saturating_sub(began.elapsed()));
+        }
+    }))
+    .map_err(|e| Error::Os(format!("cannot start a thread: {e}")))
 }
 
-/// Runs `f` on a thread of its own and sends its result; says what is under way.
-fn spawn(done: &Sender<Msg>, f: impl FnOnce() -> Done + Send + 'static) {
+/// Every thread starts here, boxed: a thread's start-up code is linked once per
+/// closure type it is given, and the static binary has a size budget.
+fn start(f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    thread::Builder::new().spawn(f).map(drop)
+}
+
+/// Runs `f` on a thread of its own and sends its result.
+fn spawn(done: &Sender<Msg>, f: Box<dyn FnOnce() -> Done + Send>) {
     let sender = done.clone();
-    let started = thread::Builder::new().spawn(move || {
+    if let Err(e) = start(Box::new(move || {
         let _ = sender.send(Msg::Done(f()));
-    });
-    if let Err(e) = started {
+    })) {
         let _ = done.send(Msg::Done(Done {
             status: format!("cannot start a thread: {e}"),
             answer: None,
@@ -213,19 +228,22 @@ fn spawn(done: &Sender<Msg>, f: impl FnOnce() -> Done + Send + 'static) {
     }
 }
 
-fn toggle_pause(config: &Config, model: &Model, done: &Sender<Msg>) -> String {
+fn toggle_pause(config: &Arc<Config>, model: &Model, done: &Sender<Msg>) -> String {
     let config = config.clone();
     let resume = model.paused.is_some();
-    spawn(done, move || {
-        let out = match resume {
-            true => fleet::resume(&config),
-            false => fleet::pause(&config, Some(PAUSE_REASON)),
-        };
-        Done {
-            status: out.map_or_else(|e| e.to_string(), |o| o.text.trim_end().to_string()),
-            answer: None,
-        }
-    });
+    spawn(
+        done,
+        Box::new(move || {
+            let out = match resume {
+                true => fleet::resume(&config),
+                false => fleet::pause(&config, Some(PAUSE_REASON)),
+            };
+            Done {
+                status: out.map_or_else(|e| e.to_string(), |o| o.text.trim_end().to_string()),
+                answer: None,
+            }
+        }),
+    );
     match resume {
         true => "resuming the queue…".into(),
         false => "pausing the queue…".into(),
@@ -233,47 +251,53 @@ fn toggle_pause(config: &Config, model: &Model, done: &Sender<Msg>) -> String {
 }
 
 /// `failed retry ID`, by the record's whole `Id`.
-fn retry(config: &Config, id: &str, done: &Sender<Msg>) -> String {
+fn retry(config: &Arc<Config>, id: &str, done: &Sender<Msg>) -> String {
     let arg = match IdArg::parse(id, true) {
         Ok(arg) => arg,
         Err(e) => return e.to_string(),
     };
     let config = config.clone();
-    spawn(done, move || {
-        let out = Admin::connect(&config)
-            .and_then(|mut admin| admin.failed_change("retry", Selection::Ids(vec![arg])));
-        let status = match out {
-            Ok(o) => {
-                let text = o.text.trim_end().replace('\n', "; ");
-                format!("retry: {text}")
+    spawn(
+        done,
+        Box::new(move || {
+            let out = Admin::connect(&config)
+                .and_then(|mut admin| admin.failed_change("retry", Selection::Ids(vec![arg])));
+            let status = match out {
+                Ok(o) => {
+                    let text = o.text.trim_end().replace('\n', "; ");
+                    format!("retry: {text}")
+                }
+                Err(e) => format!("retry failed: {e}"),
+            };
+            Done {
+                status,
+                answer: None,
             }
-            Err(e) => format!("retry failed: {e}"),
-        };
-        Done {
-            status,
-            answer: None,
-        }
-    });
+        }),
+    );
     format!("retrying {id}…")
 }
 
 /// `show PREFIX`, its answer shown whole.
-fn find(config: &Config, arg: IdArg, done: &Sender<Msg>) -> String {
+fn find(config: &Arc<Config>, arg: IdArg, done: &Sender<Msg>) -> String {
     let config = config.clone();
     let prefix = arg.text().to_string();
-    spawn(done, move || {
-        let out = Admin::connect(&config).and_then(|mut admin| admin.show(&arg));
-        match out {
-            Ok(o) => Done {
-                status: format!("looked up {}", arg.text()),
-                answer: Some(o.text.lines().map(str::to_string).collect()),
-            },
-            Err(e) => Done {
-                status: format!("{}: {e}", arg.text()),
-                answer: None,
-            },
-        }
-    });
+    spawn(
+        done,
+        Box::new(move || {
+            let out = Admin::connect(&config).and_then(|mut admin| admin.show(&arg));
+            match out {
+                Ok(o) => Done {
+                    status: format!("looked up {}", arg.text()),
+                    answer: Some(o.text.lines().map(str::to_string).collect()),
+                },
+                Err(e) => Done {
+                    status: format!("{}: {e}", arg.text()),
+                    answer: None,
+                },
+            }
+        }),
+    );
     format!("looking up {prefix}… (this reads every member: about 5 s per million jobs)")
 }
 

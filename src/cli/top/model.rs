@@ -5,7 +5,8 @@
 //! (one field per daemon). Nothing here scans a big key: no `HGETALL` of the attempts
 //! hash, no full pass over the failed list (`stats` does those, on demand).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
@@ -26,14 +27,12 @@ const TAIL_EVERY: Duration = Duration::from_secs(10);
 /// How often to look for shards a larger `shards` setting left holding jobs (one
 /// `EXISTS` per shard not configured, up to 64), as the daemon does.
 const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
-/// Rate samples kept: ten minutes at one a second.
-pub const HISTORY: usize = 600;
 /// How long a heartbeat record stands for, when it does not say when it was written
 /// (a daemon older than `beatAt`): its expiry is this long after.
 const HEARTBEAT_LIFE: f64 = 10.0;
 
 /// Jobs in each state, summed over the shards.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     pub pending: u64,
     pub due: u64,
@@ -48,7 +47,7 @@ pub struct Counts {
 }
 
 /// One daemon, from its heartbeat.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Daemon {
     pub host: String,
     pub pid: u64,
@@ -72,7 +71,7 @@ pub struct Daemon {
 }
 
 /// One callback host, from the in-flight set, the failed tail and the breakers.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Host {
     pub host: String,
     pub inflight: u64,
@@ -84,7 +83,7 @@ pub struct Host {
 }
 
 /// A failed record, as shown.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Failure {
     /// The record's `Id` (a job id, or an old daemon's id).
     pub id: String,
@@ -94,8 +93,8 @@ pub struct Failure {
     pub error: String,
 }
 
-/// Everything one screen shows.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything one screen shows but the rates' history (the view keeps that).
+#[derive(Debug, Default)]
 pub struct Model {
     pub queue: String,
     /// The Redis URL, credentials masked.
@@ -116,15 +115,26 @@ pub struct Model {
     pub failures: Vec<Failure>,
     /// Some shard had more in flight than was read: the host counts are partial.
     pub inflight_partial: bool,
-    /// Per second, summed over the daemons, oldest first, one sample per refresh.
-    pub delivered_rate: VecDeque<f64>,
-    pub failed_rate: VecDeque<f64>,
-    pub attempts_failed_rate: VecDeque<f64>,
+    /// Per second, summed over the daemons: delivered, failed for good, attempts
+    /// failed.
+    pub rates: [f64; 3],
     /// The worst daemon's lateness of the last minute.
     pub late_p50: Option<f64>,
     pub late_p99: Option<f64>,
     /// Redis commands the last refresh sent.
     pub commands: usize,
+}
+
+impl Model {
+    /// What is known before Redis has answered: the queue and where it is.
+    pub fn before_reading(config: &Config) -> Model {
+        Model {
+            queue: config.keys.queue.clone(),
+            redis: config.redis_url_redacted(),
+            shards: config.keys.shards,
+            ..Model::default()
+        }
+    }
 }
 
 /// A daemon's counters at its last heartbeat, and its rates from the one before.
@@ -144,23 +154,16 @@ struct Tail {
 
 /// Reads the model once a second, on its own connection; keeps what rates need.
 pub struct Sampler {
-    config: Config,
+    config: Arc<Config>,
     con: Option<Conn>,
     shards: Vec<usize>,
     last_probe: Option<Instant>,
     beats: HashMap<String, Beat>,
     tails: HashMap<usize, Tail>,
-    model: Model,
 }
 
 impl Sampler {
-    pub fn new(config: Config) -> Sampler {
-        let model = Model {
-            queue: config.keys.queue.clone(),
-            redis: config.redis_url_redacted(),
-            shards: config.keys.shards,
-            ..Model::default()
-        };
+    pub fn new(config: Arc<Config>) -> Sampler {
         Sampler {
             shards: (0..config.keys.shards).collect(),
             config,
@@ -168,32 +171,22 @@ impl Sampler {
             last_probe: None,
             beats: HashMap::new(),
             tails: HashMap::new(),
-            model,
         }
     }
 
-    /// The model before anything was read.
-    pub fn sample_nothing(&self) -> Model {
-        self.model.clone()
+    /// One refresh; when Redis does not answer, what to say (the next call connects
+    /// again).
+    pub fn sample(&mut self) -> Result<Model, String> {
+        self.read().map_err(|e| {
+            self.con = None;
+            format!(
+                "Redis at {} does not answer: {e}; trying again every second",
+                self.config.redis_url_redacted()
+            )
+        })
     }
 
-    /// One refresh. Redis away is not an error here: the model says so, keeps the
-    /// last figures, and the next call connects again.
-    pub fn sample(&mut self) -> Model {
-        match self.read() {
-            Ok(()) => self.model.away = None,
-            Err(e) => {
-                self.con = None;
-                self.model.away = Some(format!(
-                    "Redis at {} does not answer: {e}; trying again every second",
-                    self.model.redis
-                ));
-            }
-        }
-        self.model.clone()
-    }
-
-    fn read(&mut self) -> redis::RedisResult<()> {
+    fn read(&mut self) -> redis::RedisResult<Model> {
         if self.con.is_none() {
             self.con = Some(crate::store::open(&self.config)?);
         }
@@ -217,8 +210,7 @@ impl Sampler {
         let mut partial = false;
         for &shard in &self.shards {
             let k = keys.shard(shard);
-            type Reply = (u64, u64, u64, u64, u64, Vec<Vec<u8>>, Vec<(Vec<u8>, f64)>);
-            let (pending, due, inflight, failed, attempts, members, first): Reply = redis::pipe()
+            let mut r = redis::pipe()
                 .zcard(&k.queue)
                 .zcount(&k.queue, "-inf", now)
                 .zcard(&k.inflight)
@@ -226,7 +218,15 @@ impl Sampler {
                 .hlen(&k.attempts)
                 .zrange(&k.inflight, 0, INFLIGHT_READ as isize - 1)
                 .zrange_withscores(&k.queue, 0, 0)
-                .query(con)?;
+                .query::<Vec<redis::Value>>(con)?
+                .into_iter();
+            let pending: u64 = take(&mut r)?;
+            let due: u64 = take(&mut r)?;
+            let inflight: u64 = take(&mut r)?;
+            let failed: u64 = take(&mut r)?;
+            let attempts: u64 = take(&mut r)?;
+            let members: Vec<Vec<u8>> = take(&mut r)?;
+            let first: Vec<(Vec<u8>, f64)> = take(&mut r)?;
             commands += 7;
             counts.pending += pending;
             counts.due += due;
@@ -262,10 +262,13 @@ impl Sampler {
         self.tails.retain(|shard, _| self.shards.contains(shard));
         counts.oldest_late = oldest.map_or(0.0, |s| (now - s.max(0.0)).max(0.0));
 
-        let (beats, pause): (Vec<(String, String)>, Option<String>) = redis::pipe()
+        let mut r = redis::pipe()
             .hgetall(keys.daemons())
             .get(keys.paused())
-            .query(con)?;
+            .query::<Vec<redis::Value>>(con)?
+            .into_iter();
+        let beats: Vec<(String, String)> = take(&mut r)?;
+        let pause: Option<String> = take(&mut r)?;
         commands += 2;
 
         let records: Vec<Record> = beats
@@ -278,7 +281,7 @@ impl Sampler {
         });
         let daemons = self.daemons(&records, now);
 
-        let m = &mut self.model;
+        let mut m = Model::before_reading(&self.config);
         m.now = now;
         m.read = true;
         m.commands = commands;
@@ -291,12 +294,11 @@ impl Sampler {
         // From 0.0: a float sum of nothing is -0.0, shown as "-0.0".
         let rate =
             |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).fold(0.0, |a, b| a + b);
-        push(&mut m.delivered_rate, rate(|d| d.delivered_rate));
-        push(&mut m.failed_rate, rate(|d| d.failed_rate));
-        push(
-            &mut m.attempts_failed_rate,
+        m.rates = [
+            rate(|d| d.delivered_rate),
+            rate(|d| d.failed_rate),
             rate(|d| d.attempts_failed_rate),
-        );
+        ];
         let worst = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).reduce(f64::max);
         m.late_p50 = worst(|d| d.late_p50);
         m.late_p99 = worst(|d| d.late_p99);
@@ -318,7 +320,7 @@ impl Sampler {
         m.failures = failures;
         m.inflight_partial = partial;
         m.daemons = daemons;
-        Ok(())
+        Ok(m)
     }
 
     /// The daemons' rows, and their rates from the heartbeat before: a daemon seen
@@ -373,15 +375,17 @@ impl Sampler {
     }
 }
 
-fn num(r: &Record, name: &str) -> f64 {
-    r.fields[name].as_f64().unwrap_or(0.0)
+/// The next of a pipeline's replies, as `T`: each type's parser is linked already,
+/// where a tuple of them would be one more (the static binary has a size budget).
+fn take<T: redis::FromRedisValue>(
+    replies: &mut std::vec::IntoIter<redis::Value>,
+) -> redis::RedisResult<T> {
+    let reply = replies.next().unwrap_or(redis::Value::Nil);
+    Ok(redis::from_redis_value(reply)?)
 }
 
-fn push(history: &mut VecDeque<f64>, value: f64) {
-    if history.len() == HISTORY {
-        history.pop_front();
-    }
-    history.push_back(value);
+fn num(r: &Record, name: &str) -> f64 {
+    r.fields[name].as_f64().unwrap_or(0.0)
 }
 
 /// `items` in the order of `key`, equals in the order given. Every table goes through

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::cli::listing::thousands;
 use crate::cli::top::input::Mode;
-use crate::cli::top::model::{HISTORY, Model};
+use std::collections::VecDeque;
+
+use crate::cli::top::model::Model;
 use crate::timefmt::{human, rfc3339};
 
 /// How a line is painted.
@@ -38,6 +40,24 @@ pub struct Ui {
     pub status: Option<String>,
     /// A lookup's answer, shown in `Mode::Answer`.
     pub answer: Vec<String>,
+    /// Delivered, failed and attempts failed per second, oldest first, one sample
+    /// per refresh.
+    pub rates: [VecDeque<f64>; 3],
+}
+
+/// Rate samples kept: ten minutes at one a second.
+const HISTORY: usize = 600;
+
+impl Ui {
+    /// Adds a refresh's rates to their history.
+    pub fn push_rates(&mut self, rates: [f64; 3]) {
+        for (history, rate) in self.rates.iter_mut().zip(rates) {
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(rate);
+        }
+    }
 }
 
 impl Default for Ui {
@@ -47,6 +67,7 @@ impl Default for Ui {
             selected: 0,
             status: None,
             answer: Vec::new(),
+            rates: Default::default(),
         }
     }
 }
@@ -113,13 +134,12 @@ pub fn render(m: &Model, ui: &Ui, width: usize, height: usize) -> Vec<Line> {
         _ => format!("oldest due job late by {}", seconds(c.oldest_late)),
     };
     top.push(line(format!("{late}   {oldest}"), Style::Plain));
-    top.push(spark_line("delivered/s", &m.delivered_rate, width));
-    top.push(spark_line("failed/s", &m.failed_rate, width));
-    top.push(spark_line(
-        "failed attempts/s",
-        &m.attempts_failed_rate,
-        width,
-    ));
+    for (label, history) in ["delivered/s", "failed/s", "failed attempts/s"]
+        .into_iter()
+        .zip(&ui.rates)
+    {
+        top.push(spark_line(label, history, width));
+    }
 
     let mut bottom = vec![
         match &ui.mode {
@@ -349,7 +369,7 @@ fn table(head: &[&str], rows: &[Vec<String>], selected: Option<usize>) -> Vec<Li
 }
 
 /// `delivered/s   12.5 ▁▂▄█` over as many of the latest samples as fit.
-fn spark_line(label: &str, history: &std::collections::VecDeque<f64>, width: usize) -> Line {
+fn spark_line(label: &str, history: &VecDeque<f64>, width: usize) -> Line {
     let now = history.back().copied().unwrap_or(0.0);
     let head = format!("{label:<17}{now:>9.1}  ");
     // Room for the span after it: "  last 10m 0s max 12345.6".
@@ -492,9 +512,6 @@ mod tests {
                     error: format!("HTTP 50{i}"),
                 })
                 .collect(),
-            delivered_rate: [0.0, 50.0, 100.0, 120.5].into(),
-            failed_rate: [0.0, 0.0, 1.0, 0.0].into(),
-            attempts_failed_rate: [0.0, 3.0, 2.0, 1.5].into(),
             late_p50: Some(0.012),
             late_p99: Some(0.250),
             ..Model::default()
@@ -514,7 +531,16 @@ mod tests {
 
     #[test]
     fn the_counts_the_daemons_the_hosts_and_the_failures_fit_the_screen() {
-        let lines = render(&model(), &Ui::default(), 120, 40);
+        let mut ui = Ui::default();
+        for rates in [
+            [0.0, 0.0, 0.0],
+            [50.0, 0.0, 3.0],
+            [100.0, 1.0, 2.0],
+            [120.5, 0.0, 1.5],
+        ] {
+            ui.push_rates(rates);
+        }
+        let lines = render(&model(), &ui, 120, 40);
         assert_eq!(lines.len(), 40);
         assert!(
             lines.iter().all(|l| l.text.chars().count() <= 120),
