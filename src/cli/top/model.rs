@@ -5,7 +5,7 @@
 //! (one field per daemon). Nothing here scans a big key: no `HGETALL` of the attempts
 //! hash, no full pass over the failed list (`stats` does those, on demand).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,8 +158,11 @@ pub struct Sampler {
     con: Option<Conn>,
     shards: Vec<usize>,
     last_probe: Option<Instant>,
-    beats: HashMap<String, Beat>,
-    tails: HashMap<usize, Tail>,
+    /// Per daemon id; a handful, so a list. (Small containers, here and below: each
+    /// map type links its own code, and the static binary has a size budget.)
+    beats: Vec<(String, Beat)>,
+    /// Per shard number.
+    tails: Vec<Option<Tail>>,
 }
 
 impl Sampler {
@@ -169,8 +172,8 @@ impl Sampler {
             config,
             con: None,
             last_probe: None,
-            beats: HashMap::new(),
-            tails: HashMap::new(),
+            beats: Vec::new(),
+            tails: (0..crate::config::MAX_SHARDS).map(|_| None).collect(),
         }
     }
 
@@ -240,26 +243,26 @@ impl Sampler {
             if let Some((_, score)) = first.first() {
                 oldest = Some(oldest.map_or(*score, |o: f64| o.min(*score)));
             }
-            let stale = self
-                .tails
-                .get(&shard)
+            let stale = self.tails[shard]
+                .as_ref()
                 .is_none_or(|t| t.len != failed || t.read_at.elapsed() >= TAIL_EVERY);
             if stale {
                 let raw: Vec<Vec<u8>> = con.lrange(&k.failed, -(FAILED_TAIL as isize), -1)?;
                 commands += 1;
                 let records = raw.iter().map(|r| failure_of(r)).collect();
                 let read_at = Instant::now();
-                self.tails.insert(
-                    shard,
-                    Tail {
-                        len: failed,
-                        read_at,
-                        records,
-                    },
-                );
+                self.tails[shard] = Some(Tail {
+                    len: failed,
+                    read_at,
+                    records,
+                });
             }
         }
-        self.tails.retain(|shard, _| self.shards.contains(shard));
+        for (shard, tail) in self.tails.iter_mut().enumerate() {
+            if !self.shards.contains(&shard) {
+                *tail = None;
+            }
+        }
         counts.oldest_late = oldest.map_or(0.0, |s| (now - s.max(0.0)).max(0.0));
 
         let mut r = redis::pipe()
@@ -276,9 +279,7 @@ impl Sampler {
             .filter_map(|(_, line)| Record::parse(line))
             .filter(|r| r.expires >= now)
             .collect();
-        let records = ordered(records, |r| {
-            u128::from(num(r, "started").max(0.0).to_bits())
-        });
+        let records = ordered(records, |r| millis(num(r, "started")));
         let daemons = self.daemons(&records, now);
 
         let mut m = Model::before_reading(&self.config);
@@ -302,19 +303,20 @@ impl Sampler {
         let worst = |f: fn(&Daemon) -> Option<f64>| daemons.iter().filter_map(f).reduce(f64::max);
         m.late_p50 = worst(|d| d.late_p50);
         m.late_p99 = worst(|d| d.late_p99);
-        let paused_hosts: BTreeSet<String> = records
+        let paused_hosts: Vec<&str> = records
             .iter()
             .filter_map(|r| r.fields["pausedHosts"].as_array())
             .flatten()
-            .filter_map(|h| h.as_str().map(str::to_string))
+            .filter_map(|h| h.as_str())
             .collect();
         let failures: Vec<Failure> = self
             .tails
-            .values()
+            .iter()
+            .flatten()
             .flat_map(|t| t.records.iter().cloned())
             .collect();
         // Newest first.
-        let mut failures = ordered(failures, |f| inverse(f.at.max(0.0).to_bits()));
+        let mut failures = ordered(failures, |f| inverse(millis(f.at)));
         failures.truncate(FAILED_TAIL);
         m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts);
         m.failures = failures;
@@ -327,14 +329,15 @@ impl Sampler {
     /// for the first time has none yet (its counters count since its start), and one
     /// gone is forgotten.
     fn daemons(&mut self, records: &[Record], now: f64) -> Vec<Daemon> {
-        let mut seen = BTreeSet::new();
+        let mut beats = Vec::new();
         let mut rows = Vec::new();
         for r in records {
             let f = &r.fields;
             let id = f["id"].as_str().unwrap_or_default().to_string();
             let at = f["beatAt"].as_f64().unwrap_or(r.expires - HEARTBEAT_LIFE);
             let counters = ["delivered", "failed", "attemptsFailed"].map(|n| num(r, n));
-            let beat = match self.beats.remove(&id) {
+            let before = self.beats.iter().position(|(i, _)| *i == id);
+            let beat = match before.map(|at| self.beats.swap_remove(at).1) {
                 Some(prev) if at > prev.at => Beat {
                     at,
                     counters,
@@ -367,10 +370,10 @@ impl Sampler {
                 late_p99: f["lateP99"].as_f64(),
                 paused: f["paused"].as_bool().unwrap_or(false),
             });
-            seen.insert(id.clone());
-            self.beats.insert(id, beat);
+            beats.push((id, beat));
         }
-        self.beats.retain(|id, _| seen.contains(id));
+        // The daemons not listed any more are forgotten.
+        self.beats = beats;
         rows
     }
 }
@@ -388,21 +391,37 @@ fn num(r: &Record, name: &str) -> f64 {
     r.fields[name].as_f64().unwrap_or(0.0)
 }
 
-/// `items` in the order of `key`, equals in the order given. Every table goes through
-/// this one sort of plain keys: a sort's code is several kilobytes per type it is used
-/// with, and the static binary has a size budget.
-fn ordered<T>(items: Vec<T>, key: impl Fn(&T) -> u128) -> Vec<T> {
-    let mut keys: Vec<(u128, usize)> = items.iter().map(key).zip(0..).collect();
+/// Bits of a sort key; the lower bits of the `u64` sorted carry the item's place.
+const KEY_BITS: u32 = 47;
+const KEY_MAX: u64 = (1 << KEY_BITS) - 1;
+const PLACE_BITS: u32 = 64 - KEY_BITS;
+
+/// `items` in the order of `key` (at most [`KEY_BITS`] bits), equals in the order
+/// given. Every table goes through this one sort of `u64`s: a sort's code is several
+/// kilobytes per type it is used with, and the static binary has a size budget. Past
+/// 2^17 items (never: hosts are at most 1,000 per shard in flight and 200 failed) the
+/// rest are dropped.
+fn ordered<T>(items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut keys: Vec<u64> = (0..)
+        .zip(items.iter().take(1 << PLACE_BITS))
+        .map(|(place, t)| (key(t).min(KEY_MAX) << PLACE_BITS) | place)
+        .collect();
     keys.sort_unstable();
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let place = |k: u64| (k & ((1 << PLACE_BITS) - 1)) as usize;
     keys.into_iter()
-        .filter_map(|(_, i)| slots[i].take())
+        .filter_map(|k| slots[place(k)].take())
         .collect()
 }
 
-/// A key that sorts `n` (up to 2^63) the other way round, in 63 bits.
-fn inverse(n: u64) -> u128 {
-    u128::from((u64::MAX >> 1) - n.min(u64::MAX >> 1))
+/// A key that sorts `n` the other way round.
+fn inverse(n: u64) -> u64 {
+    KEY_MAX - n.min(KEY_MAX)
+}
+
+/// Unix seconds as milliseconds, for a sort key (41 bits until the year 2039 + 30).
+fn millis(unix: f64) -> u64 {
+    (unix.max(0.0) * 1000.0) as u64
 }
 
 fn failure_of(raw: &[u8]) -> Failure {
@@ -418,35 +437,46 @@ fn failure_of(raw: &[u8]) -> Failure {
 
 /// Hosts with jobs in flight, recent failures or a breaker holding them: the busiest
 /// and most troubled first.
-fn hosts(
-    inflight: &BTreeMap<String, u64>,
-    failures: &[Failure],
-    paused: &BTreeSet<String>,
-) -> Vec<Host> {
-    let mut by_host: BTreeMap<String, Host> = BTreeMap::new();
-    fn entry<'a>(by_host: &'a mut BTreeMap<String, Host>, name: &str) -> &'a mut Host {
-        by_host.entry(name.to_string()).or_insert_with(|| Host {
-            host: name.to_string(),
+fn hosts(inflight: &BTreeMap<String, u64>, failures: &[Failure], paused: &[&str]) -> Vec<Host> {
+    // By name, as the map is, so that a host is found by binary search.
+    let mut rows: Vec<Host> = inflight
+        .iter()
+        .map(|(host, n)| Host {
+            host: host.clone(),
+            inflight: *n,
             ..Host::default()
         })
-    }
-    for (host, n) in inflight {
-        entry(&mut by_host, host).inflight = *n;
+        .collect();
+    fn entry<'a>(rows: &'a mut Vec<Host>, name: &str) -> &'a mut Host {
+        let at = match rows.binary_search_by(|h| h.host.as_str().cmp(name)) {
+            Ok(at) => at,
+            Err(at) => {
+                let host = Host {
+                    host: name.to_string(),
+                    ..Host::default()
+                };
+                rows.insert(at, host);
+                at
+            }
+        };
+        &mut rows[at]
     }
     for f in failures {
-        let h = entry(&mut by_host, &f.host);
+        let h = entry(&mut rows, &f.host);
         h.failures += 1;
         // Newest first: the first seen is the last error.
         h.last_error.get_or_insert_with(|| f.error.clone());
     }
     for host in paused {
-        entry(&mut by_host, host).paused = true;
+        entry(&mut rows, host).paused = true;
     }
     // Paused first, then the most in flight, then the most failures; by name among
-    // equals (the map's order, kept).
-    let rows: Vec<Host> = by_host.into_values().collect();
+    // equals.
+    const COUNT: u64 = (1 << 23) - 1;
     ordered(rows, |h| {
-        (u128::from(!h.paused) << 126) | (inverse(h.inflight) << 63) | inverse(h.failures)
+        let key =
+            (u64::from(h.paused) << 46) | (h.inflight.min(COUNT) << 23) | h.failures.min(COUNT);
+        inverse(key)
     })
 }
 
@@ -456,7 +486,11 @@ mod tests {
 
     #[test]
     fn hosts_are_ordered_paused_then_busiest_with_their_last_error() {
-        let inflight = BTreeMap::from([("a:80".to_string(), 1), ("b:80".to_string(), 5)]);
+        let inflight = BTreeMap::from([
+            ("e:80".to_string(), 1),
+            ("a:80".to_string(), 1),
+            ("b:80".to_string(), 5),
+        ]);
         let failures = [
             Failure {
                 host: "c:80".into(),
@@ -469,11 +503,23 @@ mod tests {
                 ..Failure::default()
             },
         ];
-        let paused = BTreeSet::from(["d:80".to_string()]);
+        let paused = ["d:80"];
         let rows = hosts(&inflight, &failures, &paused);
         let names: Vec<&str> = rows.iter().map(|h| h.host.as_str()).collect();
-        assert_eq!(names, ["d:80", "b:80", "a:80", "c:80"]);
-        assert_eq!(rows[3].failures, 2);
-        assert_eq!(rows[3].last_error.as_deref(), Some("HTTP 500 (newest)"));
+        assert_eq!(names, ["d:80", "b:80", "a:80", "e:80", "c:80"]);
+        assert_eq!(rows[4].failures, 2);
+        assert_eq!(rows[4].last_error.as_deref(), Some("HTTP 500 (newest)"));
+    }
+
+    #[test]
+    fn ordered_sorts_by_key_and_keeps_equals_in_place() {
+        let items = vec![(3, 'a'), (1, 'b'), (3, 'c'), (KEY_MAX + 5, 'd'), (0, 'e')];
+        let got: Vec<char> = ordered(items, |(k, _)| *k)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(got, ['e', 'b', 'a', 'c', 'd']);
+        let newest_first: Vec<u64> = ordered(vec![10, 30, 20], |t| inverse(millis(*t as f64)));
+        assert_eq!(newest_first, [30, 20, 10]);
     }
 }
