@@ -243,3 +243,34 @@ fn a_user_allowed_only_the_queues_keys_still_delivers_without_a_heartbeat() {
     );
     assert!(!log.contains("tight-pw"), "{log}");
 }
+
+#[test]
+fn heartbeats_expire_by_redis_clock_whatever_a_daemons_host_clock_says() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    // Paused, so neither daemon claims: Redis's clock reaches them by the heartbeat only.
+    assert!(delayqs(&config, &["pause"]).status.success());
+    let honest = Daemon::start_with_file(&config);
+    let preload = format!("LD_PRELOAD={}", libfaketime());
+    let wrapper = [
+        "env",
+        "FAKETIME_DONT_FAKE_MONOTONIC=1",
+        &preload,
+        "FAKETIME=+1h",
+    ];
+    let mut ahead = Daemon::start_under(&wrapper, &config);
+    honest.wait_ready();
+    ahead.wait_ready();
+    let both: HashSet<u64> = [honest.pid(), ahead.pid()].map(u64::from).into();
+    wait_until(PATIENCE, "both listed", || pids(&config) == both);
+    // Several beats later the skewed daemon has not dropped the honest one's record.
+    thread::sleep(Duration::from_secs(5));
+    assert_eq!(pids(&config), both);
+    // Killed, the skewed one's record goes within its 10 s, not an hour later.
+    ahead.kill9();
+    wait_until(
+        Duration::from_secs(30),
+        "the killed daemon's record to expire",
+        || pids(&config) == [u64::from(honest.pid())].into(),
+    );
+}

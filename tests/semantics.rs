@@ -64,19 +64,6 @@ fn a_daemon_with_a_skewed_clock_never_delivers_early() {
     }
 }
 
-/// Debian's libfaketime (the `faketime` package `make test` installs).
-fn libfaketime() -> String {
-    let found = std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .flatten()
-        .map(|d| d.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists());
-    found
-        .expect("libfaketime.so.1 not found: install Debian's faketime package (make test does)")
-        .display()
-        .to_string()
-}
-
 #[test]
 fn retry_after_holds_the_next_attempt_and_the_attempt_counts() {
     let redis = RedisServer::start();

@@ -182,6 +182,13 @@ fn an_old_producer_writing_key_and_a_lowered_shards_setting_lose_nothing() {
     let redis = RedisServer::start();
     let mut con = redis.con();
     let endpoint = Endpoint::succeeding();
+    // A daemon ran the queue with `shards: 4` (and recorded it), then stopped.
+    let mut four = Daemon::start(&redis, keys(4));
+    four.wait_ready();
+    four.signal("TERM");
+    assert!(four.wait_exit().success());
+    let recorded: Option<String> = con.get("{dq}:job_zqueue:shards").unwrap();
+    assert_eq!(recorded.as_deref(), Some("4"));
     // Written under `shards: 4`: some jobs land in shard 3, which `shards: 2` no
     // longer names; and one old producer writes the configured key itself.
     let mut expected = 0;
@@ -356,6 +363,8 @@ fn the_admin_commands_see_every_shard() {
             break;
         }
     }
+    // A daemon once ran it with `shards: 6` (the record says so): shard 5 is drained.
+    let _: () = con.set("{dq}:job_zqueue:shards", 6).unwrap();
     let stray = member("http://127.0.0.1:9/stray", json!("s"));
     let _: () = con.zadd(shard_key(TAG_KEYS[0], 5), &stray, 1e9).unwrap();
 
@@ -396,6 +405,16 @@ fn the_admin_commands_see_every_shard() {
     let stray_id = job_id(&mut con, &stray);
     admin(&config, &["cancel", &stray_id[..7]]);
     assert_eq!(con.zcard::<_, usize>(shard_key(TAG_KEYS[0], 5)).unwrap(), 0);
+    // A job written under two settings has a copy in two shards: both go.
+    let twice = member("http://127.0.0.1:9/twice", json!("t"));
+    let _: () = con.zadd(TAG_KEYS[0], &twice, 2e9).unwrap();
+    let _: () = con.zadd(shard_key(TAG_KEYS[0], 1), &twice, 2e9).unwrap();
+    let twice_id = job_id(&mut con, &twice);
+    admin(&config, &["cancel", &twice_id]);
+    for shard in [0, 1] {
+        let left: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], shard), &twice).unwrap();
+        assert_eq!(left, None, "the copy in shard {shard} is cancelled too");
+    }
 
     // failed records in two shards: listed, retried by id and by filter into their
     // own shards.
@@ -424,4 +443,26 @@ fn the_admin_commands_see_every_shard() {
     let back: Option<f64> = con.zscore(TAG_KEYS[0], &m0).unwrap();
     assert!(back.is_some(), "retried into shard 0");
     assert_eq!(admin(&config, &["failed", "list"])["total"], 0);
+}
+
+#[test]
+fn a_key_that_only_looks_like_a_shard_is_left_alone() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    // Another queue of the shop, named as shard 1 of this one would be: no daemon
+    // ever ran this queue with more than one shard, so it is not a shard of it.
+    let theirs = member(&endpoint.url("/theirs"), json!("theirs"));
+    let _: () = con.zadd("{dq:1}:job_zqueue", &theirs, 0).unwrap();
+    let ours = member(&endpoint.url("/ours"), json!("ours"));
+    let _: () = con.zadd(TAG_KEYS[0], &ours, 0).unwrap();
+    let daemon = Daemon::start(&redis, keys(1));
+    daemon.wait_ready();
+    endpoint.wait_for(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(endpoint.count(), 1, "only this queue's job");
+    assert_eq!(con.zcard::<_, usize>("{dq:1}:job_zqueue").unwrap(), 1);
+    assert!(!daemon.log().contains("holds jobs but"), "{}", daemon.log());
+    let stats = admin(&config_file(&redis, keys(1)), &["stats"]);
+    assert_eq!(stats["pending"], 0, "{stats}");
 }

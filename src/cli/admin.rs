@@ -74,9 +74,9 @@ impl Admin {
     pub(super) fn sets(&mut self) -> Result<Vec<ShardKeys>, Error> {
         let used = on(
             &self.url,
-            crate::store::shards_in_use(&mut self.con, &self.keys, true),
+            crate::store::shards_in_use(&mut self.con, &self.keys, true, false),
         )?;
-        Ok(used.into_iter().map(|i| self.keys.shard(i)).collect())
+        Ok(used.found.into_iter().map(|i| self.keys.shard(i)).collect())
     }
 
     /// Redis's clock, which the daemons judge due times by.
@@ -329,22 +329,28 @@ impl Admin {
         let mut not_found = Vec::new();
         match which {
             Selection::Ids(args) => {
-                // Each id's shard first, so that an id found in none is reported once.
+                // The whole ids first, so that a prefix is judged over every shard.
                 let (found, missing) = self.failed_ids(&sets, args)?;
                 not_found = missing;
-                for k in &sets {
-                    let here: Vec<IdArg> = found
-                        .iter()
-                        .filter(|(shard, _)| *shard == k.index)
-                        .map(|(_, id)| IdArg::parse(id, true))
-                        .collect::<Result<_, _>>()?;
-                    if here.is_empty() {
-                        continue;
-                    }
-                    let (got, gone) = self.failed_change_in(k, op, Selection::Ids(here))?;
+                let ids: Vec<IdArg> = found
+                    .iter()
+                    .map(|(_, id)| IdArg::parse(id, true))
+                    .collect::<Result<_, _>>()?;
+                // Then in every shard: a record may be in more than one list (a job
+                // written under two `shards` settings).
+                let mut gone_somewhere = Vec::new();
+                for k in sets.iter().filter(|_| !ids.is_empty()) {
+                    let (got, gone) = self.failed_change_in(k, op, Selection::Ids(ids.clone()))?;
                     reply.extend(got);
-                    not_found.extend(gone);
+                    gone_somewhere.extend(gone);
                 }
+                gone_somewhere.sort();
+                gone_somewhere.dedup();
+                not_found.extend(
+                    gone_somewhere
+                        .into_iter()
+                        .filter(|id| !reply.chunks(2).any(|p| &p[0] == id)),
+                );
             }
             which => {
                 for k in &sets {
@@ -511,17 +517,11 @@ impl Admin {
             .iter()
             .filter_map(|(_, f)| f.as_ref().map(|(id, m)| (id, m)))
             .collect();
+        // Cancelled in every shard, not only where it was found: a job written under
+        // two `shards` settings has a copy in each, and each would be delivered.
         let mut outcome: BTreeMap<&String, i64> = BTreeMap::new();
-        for k in &sets {
-            let here: Vec<(&String, &Vec<u8>)> = found
-                .iter()
-                .filter(|(_, (shard, _))| *shard == k.index)
-                .map(|(id, (_, m))| (*id, m))
-                .collect();
-            if here.is_empty() {
-                continue;
-            }
-            let members: Vec<&Vec<u8>> = here.iter().map(|(_, m)| *m).collect();
+        let members: Vec<&Vec<u8>> = found.values().map(|(_, m)| m).collect();
+        for k in sets.iter().filter(|_| !members.is_empty()) {
             let results: Vec<i64> = on(
                 &self.url,
                 Lua::new(lua::CANCEL)
@@ -531,7 +531,15 @@ impl Admin {
                     .arg(&members)
                     .invoke(&mut self.con),
             )?;
-            outcome.extend(here.iter().map(|(id, _)| *id).zip(results));
+            // In flight anywhere is what the operator must hear; then cancelled.
+            for (id, r) in found.keys().copied().zip(results) {
+                let was = outcome.entry(id).or_insert(0);
+                *was = match (*was, r) {
+                    (-1, _) | (_, -1) => -1,
+                    (1, _) | (_, 1) => 1,
+                    _ => 0,
+                };
+            }
         }
         let mut lines = String::new();
         let mut json_results = Vec::new();

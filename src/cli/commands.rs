@@ -119,7 +119,8 @@ struct RestartArgs {
 }
 
 #[derive(FromArgs, ArgsInfo)]
-/// Say whether the daemon runs: exit 0 running, 3 stopped, 1 dead with a pid file left.
+/// Say whether the daemon runs and works: exit 0 running, 3 stopped, 1 dead with a pid
+/// file left, 150 running but not working (Redis away, or no recent round).
 #[argh(subcommand, name = "status")]
 struct StatusArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)

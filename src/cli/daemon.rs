@@ -232,29 +232,44 @@ const STALE_ROUND_SECS: f64 = 30.0;
 /// whether that is recent.
 fn last_round(config: &Config, pid: u32) -> (String, bool) {
     match fleet::heartbeat_of(config, pid) {
-        Ok((Some(record), now)) => {
+        Ok(fleet::Heartbeat::Found(record, now)) => {
             let at = record.fields["lastRound"].as_f64().unwrap_or(0.0);
+            let ago = |t: f64| human(Duration::from_secs_f64((now - t).max(0.0)));
             if at == 0.0 {
-                return ("it has not finished a round yet".into(), false);
+                let started = record.fields["started"].as_f64().unwrap_or(0.0);
+                let young = now - started <= STALE_ROUND_SECS;
+                let line = format!(
+                    "it started {} ago and has not finished a round yet",
+                    ago(started)
+                );
+                return (line, young);
             }
-            let age = (now - at).max(0.0);
-            let shown = human(Duration::from_secs_f64(age));
-            match age <= STALE_ROUND_SECS {
-                true => (format!("its last round ended {shown} ago"), true),
+            match now - at <= STALE_ROUND_SECS {
+                true => (format!("its last round ended {} ago", ago(at)), true),
                 false => (
                     format!(
-                        "its last round ended {shown} ago: it is stuck or cannot reach Redis (see its log)"
+                        "its last round ended {} ago: it is stuck or its calls to Redis fail (see its log)",
+                        ago(at)
                     ),
                     false,
                 ),
             }
         }
-        Ok((None, _)) => (
+        Ok(fleet::Heartbeat::Missing) => (
             format!(
-                "no heartbeat of pid {pid} in Redis: it has not reached Redis since it started, or serves another queue than {:?}",
+                "no heartbeat of pid {pid} in Redis in the last 10 s: it is frozen, cut off from Redis, or serves another queue than {:?}",
                 config.keys.queue
             ),
             false,
+        ),
+        // An ACL that allows only the queue's keys: the daemon works without a
+        // heartbeat, so its absence says nothing.
+        Ok(fleet::Heartbeat::Refused) => (
+            format!(
+                "its last round is unknown: the Redis user may not read {:?}",
+                config.keys.daemons()
+            ),
+            true,
         ),
         Err(_) => (
             "its last round is unknown while Redis does not answer".into(),

@@ -198,16 +198,35 @@ pub fn resume(config: &Config) -> AdminResult {
     })
 }
 
-/// The heartbeat of the daemon with `pid` on this host, and Redis's clock: for
-/// `status`.
-pub fn heartbeat_of(config: &Config, pid: u32) -> Result<(Option<Record>, f64), Error> {
+/// What Redis says of one daemon's heartbeat, for `status`.
+pub enum Heartbeat {
+    /// Its record, and Redis's clock.
+    Found(Record, f64),
+    /// No record stands for it.
+    Missing,
+    /// The Redis user may not read the daemons' hash (an ACL of the queue's keys only).
+    Refused,
+}
+
+/// The heartbeat of the daemon with `pid` on this host: for `status`.
+pub fn heartbeat_of(config: &Config, pid: u32) -> Result<Heartbeat, Error> {
     let (mut con, url) = connect(config)?;
     let now = redis_now(&mut con, &url)?;
     let host = hostname();
-    let found = live_records(&mut con, config, &url)?.into_iter().find(|r| {
-        r.fields["pid"].as_u64() == Some(u64::from(pid)) && r.fields["host"].as_str() == Some(&host)
-    });
-    Ok((found, now))
+    let all: Vec<(String, String)> = match con.hgetall(config.keys.daemons()) {
+        Ok(all) => all,
+        Err(e) if e.code() == Some("NOPERM") => return Ok(Heartbeat::Refused),
+        Err(e) => return Err(Error::redis(&url, &e)),
+    };
+    let found = all
+        .iter()
+        .filter_map(|(_, line)| Record::parse(line))
+        .filter(|r| r.expires >= now)
+        .find(|r| {
+            r.fields["pid"].as_u64() == Some(u64::from(pid))
+                && r.fields["host"].as_str() == Some(&host)
+        });
+    Ok(found.map_or(Heartbeat::Missing, |r| Heartbeat::Found(r, now)))
 }
 
 fn secs(s: f64) -> std::time::Duration {

@@ -59,7 +59,7 @@ impl Keys {
     }
 
     /// Hash of the daemons serving this queue: id → `"<expires> <JSON record>"`,
-    /// rewritten by each daemon every second; `delayqs daemons` reads it. Named after
+    /// rewritten by each daemon every 2 s; `delayqs daemons` reads it. Named after
     /// `key`, so on a Cluster it shares shard 0's slot.
     pub fn daemons(&self) -> String {
         format!("{}:daemons", self.queue)
@@ -68,6 +68,13 @@ impl Keys {
     /// Set while the queue is paused (`delayqs pause`): a JSON note of who and when.
     pub fn paused(&self) -> String {
         format!("{}:paused", self.queue)
+    }
+
+    /// The highest `shards` any daemon has run this queue with: only shards below it
+    /// are looked for beyond the setting (a key that merely looks like a shard's name
+    /// is someone else's).
+    pub fn shards_record(&self) -> String {
+        format!("{}:shards", self.queue)
     }
 
     /// The shard a member belongs in by the producers' rule.

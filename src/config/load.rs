@@ -730,12 +730,18 @@ impl Config {
     /// window may also wait for its replicas, and with many workers a round's
     /// outcomes may need more than one call ([`outcome_calls_cost`]).
     pub fn lease_floor(&self) -> Duration {
+        self.lease_floor_for(self.keys.shards)
+    }
+
+    /// The floor for a round over `shards` shards' calls: more than the setting while
+    /// shards a larger setting left are drained.
+    pub fn lease_floor_for(&self, shards: usize) -> Duration {
         lease_floor(
             self.http.timeout,
             self.redis_timeout,
             self.poll_interval,
-            self.keys.shards,
-        ) + self.replication.lease_cost(self.keys.shards)
+            shards,
+        ) + self.replication.lease_cost(shards)
             + outcome_calls_cost(self.concurrency, self.redis_timeout)
     }
 

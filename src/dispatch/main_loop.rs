@@ -38,7 +38,7 @@ const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// such call (the lease floor counts one).
 const CHORE_EVERY: Duration = Duration::from_secs(1);
 /// How long a heartbeat record stands for: several missed beats (one every 2 s).
-const HEARTBEAT_LIFE: f64 = 10.0;
+const HEARTBEAT_LIFE: Duration = Duration::from_secs(10);
 /// The deliveries whose lateness the heartbeat reports (`delayqs top`).
 const LATENESS_WINDOW: Duration = Duration::from_secs(60);
 /// Paused hosts named in a heartbeat at most: the record stays small.
@@ -47,6 +47,8 @@ const PAUSED_HOSTS_SHOWN: usize = 20;
 /// saying so (ASK: the slot's keys are moving).
 const SLOT_MOVE_RETRY: Duration = Duration::from_millis(10);
 const SLOT_MOVE_RETRY_CAP: Duration = Duration::from_millis(500);
+/// A slot said to be moving for this long is stuck: an ERROR, and start -d is told.
+const SLOT_MOVE_STUCK: Duration = Duration::from_secs(30);
 /// How often to look for shards a larger `shards` setting left holding jobs.
 const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
 /// How often an outage that goes on is logged again.
@@ -132,7 +134,11 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         redis_last_said: Instant::now(),
         replication_short_said: None,
         slots_moving_said: None,
+        slots_moving_since: None,
+        slots_moving_stuck_said: None,
         heartbeat_refused_said: false,
+        floor: config.lease_floor(),
+        drain_floor_said: false,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
         first_contact: true,
@@ -201,10 +207,18 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// The lease floor in force: the config's, or more while shards are drained.
+    floor: Duration,
+    /// A lease too short for draining was said.
+    drain_floor_said: bool,
     /// The heartbeat was refused (an ACL without its keys) and that was said.
     heartbeat_refused_said: bool,
     /// When a Cluster slot move was last logged.
     slots_moving_said: Option<Instant>,
+    /// Since when the Cluster keeps saying a slot moves, and when that was last said
+    /// to be stuck.
+    slots_moving_since: Option<Instant>,
+    slots_moving_stuck_said: Option<Instant>,
     /// When too few replicas were last reported, while they are.
     replication_short_said: Option<Instant>,
     redis_backoff: Duration,
@@ -311,12 +325,32 @@ impl Dispatcher {
         self.prefetch.limit().saturating_sub(self.held)
     }
 
+    /// The lease floor for the calls a round makes now: more than the config counted
+    /// while shards a larger setting left are drained. When the lease does not cover
+    /// that, it is said (once per change) and the configured floor stays: raising
+    /// `leaseMs` is the operator's to do.
+    fn judge_drain_floor(&mut self) {
+        let shards = self.config.keys.shards + self.store.extra_shard_calls();
+        let floor = self.config.lease_floor_for(shards);
+        if self.config.lease > floor {
+            self.floor = floor;
+            self.drain_floor_said = false;
+            return;
+        }
+        self.floor = self.config.lease_floor();
+        if !self.drain_floor_said {
+            self.drain_floor_said = true;
+            error!(
+                "`leaseMs` {} ms is too short while this daemon also drains shards left by a larger `shards` (a round may make the calls of {shards} shards): raise it above {} ms until they are empty, or a slow Redis could let a lease run out and a job go out twice",
+                self.config.lease.as_millis(),
+                floor.as_millis()
+            );
+        }
+    }
+
     /// Writes this daemon's heartbeat record and reads the queue's pause, saying when
     /// it changes.
     fn beat(&mut self) -> redis::RedisResult<()> {
-        let now = self.now();
-        // Redis has answered this round so far: that counts as its last round.
-        self.metrics.last_round = now;
         let waiting = self.jobs_rx.len();
         let late = self.metrics.recent_lateness.lateness(LATENESS_WINDOW);
         let paused_hosts = self
@@ -340,16 +374,21 @@ impl Dispatcher {
             "failed": self.metrics.failed_for_good,
             "attemptsFailed": self.metrics.failed_attempts,
             "paused": self.paused.is_some(),
-            // For rates between two records (`delayqs top`): when this one was written.
-            "beatAt": now,
             "lateP50": late.map(|l| l.p50),
             "lateP99": late.map(|l| l.p99),
             "lateCount": late.map_or(0, |l| l.count),
             "pausedHosts": paused_hosts,
         });
-        let line = format!("{:.3} {record}", now + HEARTBEAT_LIFE);
-        let paused = match self.store.heartbeat(&self.token_prefix, Some(&line), now) {
-            Ok(paused) => paused,
+        let line = record.to_string();
+        let paused = match self
+            .store
+            .heartbeat(&self.token_prefix, Some(&line), HEARTBEAT_LIFE)
+        {
+            Ok((now, paused)) => {
+                // Redis's clock, for a daemon that has not claimed yet (paused).
+                self.clock = (now, Instant::now());
+                paused
+            }
             Err(e) if e.code() == Some("NOPERM") => {
                 // An ACL that names only the queue's keys: delivery goes on without
                 // the heartbeat. Anything else (an outage, a full Redis) fails the
@@ -415,13 +454,23 @@ impl Dispatcher {
         }
         if self.first_contact || self.last_shard_probe.elapsed() >= SHARD_PROBE_EVERY {
             self.last_shard_probe = Instant::now();
-            for extra in self.store.find_shards()? {
+            let found = self.store.find_shards()?;
+            for extra in &found {
                 warn!(
                     "shard {extra} ({:?}) holds jobs but `shards` is {}: claiming from it too until it is empty (it was written under a larger `shards`)",
-                    self.config.keys.shard(extra).queue,
+                    self.config.keys.shard(*extra).queue,
                     self.config.keys.shards
                 );
             }
+            if !found.is_empty() {
+                // Checked like the configured ones before a script touches them.
+                if let Err(problem) = self.store.check_key_types()? {
+                    error!("{problem}");
+                    self.misconfigured = true;
+                    return Ok(Duration::ZERO);
+                }
+            }
+            self.judge_drain_floor();
         }
         if self.first_contact {
             // A paused queue stays paused across restarts: known before any claim.
@@ -573,7 +622,7 @@ impl Dispatcher {
         }
         // The latest a claimed job may start: its attempt, the wait for a round and the
         // outcome's write must end inside the lease, which Redis started after `asked`.
-        let start_by = asked + self.config.lease - self.config.lease_floor();
+        let start_by = asked + self.config.lease - self.floor;
         for claimed in batch.jobs {
             self.dispatch(claimed, start_by);
         }
@@ -885,6 +934,7 @@ impl Dispatcher {
                 .set_probe_window(r.config.http.timeout);
         }
         self.config = r.config;
+        self.judge_drain_floor();
     }
 
     /// Logs the first failure of a run of them, and says how long to back off.
@@ -951,10 +1001,29 @@ impl Dispatcher {
     /// so at most once a minute: a reshard is routine, not an outage.
     fn follow_slots(&mut self, e: &redis::RedisError) -> Duration {
         self.check_redis = true;
-        if self
+        let since = *self.slots_moving_since.get_or_insert_with(Instant::now);
+        let said_lately = self
             .slots_moving_said
-            .is_none_or(|at| at.elapsed() >= STILL_DOWN_EVERY)
+            .is_some_and(|at| at.elapsed() < STILL_DOWN_EVERY);
+        // A move takes moments; one that lasts is a migration left half done, which
+        // only an operator can finish, and meanwhile nothing is claimed.
+        let stuck = since.elapsed() >= SLOT_MOVE_STUCK;
+        if stuck
+            && self
+                .slots_moving_stuck_said
+                .is_none_or(|at| at.elapsed() >= STILL_DOWN_EVERY)
         {
+            self.slots_moving_stuck_said = Some(Instant::now());
+            error!(
+                "the Redis Cluster has answered that a slot of the queue is moving for {:.0} s ({e}): a slot migration may be stuck; look with `redis-cli --cluster check HOST:PORT` and finish it with `redis-cli --cluster fix HOST:PORT`; nothing is claimed meanwhile",
+                since.elapsed().as_secs_f64()
+            );
+            if let Some(tell) = self.control.readiness.as_mut() {
+                tell(Readiness::Waiting(format!(
+                    "a Redis Cluster slot stays in motion: {e}"
+                )));
+            }
+        } else if !said_lately {
             self.slots_moving_said = Some(Instant::now());
             info!("the Redis Cluster is moving a slot of the queue ({e}); following it");
         }
@@ -963,6 +1032,7 @@ impl Dispatcher {
     }
 
     fn redis_is_back(&mut self) {
+        self.slots_moving_since = None;
         self.redis_backoff = Duration::ZERO;
         self.redis_retry_at = None;
         if let Some(since) = self.redis_down.take() {
@@ -1025,8 +1095,10 @@ impl Dispatcher {
             }
         }
         // Gone from `delayqs daemons` at once, not when the record expires.
-        let now = self.now();
-        if let Err(e) = self.store.heartbeat(&self.token_prefix, None, now) {
+        if let Err(e) = self
+            .store
+            .heartbeat(&self.token_prefix, None, HEARTBEAT_LIFE)
+        {
             warn!("could not remove this daemon's heartbeat record ({e}); it expires by itself");
         }
         // The last counts, without the gauges: Redis may be what stopped us.
@@ -1089,8 +1161,6 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Unique to this process among all daemons on one Redis: the claim tokens built on it
-/// tell one lease from the next.
 /// This host's name, for the heartbeat record: as `hostname` prints it.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1098,6 +1168,8 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Unique to this process among all daemons on one Redis: the claim tokens built on it
+/// tell one lease from the next.
 fn token_prefix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

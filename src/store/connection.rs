@@ -236,10 +236,22 @@ pub fn open(config: &Config) -> RedisResult<Conn> {
 
 /// The shards of a queue that are in use: the configured ones, and those beyond that
 /// still hold pending or claimed jobs (or, `with_failed`, failed records), left by a
-/// larger `shards` setting. One `EXISTS` per shard beyond, all its keys in one slot.
-pub fn shards_in_use(con: &mut Conn, keys: &Keys, with_failed: bool) -> RedisResult<Vec<usize>> {
+/// larger `shards` setting. Only shards below the highest setting a daemon ever
+/// recorded (`Keys::shards_record`) are looked at, one `EXISTS` each (all its keys in
+/// one slot). A daemon (`record`) raises that record to its own setting first.
+pub fn shards_in_use(
+    con: &mut Conn,
+    keys: &Keys,
+    with_failed: bool,
+    record: bool,
+) -> RedisResult<ShardsInUse> {
     let mut found: Vec<usize> = (0..keys.shards).collect();
-    for i in keys.shards..MAX_SHARDS {
+    let recorded = match recorded_shards(con, keys, record) {
+        // An ACL of the queue's keys alone: no record, and nothing to drain.
+        Err(e) if e.code() == Some("NOPERM") => keys.shards,
+        other => other?,
+    };
+    for i in keys.shards..recorded.min(MAX_SHARDS) {
         let names = keys.shard(i);
         let mut exists = redis::cmd("EXISTS");
         exists
@@ -249,18 +261,43 @@ pub fn shards_in_use(con: &mut Conn, keys: &Keys, with_failed: bool) -> RedisRes
         if with_failed {
             exists.arg(&names.failed);
         }
-        // A user whose ACL names only the configured keys may not look: what it may
-        // not read it cannot have written either.
-        let held: u64 = match exists.query(con) {
-            Err(e) if e.code() == Some("NOPERM") => 0,
-            other => other?,
-        };
+        let held: u64 = exists.query(con)?;
         if held > 0 {
             found.push(i);
         }
     }
-    Ok(found)
+    Ok(ShardsInUse { found, recorded })
 }
+
+/// What `shards_in_use` found: the shards to read, and the highest setting recorded.
+pub struct ShardsInUse {
+    pub found: Vec<usize>,
+    pub recorded: usize,
+}
+
+/// The highest `shards` recorded for the queue; with `record`, first raised to ours.
+fn recorded_shards(con: &mut Conn, keys: &Keys, record: bool) -> RedisResult<usize> {
+    // A name without a hash tag cannot have shards (the config refuses it).
+    if crate::config::hash_tag(&keys.queue).is_none() {
+        return Ok(1);
+    }
+    let key = keys.shards_record();
+    let n: Option<usize> = match record {
+        true => redis::cmd("EVAL")
+            .arg(RECORD_SHARDS)
+            .arg(1)
+            .arg(&key)
+            .arg(keys.shards)
+            .query(con)?,
+        false => redis::cmd("GET").arg(&key).query(con)?,
+    };
+    Ok(n.unwrap_or(keys.shards).max(keys.shards))
+}
+
+/// Raises the recorded highest `shards` to ARGV[1]; returns the record.
+const RECORD_SHARDS: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
+    local mine = tonumber(ARGV[1]) \
+    if mine > n then redis.call('SET', KEYS[1], mine) n = mine end return n";
 
 /// An outcome to record. Each names the job's member and the lease it was claimed under.
 #[derive(Debug, Clone)]
@@ -302,6 +339,8 @@ pub struct Store {
     /// The shards claimed from: the configured ones, and any a larger `shards` left
     /// holding jobs (`find_shards`).
     active: Vec<usize>,
+    /// The highest `shards` any daemon recorded for the queue (`find_shards`).
+    recorded: usize,
     timeout: Duration,
     claim: Lua,
     unclaim: Lua,
@@ -323,6 +362,7 @@ impl Store {
             keys: config.keys.clone(),
             names: (0..MAX_SHARDS).map(|i| config.keys.shard(i)).collect(),
             active: (0..config.keys.shards).collect(),
+            recorded: config.keys.shards,
             timeout: config.redis_timeout,
             claim: Lua::new(include_str!("scripts/claim.lua")),
             unclaim: Lua::new(include_str!("scripts/unclaim.lua")),
@@ -338,11 +378,22 @@ impl Store {
         &self.active
     }
 
+    /// The Redis calls a round may make for its shards beyond the configured ones:
+    /// the claims of the shards being drained, and the probe's `EXISTS` for each
+    /// shard up to the highest setting recorded. Counted in the lease floor.
+    pub fn extra_shard_calls(&self) -> usize {
+        let configured = self.keys.shards;
+        let draining = self.active.len().saturating_sub(configured);
+        draining + self.recorded.saturating_sub(configured)
+    }
+
     /// Looks again for shards beyond `shards` that still hold jobs (the setting was
     /// lowered): those are claimed from too, until they are empty. Returns the ones
     /// newly found.
     pub fn find_shards(&mut self) -> RedisResult<Vec<usize>> {
-        let found = self.call(|con, s| shards_in_use(con, &s.keys, false))?;
+        let ShardsInUse { found, recorded } =
+            self.call(|con, s| shards_in_use(con, &s.keys, false, true))?;
+        self.recorded = recorded;
         let new: Vec<usize> = found
             .iter()
             .copied()
@@ -455,24 +506,31 @@ impl Store {
     /// Checks that each key delayqs writes is absent or of the type it expects, so a
     /// wrong key name in the config is caught before a script fails halfway.
     pub fn check_key_types(&mut self) -> RedisResult<Result<(), String>> {
-        let expected: Vec<(&str, String, &str)> = self
+        let expected: Vec<(&str, String, String, &str)> = self
             .active
             .iter()
             .flat_map(|&i| {
                 let keys = &self.names[i];
+                let of = |setting: &'static str, key: &String, want: &'static str| {
+                    let what = match i {
+                        0 => format!("config `{setting}`"),
+                        i => format!("shard {i} of config `{setting}`"),
+                    };
+                    (setting, what, key.clone(), want)
+                };
                 [
-                    ("key", keys.queue.clone(), "zset"),
-                    ("inflightKey", keys.inflight.clone(), "zset"),
-                    ("attemptsKey", keys.attempts.clone(), "hash"),
-                    ("failKey", keys.failed.clone(), "list"),
+                    of("key", &keys.queue, "zset"),
+                    of("inflightKey", &keys.inflight, "zset"),
+                    of("attemptsKey", &keys.attempts, "hash"),
+                    of("failKey", &keys.failed, "list"),
                 ]
             })
             .collect();
-        for (setting, key, want) in expected {
+        for (setting, what, key, want) in expected {
             let found: String = self.call(|con, _| redis::cmd("TYPE").arg(&key).query(con))?;
             if found != "none" && found != want {
                 return Ok(Err(format!(
-                    "Redis key {key:?} (config `{setting}`) holds a {found}, not a {want}; point `{setting}` at another key or remove that one"
+                    "Redis key {key:?} ({what}) holds a {found}, not a {want}; point `{setting}` at another key or remove that one"
                 )));
             }
         }
@@ -642,27 +700,35 @@ impl Store {
         Ok(removed)
     }
 
-    /// The queue's state for the metrics file: pending, due by `now`, in flight.
-    /// Writes this daemon's heartbeat record (`None`: removes it, at a clean stop),
-    /// drops those of daemons that stopped beating, and returns the queue's pause note
-    /// when it is paused.
+    /// Writes this daemon's heartbeat record, standing `life` (`None`: removes it, at a
+    /// clean stop), drops those of daemons that stopped beating, and returns Redis's
+    /// time and the queue's pause note when it is paused.
     pub fn heartbeat(
         &mut self,
         id: &str,
         record: Option<&str>,
-        now: f64,
-    ) -> RedisResult<Option<String>> {
-        self.call(|con, s| {
+        life: Duration,
+    ) -> RedisResult<(f64, Option<String>)> {
+        let (now, paused): (String, Option<String>) = self.call(|con, s| {
             s.heartbeat
                 .key(s.keys.daemons())
                 .key(s.keys.paused())
                 .arg(id)
                 .arg(record.unwrap_or(""))
-                .arg(now)
+                .arg(life.as_secs_f64())
                 .invoke(con)
-        })
+        })?;
+        let now = now.parse().map_err(|_| {
+            redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "heartbeat.lua returned a time that is not a number",
+                now,
+            ))
+        })?;
+        Ok((now, paused))
     }
 
+    /// The queue's state for the metrics file: pending, due by `now`, in flight, failed.
     /// Summed over the shards, one pipeline each (a Cluster routes it by the shard's
     /// slot).
     pub fn gauges(&mut self, now: f64) -> RedisResult<crate::telemetry::metrics::Gauges> {
@@ -701,9 +767,6 @@ impl Store {
         Ok(found)
     }
 
-    /// Runs `f` on a connection, connecting first when there is none. Any error drops
-    /// the connection: after a timeout or a half-read reply it cannot be trusted, and
-    /// the next call reconnects.
     /// Connects now if there is no connection (or the sentinels named another master),
     /// so that a new connection is known before the round's first real call.
     pub fn connect_if_needed(&mut self) -> RedisResult<()> {
@@ -717,6 +780,9 @@ impl Store {
         std::mem::take(&mut self.fresh)
     }
 
+    /// Runs `f` on a connection, connecting first when there is none. Any error drops
+    /// the connection: after a timeout or a half-read reply it cannot be trusted, and
+    /// the next call reconnects.
     fn call<T>(&mut self, f: impl FnOnce(&mut Conn, &Store) -> RedisResult<T>) -> RedisResult<T> {
         if !self.target.still_master() {
             self.con = None;

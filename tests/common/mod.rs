@@ -641,6 +641,20 @@ pub fn write_config_for(path: &Path, redis_url: &str, fields: serde_json::Value)
     fs::write(path, config.to_string()).unwrap();
 }
 
+/// libfaketime's library, to preload into a daemon whose clock a test skews (the
+/// `faketime` command would run it as a child, under another pid).
+pub fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime.so.1 not found: install Debian's faketime package (make test does)")
+        .display()
+        .to_string()
+}
+
 /// Runs the binary to completion with these arguments.
 pub fn run_delayqs(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_delayqs"))

@@ -27,9 +27,6 @@ const TAIL_EVERY: Duration = Duration::from_secs(10);
 /// How often to look for shards a larger `shards` setting left holding jobs (one
 /// `EXISTS` per shard not configured, up to 64), as the daemon does.
 const SHARD_PROBE_EVERY: Duration = Duration::from_secs(60);
-/// How long a heartbeat record stands for, when it does not say when it was written
-/// (a daemon older than `beatAt`): its expiry is this long after.
-const HEARTBEAT_LIFE: f64 = 10.0;
 
 /// Jobs in each state, summed over the shards.
 #[derive(Debug, Clone, Copy, Default)]
@@ -202,8 +199,13 @@ impl Sampler {
             .last_probe
             .is_none_or(|at| at.elapsed() >= SHARD_PROBE_EVERY)
         {
-            self.shards = crate::store::shards_in_use(con, &keys, true)?;
-            commands += crate::config::MAX_SHARDS - keys.shards.min(crate::config::MAX_SHARDS);
+            // Reads the highest `shards` recorded (a `GET`), records nothing.
+            let found = crate::store::shards_in_use(con, &keys, true, false)?;
+            commands += 1 + found
+                .recorded
+                .min(crate::config::MAX_SHARDS)
+                .saturating_sub(keys.shards);
+            self.shards = found.found;
             self.last_probe = Some(Instant::now());
         }
 
@@ -334,7 +336,9 @@ impl Sampler {
         for r in records {
             let f = &r.fields;
             let id = f["id"].as_str().unwrap_or_default().to_string();
-            let at = f["beatAt"].as_f64().unwrap_or(r.expires - HEARTBEAT_LIFE);
+            // Redis stamps each record's expiry, a fixed time after the beat by its own
+            // clock: two records' expiries are as far apart as their beats.
+            let at = r.expires;
             let counters = ["delivered", "failed", "attemptsFailed"].map(|n| num(r, n));
             let before = self.beats.iter().position(|(i, _)| *i == id);
             let beat = match before.map(|at| self.beats.swap_remove(at).1) {
