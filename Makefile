@@ -12,7 +12,7 @@ CONFIG ?= config/config.json
 # what production runs with.
 RUN_LOG_LEVEL ?= debug
 
-.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers zsh faketime run install uninstall static clean
+.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers zsh faketime tmux run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -20,7 +20,7 @@ build:
 # The README's test command, and what .ci/run runs: formatting, lints, the install and
 # static-binary checks, the short chaos run, every test against redis-server, then the
 # delivery, retry and fault tests again against valkey-server.
-test: redis-server redis-sentinel valkey-server netns-tools faketime zsh python-deps producers lint check-install check-static chaos-ci
+test: redis-server redis-sentinel valkey-server netns-tools faketime zsh python-deps producers tmux lint check-install check-static chaos-ci
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
@@ -63,6 +63,10 @@ producers:
 	@scripts/need.sh php php-cli
 	@NEED_CHECK='php -m | grep -qx redis' scripts/need.sh "php's redis module" php-redis
 	@scripts/need.sh node nodejs
+
+# tests/top.rs runs `delayqs top` in a tmux pane and reads the screen back.
+tmux:
+	@scripts/need.sh tmux tmux
 
 # The clock-skew test runs a daemon under libfaketime.
 faketime:

@@ -60,6 +60,7 @@ enum Command {
     Daemons(DaemonsArgs),
     Pause(PauseArgs),
     Resume(ResumeArgs),
+    Top(TopArgs),
     Completions(CompletionsArgs),
     Man(ManArgs),
 }
@@ -524,6 +525,17 @@ struct ResumeArgs {
 }
 
 #[derive(FromArgs, ArgsInfo)]
+/// Watch the queue live: counts, delivery and failure rates, lateness, daemons, hosts
+/// and recent failures, refreshed every second. Keys: p pause/resume, arrows select a
+/// failure, r retry it, / find a job by id, q quit.
+#[argh(subcommand, name = "top")]
+struct TopArgs {
+    /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+#[derive(FromArgs, ArgsInfo)]
 /// Print a shell completion script, made from the same definitions as --help (make
 /// install puts them where bash-completion and zsh look).
 #[argh(subcommand, name = "completions")]
@@ -562,6 +574,7 @@ impl Command {
             Command::Daemons(a) => a.config.as_deref(),
             Command::Pause(a) => a.config.as_deref(),
             Command::Resume(a) => a.config.as_deref(),
+            Command::Top(a) => a.config.as_deref(),
             Command::Completions(_) | Command::Man(_) => None,
         }
     }
@@ -784,6 +797,7 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
         Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
         Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
         Command::Resume(a) => show(fleet::resume(&config)?, a.json),
+        Command::Top(_) => crate::cli::top::run(config),
     }
 }
 

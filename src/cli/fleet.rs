@@ -20,7 +20,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn parse(line: &str) -> Option<Record> {
+    pub(super) fn parse(line: &str) -> Option<Record> {
         let (expires, json) = line.split_once(' ')?;
         Some(Record {
             expires: expires.parse().ok()?,
@@ -69,7 +69,7 @@ pub fn pause_note(con: &mut Conn, config: &Config, url: &str) -> Result<Option<V
     Ok(note.map(|n| serde_json::from_str(&n).unwrap_or(Value::String(n))))
 }
 
-fn describe_pause(note: &Value) -> String {
+pub(super) fn describe_pause(note: &Value) -> String {
     let since = note["since"].as_f64().map(rfc3339).unwrap_or_default();
     let by = note["by"].as_str().unwrap_or("?");
     match note["reason"].as_str() {

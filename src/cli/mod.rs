@@ -1,8 +1,9 @@
 //! The command line: the commands and their arguments (`commands`), the operator's
 //! commands on Redis (`admin`; the listings in `lists`, printed by `listing`, read by
-//! `pages`; `show`; ids by prefix in `ids`; jobs by the producer's own id in `by_id`; credentials masked in `shown`), the old daemon's way of running with a pid file and
-//! `start -d` (`daemon`, `pidfile`, `notify`), and the one place an error becomes a
-//! printed line and an exit code (`error`).
+//! `pages`; `show`; ids by prefix in `ids`; jobs by the producer's own id in `by_id`;
+//! the live view in `top`; credentials masked in `shown`), the old daemon's way of
+//! running with a pid file and `start -d` (`daemon`, `pidfile`, `notify`), and the one
+//! place an error becomes a printed line and an exit code (`error`).
 //!
 //! The top of the tree: it wires the other modules, and no module imports it.
 
@@ -21,5 +22,6 @@ mod pidfile;
 mod shell;
 mod show;
 mod shown;
+mod top;
 
 pub use commands::main;

@@ -94,6 +94,20 @@ impl Breakers {
         Some(probe_left.max(PROBE_WAIT_MIN))
     }
 
+    /// The hosts whose jobs wait now (paused, or a probe under way), sorted, at most
+    /// `limit`: the heartbeat carries them for `delayqs top`.
+    pub fn paused_hosts(&self, limit: usize) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .hosts
+            .keys()
+            .filter(|h| self.paused(h).is_some())
+            .cloned()
+            .collect();
+        hosts.sort();
+        hosts.truncate(limit);
+        hosts
+    }
+
     /// Notes an attempt's result: `trouble` when it failed for the host's own sake.
     pub fn record(&mut self, host: &str, trouble: bool) -> Option<Change> {
         if !trouble {
@@ -140,9 +154,11 @@ mod tests {
         assert_eq!(b.record("h:1", true), Some(Change::Tripped(3)));
         assert!(b.hold("h:1").is_some());
         assert_eq!(b.hold("other"), None);
+        assert_eq!(b.paused_hosts(10), ["h:1"]);
         assert_eq!(b.record("h:1", true), None, "tripping is logged once");
         assert_eq!(b.record("h:1", false), Some(Change::Recovered));
         assert_eq!(b.hold("h:1"), None);
+        assert!(b.paused_hosts(10).is_empty());
         assert_eq!(b.record("h:1", false), None);
     }
 

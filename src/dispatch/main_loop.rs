@@ -40,6 +40,10 @@ const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 const CHORE_EVERY: Duration = Duration::from_secs(1);
 /// How long a heartbeat record stands for: several missed beats (one every 2 s).
 const HEARTBEAT_LIFE: Duration = Duration::from_secs(10);
+/// The deliveries whose lateness the heartbeat reports (`delayqs top`).
+const LATENESS_WINDOW: Duration = Duration::from_secs(60);
+/// Paused hosts named in a heartbeat at most: the record stays small.
+const PAUSED_HOSTS_SHOWN: usize = 20;
 /// How soon to call again after a Cluster said a slot moved, and at most while it keeps
 /// saying so (ASK: the slot's keys are moving).
 const SLOT_MOVE_RETRY: Duration = Duration::from_millis(10);
@@ -349,6 +353,12 @@ impl Dispatcher {
     /// it changes.
     fn beat(&mut self) -> redis::RedisResult<()> {
         let waiting = self.jobs_rx.len();
+        let late = self.metrics.recent_lateness.lateness(LATENESS_WINDOW);
+        let paused_hosts = self
+            .breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .paused_hosts(PAUSED_HOSTS_SHOWN);
         let record = serde_json::json!({
             "id": self.token_prefix,
             "host": self.host,
@@ -363,7 +373,12 @@ impl Dispatcher {
             "held": self.held,
             "delivered": self.metrics.delivered,
             "failed": self.metrics.failed_for_good,
+            "attemptsFailed": self.metrics.failed_attempts,
             "paused": self.paused.is_some(),
+            "lateP50": late.map(|l| l.p50),
+            "lateP99": late.map(|l| l.p99),
+            "lateCount": late.map_or(0, |l| l.count),
+            "pausedHosts": paused_hosts,
         });
         let line = record.to_string();
         let paused = match self

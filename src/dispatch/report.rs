@@ -51,6 +51,7 @@ pub fn event(m: &mut Metrics, seen: &Seen, event: &Event, op: &Op, failed: &str)
         Event::Delivered { lateness } => {
             m.delivered += 1;
             m.lateness.observe(*lateness);
+            m.recent_lateness.observe(*lateness);
             debug!("job {id} delivered{to} (attempt {n}, {took} ms)");
         }
         Event::Retrying { reason, delay, of } => {

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub skipped: u64,
     /// Delivery time minus due time, of successful attempts.
     pub lateness: Histogram,
+    /// The same, of the latest deliveries only: the heartbeat's p50 and p99.
+    pub recent_lateness: super::recent::Recent,
     /// How long each attempt's HTTP call took.
     pub duration: Histogram,
     /// Whether Redis answered the last call.
@@ -108,6 +110,7 @@ impl Default for Metrics {
             leases_recovered: 0,
             skipped: 0,
             lateness: Histogram::new(LATENESS_BOUNDS),
+            recent_lateness: Default::default(),
             duration: Histogram::new(DURATION_BOUNDS),
             redis_up: false,
             last_round: 0.0,
