@@ -26,7 +26,7 @@ offered=$(bash --norc -c 'source "$1"; COMP_WORDS=(delayqs fa); COMP_CWORD=1; _d
 [ "$offered" = failed ] || fail "the installed bash completion offers \"$offered\" for \`delayqs fa\`"
 head -1 "$share/zsh/site-functions/_delayqs" | grep -qx '#compdef delayqs' || fail "the zsh completion lacks #compdef"
 if command -v man >/dev/null; then
-  MANWIDTH=80 man -l "$share/man/man1/delayqs.1" 2>&1 | grep -q 'delayqs failed retry' || fail "the installed man page does not render"
+  MANWIDTH=80 man -l "$share/man/man1/delayqs.1" 2>&1 | grep -Eq 'delayqs +failed +retry' || fail "the installed man page does not render"
 fi
 
 echo '{"concurrency": 7}' >"$root/etc/delayqs/config.json"
