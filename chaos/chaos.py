@@ -1050,6 +1050,7 @@ def analyse(R):
     cancel_violations = [x["id"] for x in cancelled_first
                          if any(t > x["back"] for t in by_id_arrivals.get(x["id"], []))]
     must = [i for i in R["jobs"] if i not in removed and i not in R["maybe"]]
+    R["maybe_arrived"] = sum(1 for i in R["maybe"] if i in successes or i in fail_ok)
     lost = [i for i in must if i not in successes and i not in fail_ok]
     unknown = [i for i in set(successes) | set(seen_first) if i not in R["jobs"]]
     dups = {i: s for i, s in successes.items() if len(s) > 1}
@@ -1112,7 +1113,8 @@ def analyse(R):
               + "; ".join(f"{e['kind']} {e['detail']} ({(e['up'] or e['t']) - e['t']:.1f} s"
                           + (f", exit {e['code']}" if e['code'] is not None else "") + ")"
                           for e in R["cluster_log"])
-              + f"; producer writes no replica acknowledged {len(R['maybe'])}; duplicates after a "
+              + f"; producer writes no replica acknowledged {len(R['maybe'])} ({R['maybe_arrived']} of them "
+              f"delivered or failed for good all the same); duplicates after a "
               f"reshard only {R['dup_reshard']}")
     outages = "master failovers and kills" if CLUSTER else "failovers" if SENTINEL else "Redis restarts"
     print(f"daemon kills (SIGKILL) {len(R['kills'])}; {outages} {len(R['redis'])}; "
@@ -1317,7 +1319,7 @@ grows with the shards: `timeoutMs` + (3 × shards + 2) × `redisTimeoutMs` + `po
 | --- | --- |
 | date | {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |
 | seed | {SEED} |
-| jobs | {len(R['jobs'])} ({R['at_once']} due at once, {R['spread']} spread over {P['window']:.0f} s, {R['pastdue']} past-due added during the run; {len(R['maybe'])} whose producer write no replica acknowledged) |
+| jobs | {len(R['jobs'])} ({R['at_once']} due at once, {R['spread']} spread over {P['window']:.0f} s, {R['pastdue']} past-due added during the run; {len(R['maybe'])} whose producer write no replica acknowledged within 1 s, of which {R['maybe_arrived']} arrived all the same) |
 | daemon kills (SIGKILL, then restart) | {len(R['kills'])} |
 | cluster events | {len(R['cluster_log'])}: {', '.join(e['kind'] for e in R['cluster_log'])} |
 | requests | {sum(kinds.values())} |
