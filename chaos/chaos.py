@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -779,6 +780,7 @@ def jid(m):
 
 
 def run(binary):
+    load_before = open("/proc/loadavg").read().split()[:3]
     tmp = tempfile.mkdtemp(prefix="delayqs-chaos-")
     say(f"seed {SEED} ({'short' if SHORT else 'full'} mode), work dir {tmp}")
     c = Cluster(binary, tmp)
@@ -1010,6 +1012,8 @@ def run(binary):
                         drain_s=t_drained - t_window_end, pastdue=pastdue_added,
                         at_once=len(at_once), spread=len(spread), maybe=maybe,
                         cluster_log=cluster_log, reshard_failures=reshard_failures,
+                        load_before=" ".join(load_before),
+                        load_after=" ".join(open("/proc/loadavg").read().split()[:3]),
                         cluster=(dict(tag=c.tag, slots=c.slots, moving=c.moving, keys=SHARD_KEYS)
                                  if CLUSTER else None)))
 
@@ -1306,14 +1310,28 @@ def cluster_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed
     events = "\n".join(
         f"| +{e['t'] - t0:.0f} s | {e['kind']} | {e['detail']} | {took(e)} | {e['gap']:.2f} s |"
         for e in R["cluster_log"])
-    errors = "\n".join(f"| {k} | {n} | `{first[:160].replace('|', '/')}` |"
+    def short(line):   # the node list of "Redis at cluster <URLs> failed:" left out
+        return re.sub(r"Redis at cluster (redis://[^ ,]+/?(, )?)+", "Redis at cluster <its nodes>",
+                      line)[:200].replace("|", "/")
+    errors = "\n".join(f"| {k} | {n} | `{short(first)}` |"
                        for k, (n, first) in sorted(R["log_errors"].items(), key=lambda x: -x[1][0]))
     shards = ", ".join(f"`{k[0]}` (slot {sl})" for k, sl in zip(cl["keys"], cl["slots"]))
+    kills = [e for e in R["cluster_log"] if e["kind"] == "kill"]
+    stall_note = ""
+    if kills and all(e["gap"] >= 0.8 * (e["up"] - e["t"]) for e in kills):
+        stall_note = (
+            " After each `kill -9` of a master, no request at all went out until its replica"
+            " had been elected: the two shards on live masters waited too. Each daemon claims"
+            " every shard in one round over one cluster connection, and a shard whose master"
+            " does not answer fails the round, so the daemon backs off and claims nothing from"
+            " any shard (nothing is lost; jobs on the live masters are late by the outage).")
+    load = (f"\n\nThe machine (2 cores) was shared with other work: load average {R['load_before']} at"
+            f" the start, {R['load_after']} at the end.")
     return f"""{CLUSTER_HEADING}
 
 `CHAOS_CLUSTER=1 chaos/run.sh` (`make chaos-cluster`): the same run on a Redis Cluster of
 3 masters with a replica each (`redis-server --cluster-enabled yes`,
-`cluster-node-timeout 2000`, no persistence: a restarted node resyncs from its master),
+`cluster-node-timeout {NODE_TIMEOUT_MS}`, no persistence: a restarted node resyncs from its master),
 joined by `redis-cli --cluster create --cluster-replicas 1`. The queue is `shards: 3`:
 {shards}, one shard on each master at the start. The three daemons name all six nodes.
 Instead of Redis restarts: `CLUSTER FAILOVER`s (on a shard's replica), `kill -9`s of a
@@ -1348,7 +1366,8 @@ grows with the shards: `timeoutMs` + (3 × shards + 2) × `redisTimeoutMs` + `po
 {events}
 
 The longest pause between two requests over the whole run: {R['longest_gap'][0]:.2f} s. (Jobs fall
-due about {R['spread'] / P['window']:.0f} a second, so a pause much above 0.1 s means no daemon delivered.)
+due about {R['spread'] / P['window']:.0f} a second, so a pause much above 0.1 s means no daemon delivered
+from any shard.){stall_note}
 
 Redis errors in the daemons' logs (`[ERROR]` lines, all three daemons, by kind; a daemon logs
 the first failure of a run of them, and a failing command each time):
@@ -1363,7 +1382,7 @@ Checks:
 
 {passed} passed, {len(checks) - passed} failed.
 
-Reproduce: `CHAOS_CLUSTER=1 CHAOS_SEED={SEED} chaos/run.sh`.
+Reproduce: `CHAOS_CLUSTER=1 CHAOS_SEED={SEED} chaos/run.sh`.{load}
 """
 
 
