@@ -1325,6 +1325,14 @@ def cluster_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed
             " every shard in one round over one cluster connection, and a shard whose master"
             " does not answer fails the round, so the daemon backs off and claims nothing from"
             " any shard (nothing is lost; jobs on the live masters are late by the outage).")
+    redirect_note = ""
+    if any(k.startswith(("ASK", "MOVED")) for k in R["log_errors"]):
+        redirect_note = (
+            "\n\nMOVED and ASK come back to the daemon as errors: its cluster client is built with"
+            " `retries(0)`, and in redis-rs that also turns off following redirections. Each one"
+            " costs a failed round, a new connection (which reads the slot map again) and the"
+            " first step of the backoff; the pauses near failovers and reshards above show what"
+            " that came to.")
     load = (f"\n\nThe machine (2 cores) was shared with other work: load average {R['load_before']} at"
             f" the start, {R['load_after']} at the end.")
     return f"""{CLUSTER_HEADING}
@@ -1374,7 +1382,7 @@ the first failure of a run of them, and a failing command each time):
 
 | kind | lines | first |
 | --- | --- | --- |
-{errors}
+{errors}{redirect_note}
 
 Checks:
 
