@@ -12,7 +12,7 @@ CONFIG ?= config/config.json
 # what production runs with.
 RUN_LOG_LEVEL ?= debug
 
-.PHONY: build bench chaos chaos-sentinel chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers zsh faketime tmux run install uninstall static clean
+.PHONY: build bench chaos chaos-sentinel chaos-cluster chaos-short chaos-ci test test-valkey lint check-install check-static redis-server redis-sentinel valkey-server netns-tools python-deps producers zsh faketime tmux run install uninstall static clean
 
 build:
 	$(CARGO) build --release --locked
@@ -86,10 +86,12 @@ python-deps:
 	  python3 -c 'import prometheus_client, standardwebhooks, redis'; }
 
 # A measurement, not a test: builds into bench/target, starts a private redis-server
-# and bench/endpoint on loopback, runs the scenarios of BENCHMARKS.md (about 3 minutes
-# on 2 cores), rewrites BENCHMARKS.md, and leaves nothing running. Installs wrk from
-# Debian when missing. Knobs: BENCH_RUNS=3, BENCH_QUICK=1, BENCH_ONLY=burst,steady,
-# BENCH_DELAYQS=path/to/binary (before/after figures).
+# and bench/endpoint on loopback, runs the scenarios of BENCHMARKS.md (about 7 minutes
+# on 2 cores; among them 3 daemons on one Redis, a 3-master Redis Cluster with
+# `shards: 3`, and one daemon with `shards` 1 against 3), rewrites BENCHMARKS.md, and
+# leaves nothing running. Installs wrk from Debian when missing. Knobs: BENCH_RUNS=3,
+# BENCH_QUICK=1, BENCH_ONLY=burst,steady, BENCH_DELAYQS=path/to/binary (before/after
+# figures), BENCH_BASELINE=path/to/binary (a delayqs from before shards, beside them).
 bench:
 	bench/run.sh
 
@@ -105,6 +107,13 @@ chaos: redis-server redis-sentinel
 # restarts; its figures go to RELIABILITY.md's "Sentinel mode".
 chaos-sentinel: redis-server redis-sentinel
 	CHAOS_SENTINEL=1 chaos/run.sh
+
+# The same on a Redis Cluster: 3 masters with a replica each, the queue in 3 shards (one
+# per master); CLUSTER FAILOVERs, kill -9s of masters (they rejoin as replicas) and
+# redis-cli --cluster reshards of a shard's slot instead of Redis restarts; its figures
+# go to RELIABILITY.md's "Cluster mode".
+chaos-cluster: redis-server
+	CHAOS_CLUSTER=1 chaos/run.sh
 
 chaos-short: redis-server
 	CHAOS_SHORT=1 chaos/run.sh

@@ -27,13 +27,19 @@ import time
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import redis_cluster as rc  # noqa: E402  (the slot and shard rules, a cluster on loopback)
+
 QUEUE = "DelayQs:job_zqueue"
 INFLIGHT = "DelayQs:inflight"
 ATTEMPTS = "DelayQs:attempts"
 FAILED = "DelayQs:fail_job"
 STAGING = "bench:staging"
 TICK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ("ceiling_http", "ceiling_claim", "burst", "burst_replicated", "steady", "idle", "backlog")
+SCENARIOS = ("ceiling_http", "ceiling_claim", "burst", "burst_replicated", "steady", "idle", "backlog",
+             "burst_3daemons", "burst_cluster", "shards")
+# Tagged names for shards > 1 (shard i: the tag {DelayQs} made {DelayQs:i}).
+TAGGED = ("{DelayQs}:job_zqueue", "{DelayQs}:inflight", "{DelayQs}:attempts", "{DelayQs}:fail_job")
 
 
 # --------------------------------------------------------------------------- Redis
@@ -217,6 +223,7 @@ class Bench:
         self.started = now()
         self.dq = None
         self.dq_runs = 0
+        self.live = {}  # pid -> Popen: other daemons and cluster nodes this script runs now
 
     # ---------------------------------------------------------------- processes
 
@@ -292,6 +299,11 @@ class Bench:
         this script, and its children (delayqs, wrk, redis-benchmark) once reaped."""
         t = os.times()
         live = proc_cpu(self.dq.pid) if self.dq is not None else 0
+        for pid in list(self.live):
+            try:
+                live += proc_cpu(pid)
+            except OSError:
+                pass
         return (proc_cpu(self.a.redis_pid) + proc_cpu(self.a.endpoint_pid) + t.user + t.system
                 + t.children_user + t.children_system + live)
 
@@ -642,6 +654,297 @@ class Bench:
         self.fresh_redis()
         return {"small": at_small, "big": at_big, "load_s": load_s, "redis_used_memory": used}
 
+    # ============================================ several daemons, shards, a cluster (issue 15)
+
+    def start_daemons(self, n, config, binary=None, label="d"):
+        """n delayqs processes on one config file (written here), each logging to its own
+        file; returns once each has logged that Redis answered."""
+        self.dq_runs += 1
+        path = os.path.join(self.a.workdir, f"delayqs-{label}-{self.dq_runs}.json")
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2)
+        ps = []
+        for k in range(n):
+            log_path = os.path.join(self.a.workdir, f"delayqs-{label}-{self.dq_runs}-{k}.log")
+            p = subprocess.Popen([binary or self.a.delayqs, "run", "--config", path],
+                                 stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
+            p.log_path = log_path
+            self.remember_pid(p.pid)
+            self.live[p.pid] = p
+            ps.append(p)
+        deadline = now() + 20
+        for p in ps:
+            while b"ready: " not in open(p.log_path, "rb").read():
+                if p.poll() is not None or now() > deadline:
+                    text = open(p.log_path).read()
+                    self.stop_daemons(ps)
+                    raise SystemExit(f"delayqs did not get ready ({p.returncode}):\n{text}")
+                time.sleep(0.02)
+        time.sleep(0.3)  # first rounds: key checks, first claims
+        return ps
+
+    def stop_daemons(self, ps):
+        """SIGTERM to all, then wait for each (15 s at most, then SIGKILL); exit codes."""
+        for p in ps:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes = []
+        for p in ps:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self.notes.append("a delayqs did not stop within 15 s of SIGTERM and was killed")
+            self.live.pop(p.pid, None)
+            if p.returncode != 0:
+                self.notes.append(f"a delayqs exited with {p.returncode} after SIGTERM")
+            codes.append(p.returncode)
+        return codes
+
+    def errors_in_logs(self, ps):
+        """Lines of the daemons' logs at WARN or ERROR (the first few of each)."""
+        out = []
+        for p in ps:
+            lines = [l for l in open(p.log_path, errors="replace").read().splitlines()
+                     if " WARN " in l or " ERROR " in l]
+            out += lines[:3]
+        return out
+
+    def single_layout(self, names, shards):
+        """The shards of `names` on the benchmark's one redis-server."""
+        return {
+            "masters": {self.redis_port: self.r},
+            "shards": [{"conn": self.r, "port": self.redis_port,
+                        "keys": [rc.shard_name(k, i) for k in names],
+                        "staging": rc.shard_name(names[0] + ":staging" if "{" in names[0] else STAGING, i)}
+                       for i in range(shards)],
+        }
+
+    def layout_flush(self, lay):
+        for c in lay["masters"].values():
+            c.call("FLUSHALL")
+            c.call("CONFIG", "SET", "slowlog-log-slower-than", "-1")
+            c.call("CONFIG", "RESETSTAT")
+
+    def layout_leftovers(self, lay):
+        tot = [0, 0, 0, 0]
+        for sh in lay["shards"]:
+            q, f, a, x = sh["keys"]
+            c = sh["conn"]
+            for j, v in enumerate((c.call("ZCARD", q), c.call("ZCARD", f), c.call("HLEN", a), c.call("LLEN", x))):
+                tot[j] += v
+        return tot
+
+    @staticmethod
+    def redis_cpu(c):
+        i = c.info("cpu")
+        return float(i["used_cpu_sys"]) + float(i["used_cpu_user"])
+
+    def layout_split(self, lay, items):
+        per = [[] for _ in lay["shards"]]
+        for score, m in items:
+            per[rc.shard_of(m, len(per))].append((score, m))
+        return per
+
+    def burst_on(self, lay, n_daemons, config, runs, binary=None, label="d"):
+        """The burst scenario on a layout: every shard's jobs loaded into a staging key of
+        its slot, the daemons started, then one RENAME per shard makes them all due."""
+        n_jobs = self.a.burst_jobs
+        out = []
+        for _ in range(runs):
+            self.layout_flush(lay)
+            self.ep("/reset")
+            due = now() - 1
+            per = self.layout_split(lay, [(due, member(i, due, self.callback)) for i in range(n_jobs)])
+            mem0 = {p: int(c.info("memory")["used_memory"]) for p, c in lay["masters"].items()}
+            for sh, items in zip(lay["shards"], per):
+                sh["conn"].pipeline(zadd_commands(sh["staging"], items))
+            mem1 = {p: int(c.info("memory")["used_memory"]) for p, c in lay["masters"].items()}
+            ps = self.start_daemons(n_daemons, config, binary, label)
+            for c in lay["masters"].values():
+                c.call("CONFIG", "RESETSTAT")
+            cpu0 = {p: self.redis_cpu(c) for p, c in lay["masters"].items()}
+            d0, e0, t0 = sum(proc_cpu(p.pid) for p in ps), proc_cpu(self.a.endpoint_pid), now()
+            for sh in lay["shards"]:
+                sh["conn"].call("RENAME", sh["staging"], sh["keys"][0])
+            got = self.wait_count(n_jobs, timeout=self.a.burst_timeout, every=0.02)
+            t1 = now()
+            d1, e1 = sum(proc_cpu(p.pid) for p in ps), proc_cpu(self.a.endpoint_pid)
+            cpu1 = {p: self.redis_cpu(c) for p, c in lay["masters"].items()}
+            calls = {p: self.evalsha_calls(c) for p, c in lay["masters"].items()}
+            hwm = max(proc_mem(p.pid)[1] for p in ps)
+            time.sleep(0.2)  # a duplicate would show up right after the last one
+            rep = self.ep_report()
+            warnings = self.errors_in_logs(ps)
+            codes = self.stop_daemons(ps)
+            span = rep["last_arrival"] - rep["first_arrival"]
+            wall = t1 - t0
+            count = rep["count"]
+            out.append({
+                "delivered": count,
+                "missing": n_jobs - rep["unique"],
+                "duplicates": rep["duplicates"],
+                "connections": rep["connections"],
+                "jobs_per_s": (count - 1) / span if span > 0 else None,
+                "wall_s": wall,
+                "dq_cpu_pct": 100 * (d1 - d0) / wall,
+                "cpu_s_per_1k": (d1 - d0) / (count / 1000) if count else None,
+                "endpoint_cpu_pct": 100 * (e1 - e0) / wall,
+                "hwm_kb": hwm,
+                "per_master": {str(p): {
+                    "used_memory_before": mem0[p], "used_memory_loaded": mem1[p],
+                    "cpu_s": cpu1[p] - cpu0[p], "cpu_pct": 100 * (cpu1[p] - cpu0[p]) / wall,
+                    "evalsha_calls": calls[p]} for p in lay["masters"]},
+                "redis_cpu_pct": 100 * sum(cpu1[p] - cpu0[p] for p in lay["masters"]) / wall,
+                "claim_calls": sum(calls.values()),
+                "exit": codes,
+                "left": self.layout_leftovers(lay),
+                "log_warnings": warnings,
+            })
+            if got < n_jobs:
+                self.notes.append(f"burst ({label}): only {got} of {n_jobs} delivered within {self.a.burst_timeout} s")
+        self.layout_flush(lay)
+        return out
+
+    def evalsha_calls(self, c):
+        st = c.info("commandstats")
+        n = 0
+        for k in ("cmdstat_evalsha", "cmdstat_eval"):
+            if k in st:
+                n += int(dict(p.split("=") for p in st[k].split(","))["calls"])
+        return n
+
+    def steady_on(self, lay, config, binary=None, label="d"):
+        """One run of the steady scenario on a layout: jobs due evenly, each in its shard."""
+        n_jobs, over = self.a.steady_jobs, self.a.steady_seconds
+        self.layout_flush(lay)
+        self.ep("/reset")
+        ps = self.start_daemons(1, config, binary, label)
+        start = now() + self.a.lead
+        step = over / n_jobs
+        per = self.layout_split(lay, [(start + i * step, member(i, start + i * step, self.callback))
+                                      for i in range(n_jobs)])
+        for sh, items in zip(lay["shards"], per):
+            sh["conn"].pipeline(zadd_commands(sh["keys"][0], items))
+        for c in lay["masters"].values():
+            c.call("CONFIG", "RESETSTAT")
+        d0, t0 = proc_cpu(ps[0].pid), now()
+        got = self.wait_count(n_jobs, timeout=self.a.lead + over + 10, every=0.25)
+        time.sleep(0.2)
+        d1, t1 = proc_cpu(ps[0].pid), now()
+        calls = sum(self.evalsha_calls(c) for c in lay["masters"].values())
+        hwm = proc_mem(ps[0].pid)[1]
+        rep = self.ep_report()
+        warnings = self.errors_in_logs(ps)
+        codes = self.stop_daemons(ps)
+        if got < n_jobs:
+            self.notes.append(f"steady ({label}): only {got} of {n_jobs} delivered")
+        return {
+            "delivered": rep["count"],
+            "missing": n_jobs - rep["unique"],
+            "duplicates": rep["duplicates"],
+            "p50_ms": rep["late_ms"]["p50"],
+            "p99_ms": rep["late_ms"]["p99"],
+            "max_ms": rep["late_ms"]["max"],
+            "cpu_s_per_1k": (d1 - d0) / (rep["count"] / 1000) if rep["count"] else None,
+            "script_calls_per_s": calls / (t1 - t0),
+            "hwm_kb": hwm,
+            "exit": codes,
+            "left": self.layout_leftovers(lay),
+            "log_warnings": warnings,
+        }
+
+    def burst_3daemons(self):
+        """(a) Three daemons on one Redis, one shard: the burst, aggregate."""
+        lay = self.single_layout((QUEUE, INFLIGHT, ATTEMPTS, FAILED), 1)
+        return self.burst_on(lay, 3, dict(self.config), self.a.burst_runs, label="three")
+
+    def burst_cluster(self):
+        """(b) A 3-master cluster (no replicas), shards: 3 on 3 masters, 3 daemons."""
+        nodes = []
+        try:
+            for attempt in range(3):
+                ports = [rc.node_port() for _ in range(3)]
+                for p in ports:
+                    d = os.path.join(self.a.workdir, f"cluster-{p}")
+                    os.makedirs(d, exist_ok=True)
+                    n = subprocess.Popen(rc.node_args(p, d, extra=["--loglevel", "warning"]),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         stdin=subprocess.DEVNULL)
+                    self.remember_pid(n.pid)
+                    self.live[n.pid] = n
+                    nodes.append(n)
+                try:
+                    ranges = rc.create(ports, 0, timeout=30)
+                    break
+                except RuntimeError as e:
+                    # Seen once on this shared machine: a node's view never settled.
+                    self.notes.append(f"burst_cluster: a new cluster did not settle, started another ({e})")
+                    self.stop_nodes(nodes)
+                    nodes = []
+            else:
+                raise SystemExit("burst_cluster: no cluster settled in 3 tries")
+            tag, slots = rc.tag_on_masters(ranges, 3, prefix="dq")
+            names = tuple("{%s}%s" % (tag, suffix) for suffix in
+                          (":job_zqueue", ":inflight", ":attempts", ":fail_job"))
+            masters = {p: Redis(p) for p in ports}
+            lay = {"masters": masters, "shards": []}
+            for i in range(3):
+                keys = [rc.shard_name(k, i) for k in names]
+                port = rc.master_of(ranges, slots[i])
+                lay["shards"].append({"conn": masters[port], "port": port, "keys": keys,
+                                      "staging": rc.shard_name("{%s}:staging" % tag, i)})
+            config = {"cluster": [f"redis://127.0.0.1:{p}/" for p in ports],
+                      "key": names[0], "inflightKey": names[1], "attemptsKey": names[2],
+                      "failKey": names[3], "shards": 3, "concurrency": self.conc, "logLevel": "info"}
+            self.commands["cluster"] = (shlex.join(rc.node_args("PORT", "$WORK/cluster-PORT"))
+                                        + "   # 3 of them, then:\nredis-cli --cluster create "
+                                        + " ".join("127.0.0.1:PORT%d" % k for k in range(3))
+                                        + " --cluster-replicas 0 --cluster-yes")
+            runs = self.burst_on(lay, 3, config, self.a.burst_runs, label="cluster")
+            return {"tag": tag, "slots": slots,
+                    "shard_master": [sh["port"] for sh in lay["shards"]],
+                    "ranges": [[lo, hi, m] for lo, hi, m, _, _ in ranges],
+                    "config": config, "runs": runs}
+        finally:
+            self.stop_nodes(nodes)
+
+    def stop_nodes(self, nodes):
+        for n in nodes:
+            n.terminate()
+        for n in nodes:
+            try:
+                n.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                n.kill()
+                n.wait()
+            self.live.pop(n.pid, None)
+
+    def shards(self):
+        """(c) One daemon on the one Redis: shards 1 (today's names) against shards 3, and
+        the binary before shards (--baseline), burst and steady runs interleaved."""
+        variants = []
+        if self.a.baseline:
+            variants.append(("before", self.single_layout((QUEUE, INFLIGHT, ATTEMPTS, FAILED), 1),
+                             dict(self.config), self.a.baseline))
+        variants.append(("one", self.single_layout((QUEUE, INFLIGHT, ATTEMPTS, FAILED), 1),
+                         dict(self.config), None))
+        three = dict(self.config, key=TAGGED[0], inflightKey=TAGGED[1], attemptsKey=TAGGED[2],
+                     failKey=TAGGED[3], shards=3)
+        variants.append(("three", self.single_layout(TAGGED, 3), three, None))
+        res = {name: {"burst": [], "steady": []} for name, _, _, _ in variants}
+        for _ in range(self.a.burst_runs):
+            for name, lay, config, binary in variants:
+                res[name]["burst"] += self.burst_on(lay, 1, config, 1, binary, label=f"shards-{name}")
+        for _ in range(self.runs):
+            for name, lay, config, binary in variants:
+                res[name]["steady"].append(self.steady_on(lay, config, binary, label=f"shards-{name}"))
+        res["three_config"] = three
+        self.fresh_redis()
+        return res
+
     # ================================================================ all
 
     def run(self):
@@ -735,6 +1038,148 @@ def spread(runs, key, nd=1, scale=None):
     return f"{fmt(m, nd)} ({fmt(min(xs), nd)}–{fmt(max(xs), nd)})"
 
 
+def _per_master(runs, port, key):
+    return median([r["per_master"][port][key] for r in runs])
+
+
+def scale_targets(res, burst):
+    out = []
+    three = res.get("burst_3daemons")
+    if three:
+        d, m = sum(col(three, "duplicates")), sum(col(three, "missing"))
+        out.append(("3 daemons on one Redis: no duplicates, nothing missing (every burst run)",
+                    f"{d} duplicates, {m} missing", d == 0 and m == 0))
+    cl = res.get("burst_cluster")
+    if cl:
+        d, m = sum(col(cl["runs"], "duplicates")), sum(col(cl["runs"], "missing"))
+        out.append(("3 daemons on a 3-master cluster, `shards: 3`: no duplicates, nothing missing",
+                    f"{d} duplicates, {m} missing", d == 0 and m == 0))
+    sh = res.get("shards")
+    if sh:
+        one = median(col(sh["one"]["burst"], "jobs_per_s"))
+        if "before" in sh:
+            ref, what = median(col(sh["before"]["burst"], "jobs_per_s")), "the binary before shards"
+        else:
+            ref, what = median(col(burst, "jobs_per_s")), "the burst scenario above (same binary)"
+        ratio = one / ref if one and ref else None
+        out.append((f"`shards: 1` burst no slower than today's single key (≥ 95 % of {what}, interleaved runs)",
+                    f"{fmt(one, 0)} vs {fmt(ref, 0)} jobs/s ({fmt(100 * ratio if ratio else None)} %)",
+                    ratio is not None and ratio >= 0.95))
+        p1 = median(col(sh["one"]["steady"], "p99_ms"))
+        p3 = median(col(sh["three"]["steady"], "p99_ms"))
+        out.append(("steady lateness p99 with `shards: 3` no worse than with 1 (≤ 1's + max(10 %, 0.1 ms))",
+                    f"{fmt(p3, 2)} vs {fmt(p1, 2)} ms",
+                    p1 is not None and p3 is not None and p3 <= p1 + max(0.1 * p1, 0.1)))
+    return out
+
+
+def scale_section(w, res, args, burst):
+    three, cl, sh = res.get("burst_3daemons"), res.get("burst_cluster"), res.get("shards")
+    if not (three or cl or sh):
+        return
+    w("### Several daemons, shards, a Redis Cluster (issue 15)")
+    w("")
+    w(f"The burst of {args.burst_jobs:,} jobs and the steady load as above, each daemon with "
+      f"`concurrency` {args.concurrency}; a job goes to shard `int(sha1(member)[:8], 16) % shards`. "
+      "Every process shares the same 2 cores: the endpoint, every daemon and every redis-server.")
+    w("")
+    if three:
+        w("**Three daemons on one Redis** (one shard, today's names):")
+        w("")
+        w("| | 1 daemon (burst above) | 3 daemons |")
+        w("| --- | --- | --- |")
+        w(f"| throughput | {spread(burst, 'jobs_per_s', 0)} jobs/s | {spread(three, 'jobs_per_s', 0)} jobs/s |")
+        w(f"| CPU while draining: delayqs (all) / redis-server / endpoint, % of one core | "
+          f"{spread(burst, 'dq_cpu_pct', 0)} / {spread(burst, 'redis_cpu_pct', 0)} / {spread(burst, 'endpoint_cpu_pct', 0)} | "
+          f"{spread(three, 'dq_cpu_pct', 0)} / {spread(three, 'redis_cpu_pct', 0)} / {spread(three, 'endpoint_cpu_pct', 0)} |")
+        w(f"| delayqs CPU seconds per 1,000 jobs (all daemons) | {spread(burst, 'cpu_s_per_1k', 3)} | {spread(three, 'cpu_s_per_1k', 3)} |")
+        w(f"| script calls (all daemons) | {spread(burst, 'evalsha_calls', 0)} | {spread(three, 'claim_calls', 0)} |")
+        w(f"| duplicates / missing | {sum(col(burst, 'duplicates'))} / 0 | {sum(col(three, 'duplicates'))} / {sum(col(three, 'missing'))} |")
+        w("")
+    if cl:
+        runs = cl["runs"]
+        w(f"**A 3-master cluster, `shards: 3`, 3 daemons.** Three `redis-server --cluster-enabled yes` "
+          f"masters, no replicas (`--cluster-replicas 0`: replicas would be three more processes on the "
+          f"same 2 cores), `cluster-node-timeout` 2000. The tag `{{{cl['tag']}}}` puts the 3 shards on "
+          f"3 masters: " + ", ".join(f"shard {i} `{rc.shard_name('{' + cl['tag'] + '}:job_zqueue', i)}` "
+                                    f"slot {s} on :{cl['shard_master'][i]}" for i, s in enumerate(cl["slots"])) + ".")
+        w("")
+        w("| | 3 daemons, one Redis | 3 daemons, 3 masters |")
+        w("| --- | --- | --- |")
+        a = three or []
+        w(f"| throughput | {spread(a, 'jobs_per_s', 0)} jobs/s | {spread(runs, 'jobs_per_s', 0)} jobs/s |")
+        w(f"| CPU while draining: delayqs (all) / redis-server (all) / endpoint, % of one core | "
+          f"{spread(a, 'dq_cpu_pct', 0)} / {spread(a, 'redis_cpu_pct', 0)} / {spread(a, 'endpoint_cpu_pct', 0)} | "
+          f"{spread(runs, 'dq_cpu_pct', 0)} / {spread(runs, 'redis_cpu_pct', 0)} / {spread(runs, 'endpoint_cpu_pct', 0)} |")
+        w(f"| script calls (all daemons, all masters) | {spread(a, 'claim_calls', 0)} | {spread(runs, 'claim_calls', 0)} |")
+        w(f"| duplicates / missing | {sum(col(a, 'duplicates'))} / {sum(col(a, 'missing'))} | "
+          f"{sum(col(runs, 'duplicates'))} / {sum(col(runs, 'missing'))} |")
+        w("")
+        w("Per master (`INFO memory` used_memory with the cluster empty and with the burst loaded in "
+          "its staging key; `INFO cpu` used_cpu_sys + used_cpu_user over the drain; medians):")
+        w("")
+        w("| master | slots | shard | used_memory empty | loaded | the backlog's share | CPU s over the drain | CPU % of one core | script calls |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        ports = list(runs[0]["per_master"])
+        if three:
+            p0 = list(three[0]["per_master"])[0]
+            b0, b1 = _per_master(three, p0, "used_memory_before"), _per_master(three, p0, "used_memory_loaded")
+            w(f"| one Redis (3 daemons, above) | all | the one | {b0 / 1048576:.2f} MB | {b1 / 1048576:.2f} MB | "
+              f"{(b1 - b0) / 1048576:.2f} MB | {fmt(_per_master(three, p0, 'cpu_s'), 2)} | "
+              f"{fmt(_per_master(three, p0, 'cpu_pct'), 0)} | {fmt(_per_master(three, p0, 'evalsha_calls'), 0)} |")
+        for port in ports:
+            rng = " ".join(f"{lo}–{hi}" for lo, hi, m in cl["ranges"] if str(m) == port)
+            mine = [str(i) for i, m in enumerate(cl["shard_master"]) if str(m) == port]
+            m0 = _per_master(runs, port, "used_memory_before")
+            m1 = _per_master(runs, port, "used_memory_loaded")
+            w(f"| :{port} | {rng} | {', '.join(mine) or '—'} | {m0 / 1048576:.2f} MB | {m1 / 1048576:.2f} MB | "
+              f"{(m1 - m0) / 1048576:.2f} MB | {fmt(_per_master(runs, port, 'cpu_s'), 2)} | "
+              f"{fmt(_per_master(runs, port, 'cpu_pct'), 0)} | {fmt(_per_master(runs, port, 'evalsha_calls'), 0)} |")
+        w("")
+        if three:
+            r3, rc3 = median(col(three, "jobs_per_s")), median(col(runs, "jobs_per_s"))
+            if r3 and rc3:
+                w(f"The cluster drained at {100 * rc3 / r3:.0f} % of the rate of the same 3 daemons on one Redis "
+                  "in this run (see \"Shards and a cluster on 2 cores\" below for why).")
+                w("")
+    if sh:
+        names = [n for n in ("before", "one", "three") if n in sh]
+        head = {"before": f"before shards ({args.baseline_desc or 'baseline'})", "one": "`shards: 1` (today's names)",
+                "three": "`shards: 3` (`{DelayQs}`, `{DelayQs:1}`, `{DelayQs:2}`)"}
+        w("**One daemon on one redis-server: one shard against three** (runs interleaved: "
+          + ", ".join(names) + ", then again):")
+        w("")
+        w("| | " + " | ".join(head[n] for n in names) + " |")
+        w("|" + " --- |" * (len(names) + 1))
+        rows = [("burst throughput", "burst", "jobs_per_s", 0, " jobs/s"),
+                ("burst: script calls", "burst", "claim_calls", 0, ""),
+                ("burst: delayqs CPU s per 1,000 jobs", "burst", "cpu_s_per_1k", 3, ""),
+                ("steady lateness p50", "steady", "p50_ms", 2, " ms"),
+                ("steady lateness p99", "steady", "p99_ms", 2, " ms"),
+                ("steady lateness max", "steady", "max_ms", 2, " ms"),
+                ("steady: script calls per second", "steady", "script_calls_per_s", 1, ""),
+                ("steady: delayqs CPU s per 1,000 jobs", "steady", "cpu_s_per_1k", 3, "")]
+        for label, part, key, nd, unit in rows:
+            w(f"| {label} | " + " | ".join(spread(sh[n][part], key, nd) + unit for n in names) + " |")
+        w("| duplicates / missing (burst and steady) | " + " | ".join(
+            f"{sum(col(sh[n]['burst'], 'duplicates')) + sum(col(sh[n]['steady'], 'duplicates'))} / "
+            f"{sum(col(sh[n]['burst'], 'missing')) + sum(col(sh[n]['steady'], 'missing'))}" for n in names) + " |")
+        w("")
+    warn = []
+    for runs in ([three or []] + [cl["runs"] if cl else []]
+                 + [sh[n][p] for n in ("before", "one", "three") if sh and n in sh for p in ("burst", "steady")]):
+        for r in runs:
+            warn += r.get("log_warnings", [])
+    if warn:
+        w("Warnings and errors the daemons logged in these scenarios (first few):")
+        w("")
+        w("```")
+        for line in warn[:8]:
+            w(line[:300])
+        w("```")
+        w("")
+
+
 def write_markdown(res, args, path):
     m = machine()
     http = res["ceiling_http"]["rps"]
@@ -787,6 +1232,7 @@ def write_markdown(res, args, path):
          f"{fmt(claim_big, 0)} µs vs {fmt(claim_small, 0)} µs median ({fmt(claim_ratio, 2)}×)",
          claim_ratio is not None and claim_ratio <= 2),
     ]
+    targets += scale_targets(res, burst)
 
     L = []
     w = L.append
@@ -892,6 +1338,7 @@ def write_markdown(res, args, path):
     w(f"Loading the extra {args.backlog_big - args.backlog_small:,} future jobs took {back['load_s']:.1f} s "
       f"(pipelined ZADD, 500 members per command); Redis then used {back['redis_used_memory']}.")
     w("")
+    scale_section(w, res, args, burst)
     w("### Peak RSS of delayqs per scenario (highest VmHWM of any run)")
     w("")
     w("| " + " | ".join(hwm_all) + " |")
@@ -979,6 +1426,9 @@ def main():
                     help="seconds to wait at most for other processes to quieten down")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--baseline", default=None,
+                    help="a delayqs binary from before shards, measured beside shards 1 and 3")
+    ap.add_argument("--baseline-desc", default="")
     ap.add_argument("--only", type=lambda v: v.split(","), default=None,
                     help="comma-separated scenarios to run (prints JSON, leaves BENCHMARKS.md alone)")
     a = ap.parse_args()

@@ -12,9 +12,13 @@
 #                         bench/target/BENCHMARKS-quick.md, never the real figures
 #   BENCH_OUT=path        where to write (default BENCHMARKS.md)
 #   BENCH_ONLY=a,b        just these scenarios, printed as JSON (BENCHMARKS.md untouched):
-#                         ceiling_http ceiling_claim burst steady idle backlog
+#                         ceiling_http ceiling_claim burst burst_replicated steady idle
+#                         backlog burst_3daemons burst_cluster shards
 #   BENCH_DELAYQS=path    measure this binary instead of building one (before/after)
-# Takes about 3 minutes on 2 cores once built.
+#   BENCH_BASELINE=path   a delayqs from before shards, run beside shards 1 and 3 in the
+#                         `shards` scenario ("one shard no slower than today's single key")
+# Takes about 7 minutes on 2 cores once built (the burst_cluster scenario starts a
+# 3-master Redis Cluster on loopback with redis-cli --cluster create).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +33,11 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
   out=${BENCH_OUT:-$bench/target/BENCHMARKS-quick.md}
 fi
 [ -n "${BENCH_ONLY:-}" ] && extra+=(--only "$BENCH_ONLY")
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  baseline=$(realpath "$BENCH_BASELINE")
+  [ -x "$baseline" ] || { echo "[bench] BENCH_BASELINE=$BENCH_BASELINE is not an executable" >&2; exit 1; }
+  extra+=(--baseline "$baseline" --baseline-desc "$(basename "$baseline"), sha256 $(sha256sum "$baseline" | cut -c1-12)")
+fi
 
 say() { echo "[bench] $*" >&2; }
 
@@ -139,9 +148,9 @@ else
 fi
 
 # ---------------------------------------------------------------- run
-# The timeout is a safety net: the scenarios take about 3 minutes. The driver runs in
+# The timeout is a safety net: the scenarios take about 7 minutes. The driver runs in
 # the background and we `wait`, so that a signal to this script runs the trap at once.
-timeout --signal=TERM 600 python3 "$bench/bench.py" \
+timeout --signal=TERM 1500 python3 "$bench/bench.py" \
   --redis-port "$redis_port" --redis-pid "$redis_pid" \
   --endpoint-port "$endpoint_port" --endpoint-pid "$endpoint_pid" \
   --delayqs "$delayqs" \

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import redis_cluster as rc  # noqa: E402  (slot and shard rules, cluster on loopback)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHORT = os.environ.get("CHAOS_SHORT") == "1"
@@ -32,11 +36,28 @@ REPORT = os.environ.get("CHAOS_REPORT")
 # restarts, failovers (SENTINEL FAILOVER, then a kill -9 of the master, in turn).
 SENTINEL = os.environ.get("CHAOS_SENTINEL") == "1"
 MASTER_NAME = "chaos"
+# Cluster mode: 3 masters with a replica each, the queue in 3 shards on the 3 masters;
+# instead of Redis restarts, CLUSTER FAILOVERs, kill -9s of masters (restarted: they
+# rejoin as replicas) and slot migrations by redis-cli --cluster reshard.
+CLUSTER = os.environ.get("CHAOS_CLUSTER") == "1"
+SHARDS = 3 if CLUSTER else 1
+MOVED_SLOTS = 64   # how many slots a reshard moves (redis-cli takes a source's lowest first)
+# cluster-node-timeout: with 2000 ms, nodes busy with a reshard on this loaded 2-core
+# machine were once marked failed and failed over without being killed.
+NODE_TIMEOUT_MS = int(os.environ.get("CHAOS_NODE_TIMEOUT_MS") or 5000)
 
 QUEUE, INFLIGHT, ATTEMPTS, FAIL = ("DelayQs:job_zqueue", "DelayQs:inflight",
                                    "DelayQs:attempts", "DelayQs:fail_job")
 TIMEOUT_MS, LEASE_MS = 1000, 4000
+REDIS_TIMEOUT_MS = 500
+if CLUSTER:
+    # The lease must outlast the claim calls of every shard before an outcome is
+    # written: timeoutMs + (3 x shards + 2) x redisTimeoutMs + pollIntervalMs = 6.55 s.
+    LEASE_MS = 8000
 DAEMONS = 3
+# Each shard's keys (queue, in-flight, attempts, failed); the cluster mode's names are
+# chosen once the cluster stands (a tag whose shards sit on three masters).
+SHARD_KEYS = [(QUEUE, INFLIGHT, ATTEMPTS, FAIL)]
 
 if SHORT:
     P = dict(at_once=1000, spread=1800, past_due=300, window=45.0, cancels=150,
@@ -178,6 +199,101 @@ class SentinelRedis(Redis):
         super()._conn()
 
 
+class ClusterRedis:
+    """A Redis Cluster client for the producer and the checker: each keyed command goes to
+    the master of its key's slot (the map from CLUSTER SLOTS, read again after MOVED or
+    any trouble), ASK is followed with ASKING, and a write can be followed by WAIT on the
+    same connection, that is on the key's master. Trouble (a dead node, CLUSTERDOWN,
+    TRYAGAIN, a write refused) raises RedisDown: callers retry what is idempotent."""
+
+    def __init__(self, ports):
+        self.ports = list(ports)     # every node, masters and replicas
+        self.conns = {}              # port -> Redis
+        self.slots = []              # (lo, hi, master port)
+
+    def close(self):
+        for c in self.conns.values():
+            c.close()
+        self.conns = {}
+        self.slots = []
+
+    def conn(self, port):
+        if port not in self.conns:
+            self.conns[port] = Redis(port)
+        return self.conns[port]
+
+    def refresh(self):
+        for port in self.ports:
+            try:
+                slots = self.conn(port).cmd("CLUSTER", "SLOTS")
+            except (RedisDown, Exception):
+                continue
+            if slots:
+                self.slots = sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in slots)
+                return
+        raise RedisDown("no cluster node answered CLUSTER SLOTS")
+
+    def master_for(self, key):
+        if not self.slots:
+            self.refresh()
+        slot = rc.keyslot(key)
+        for lo, hi, port in self.slots:
+            if lo <= slot <= hi:
+                return port
+        self.refresh()
+        raise RedisDown(f"no master serves slot {slot}")
+
+    def on_key(self, key, cmds, wait=False):
+        """cmds (all on `key`'s slot) on its master, then `WAIT 1 1000` there when asked;
+        the replies (the WAIT's last)."""
+        port, asking = self.master_for(key), False
+        for _ in range(5):
+            c = self.conn(port)
+            batch = ([["ASKING"]] if asking else []) + [list(x) for x in cmds]
+            if wait:
+                batch.append(["WAIT", 1, 1000])
+            c._conn()
+            try:
+                c.sock.sendall(b"".join(c._enc(x) for x in batch))
+                replies = [c._read() for _ in batch]
+            except (OSError, ValueError, RedisDown) as e:
+                c.close()
+                self.slots = []
+                raise RedisDown(str(e))
+            if asking:
+                replies = replies[1:]
+            err = next((r for r in replies if isinstance(r, Exception)), None)
+            if err is None:
+                return replies
+            text = str(err)
+            if text.startswith("MOVED"):
+                self.slots = []
+                port, asking = int(text.split()[2].rsplit(":", 1)[1]), False
+                continue
+            if text.startswith("ASK"):
+                port, asking = int(text.split()[2].rsplit(":", 1)[1]), True
+                continue
+            if text.startswith(("CLUSTERDOWN", "TRYAGAIN", "READONLY", "LOADING", "MASTERDOWN")):
+                self.slots = []
+                raise RedisDown(text)
+            raise err
+        raise RedisDown(f"too many redirections for {key}")
+
+    def cmd(self, *args):
+        """An unkeyed command (TIME) on any master."""
+        return self.conn(self.master_for("{x}")).cmd(*args)
+
+    def retry_on_key(self, key, cmds, limit=60.0, wait=False):
+        end = time.time() + limit
+        while True:
+            try:
+                return self.on_key(key, cmds, wait)
+            except RedisDown:
+                if time.time() > end:
+                    raise
+                time.sleep(0.1)
+
+
 # ------------------------------------------------------------------ processes
 def stop_proc(name, sig=signal.SIGTERM, wait=10.0):
     p = procs.pop(name, None)
@@ -219,10 +335,18 @@ class Cluster:
             target = {"sentinel": {
                 "sentinels": [f"redis://127.0.0.1:{p}/" for p in self.sports],
                 "master": f"redis://{MASTER_NAME}/0"}}
+        if CLUSTER:
+            self.nodes = [rc.node_port() for _ in range(6)]
+            self.r = ClusterRedis(self.nodes)
+            self.reshard_proc = None
+            return   # the config names the shards' keys: written once the cluster stands
+        self.write_config(target)
+
+    def write_config(self, target):
         with open(self.config, "w") as f:
             json.dump({**target, "concurrency": 16,
                        "timeoutMs": TIMEOUT_MS, "connectTimeoutMs": 500,
-                       "leaseMs": LEASE_MS, "redisTimeoutMs": 500, "retryBaseMs": 100,
+                       "leaseMs": LEASE_MS, "redisTimeoutMs": REDIS_TIMEOUT_MS, "retryBaseMs": 100,
                        "maxRetryNum": 8, "pollIntervalMs": 50, "hostFailureThreshold": 0,
                        "logLevel": "warn"}, f)
 
@@ -323,7 +447,161 @@ class Cluster:
             self.start_node(old, replica_of=self.nodes[new])
         return t_down, t_up
 
+    # ---------------------------------------------------------------- cluster mode
+    def start_cluster_node(self, i):
+        d = os.path.join(self.rdir, f"node{i}")
+        os.makedirs(d, exist_ok=True)
+        log = open(os.path.join(self.tmp, f"node{i}.out"), "a")
+        args = rc.node_args(self.nodes[i], d, node_timeout_ms=NODE_TIMEOUT_MS, extra=[
+            "--logfile", os.path.join(self.tmp, f"node{i}.log"), "--daemonize", "no"])
+        procs[f"node{i}"] = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        wait_answer(self.nodes[i])
+
+    def start_cluster(self):
+        global SHARD_KEYS
+        for attempt in range(3):
+            for i in range(len(self.nodes)):
+                self.start_cluster_node(i)
+            try:
+                ranges = rc.create(self.nodes, 1)
+                break
+            except RuntimeError as e:
+                # Seen once on this shared machine: a new cluster whose view never settled.
+                say(f"the cluster did not settle ({e}); starting another on new ports")
+                for i in range(len(self.nodes)):
+                    stop_proc(f"node{i}", signal.SIGKILL, 5.0)
+                shutil.rmtree(self.rdir, ignore_errors=True)
+                os.makedirs(self.rdir)
+                self.nodes = [rc.node_port() for _ in range(6)]
+                self.r = ClusterRedis(self.nodes)
+        else:
+            raise RuntimeError("no cluster settled in 3 tries")
+        # A tag whose 3 shards sit on 3 masters, one of them in the lowest slots of the
+        # range that starts at 0: redis-cli --cluster reshard moves a source's lowest
+        # slots first, so that shard's slot moves, and moves back from a master whose
+        # own range lies above it.
+        self.tag, self.slots = rc.tag_on_masters(
+            ranges, SHARDS, prefix="chaos", key_suffix=":q",
+            extra=lambda slots: any(sl < MOVED_SLOTS for sl in slots))
+        self.moving = next(i for i, sl in enumerate(self.slots) if sl < MOVED_SLOTS)
+        base = ["{%s}%s" % (self.tag, x) for x in (":q", ":inflight", ":attempts", ":fail")]
+        SHARD_KEYS = [tuple(rc.shard_name(k, i) for k in base) for i in range(SHARDS)]
+        self.write_config({"cluster": [f"redis://127.0.0.1:{p}/" for p in self.nodes],
+                           "key": base[0], "inflightKey": base[1], "attemptsKey": base[2],
+                           "failKey": base[3], "shards": SHARDS})
+        say(f"cluster: 3 masters, 3 replicas on {self.nodes}; tag {{{self.tag}}}: shard slots "
+            f"{self.slots} on masters {[rc.master_of(ranges, sl) for sl in self.slots]}; "
+            f"shard {self.moving}'s slot is the one resharded")
+
+    def ranges(self):
+        for port in self.nodes:
+            try:
+                return rc.slot_ranges(port)
+            except (OSError, rc.Error):
+                continue
+        raise RuntimeError("no cluster node answers")
+
+    def live_ports(self):
+        return [self.nodes[i] for i in range(len(self.nodes)) if f"node{i}" in procs]
+
+    def wait_stable(self, limit=60.0):
+        """Every node up, agreeing on the masters, every master with its replica in sync
+        and redis-cli --cluster check clean (what a reshard insists on)."""
+        end = time.time() + limit
+        why = None
+        while time.time() < end:
+            try:
+                ranges = rc.wait_ok(self.live_ports(), 3, 1, timeout=max(1.0, end - time.time()))
+                synced = all("master_link_status:up" in Redis(rp).cmd("INFO", "replication")
+                             for _, _, _, _, reps in ranges for rp in reps)
+                check = subprocess.run(["redis-cli", "--cluster", "check", f"127.0.0.1:{ranges[0][2]}"],
+                                       capture_output=True, text=True, timeout=30)
+                if synced and check.returncode == 0:
+                    return ranges
+                why = check.stdout[-400:] if check.returncode else "a replica not in sync"
+            except (OSError, rc.Error, RedisDown, RuntimeError, Exception) as e:
+                why = str(e)
+            time.sleep(0.2)
+        raise RuntimeError(f"the cluster did not settle within {limit:.0f} s: {why}")
+
+    def cluster_event(self, kind):
+        """kind: failover (CLUSTER FAILOVER on the replica of one shard's master), kill
+        (kill -9 of one shard's master; restarted once its replica took over: it rejoins
+        as a replica), reshard / reshard-back (redis-cli --cluster reshard of the moving
+        shard's slot, started in the background). Returns (t_down, t_up or None, detail)."""
+        ranges = self.wait_stable()
+        if kind.startswith("reshard"):
+            return self.start_reshard(kind, ranges)
+        return self.switch_master(kind, ranges)
+
+    def slot_owner(self, slot):
+        return rc.master_of(self.ranges(), slot)
+
+    def start_reshard(self, kind, ranges=None):
+        """redis-cli --cluster reshard in the background; (t_start, None, detail)."""
+        if ranges is None:
+            ranges = self.wait_stable()
+        if True:
+            moving = self.slots[self.moving]
+            src = next(r for r in ranges if r[0] <= moving <= r[1])
+            if kind == "reshard":
+                other = self.slots[(self.moving + 1) % SHARDS]
+                dst = next(r for r in ranges if r[0] <= other <= r[1])
+            else:   # back to the master of the rest of its first range
+                dst = next(r for r in ranges if r[0] <= MOVED_SLOTS <= r[1])
+            t = time.time()
+            out = open(os.path.join(self.tmp, f"reshard-{int(t)}.out"), "w")
+            self.reshard_proc = subprocess.Popen(
+                ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{dst[2]}", "--cluster-from", src[3],
+                 "--cluster-to", dst[3], "--cluster-slots", str(MOVED_SLOTS), "--cluster-yes"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            procs["reshard"] = self.reshard_proc
+            self.reshard_dst = dst[2]
+            return t, None, f"slot {moving} (shard {self.moving}) and {MOVED_SLOTS - 1} more: :{src[2]} -> :{dst[2]}"
+
+    def switch_master(self, kind, ranges):
+        shard = rng.randrange(SHARDS)
+        r = next(x for x in ranges if x[0] <= self.slots[shard] <= x[1])
+        master, replica = r[2], r[4][0]
+        t_down = time.time()
+        if kind == "failover":
+            Redis(replica).cmd("CLUSTER", "FAILOVER")
+        else:
+            i = self.nodes.index(master)
+            p = procs.pop(f"node{i}")
+            p.kill()
+            p.wait(timeout=10)
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                now_ranges = rc.slot_ranges(replica)
+                if any(x[2] == replica for x in now_ranges) and all(x[2] != master for x in now_ranges) \
+                        and Redis(replica).cmd("ROLE")[0] == "master":
+                    break
+            except (OSError, rc.Error, RedisDown, Exception):
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"no new master for shard {shard} within 60 s after a {kind}")
+        t_up = time.time()
+        self.r.close()
+        if kind == "kill":
+            self.start_cluster_node(self.nodes.index(master))
+        return t_down, t_up, f"shard {shard}'s master :{master} -> :{replica}"
+
+    def reshard_done(self):
+        """None while a reshard runs; its exit code once it is over (reaped)."""
+        p = self.reshard_proc
+        if p is None or p.poll() is None:
+            return None
+        procs.pop("reshard", None)
+        self.reshard_proc = None
+        return p.returncode
+
     def start_redis(self):
+        if CLUSTER:
+            self.start_cluster()
+            return
         if SENTINEL:
             self.start_node(0)
             self.start_node(1, replica_of=self.nodes[0])
@@ -347,7 +625,7 @@ class Cluster:
         raise RuntimeError("redis-server did not answer within 30 s")
 
     def stop_redis(self):
-        if SENTINEL:
+        if SENTINEL or CLUSTER:
             for name in [n for n in procs if n.startswith(("sentinel", "node"))]:
                 stop_proc(name, signal.SIGTERM, 20.0)
             self.r.close()
@@ -402,6 +680,92 @@ def replicated(r):
         return False
 
 
+def redis_time(r):
+    if CLUSTER:
+        end = time.time() + 60
+        while True:
+            try:
+                return float(r.cmd("TIME")[0])
+            except (RedisDown, Exception):
+                if time.time() > end:
+                    raise
+                r.close()
+                time.sleep(0.1)
+    return float(r.retry([["TIME"]])[0][0])
+
+
+def produce(r, items):
+    """ZADD (score, member) pairs; returns the ids of jobs whose write no replica
+    acknowledged (outside Sentinel and Cluster modes: none). On a cluster each job goes
+    to the shard the producers' rule gives it, on that shard's master, and a WAIT 1 on
+    the same connection follows each ZADD; a write that fails is sent again until it
+    goes through."""
+    if not CLUSTER:
+        for i in range(0, len(items), 500):
+            args = [QUEUE]
+            for sc, m in items[i:i + 500]:
+                args += [f"{sc:.3f}", m]
+            r.retry([["ZADD", *args]])
+        return set() if replicated(r) else {jid(m) for _, m in items}
+    per = [[] for _ in range(SHARDS)]
+    for sc, m in items:
+        per[rc.shard_of(m, SHARDS)].append((sc, m))
+    unacked = set()
+    for shard, part in enumerate(per):
+        key = SHARD_KEYS[shard][0]
+        for i in range(0, len(part), 500):
+            args = [key]
+            for sc, m in part[i:i + 500]:
+                args += [f"{sc:.3f}", m]
+            replies = r.retry_on_key(key, [["ZADD", *args]], limit=120.0, wait=True)
+            if replies[-1] < 1:
+                unacked.update(jid(m) for _, m in part[i:i + 500])
+    return unacked
+
+
+def cancel(r, m):
+    """ZREM of a waiting job: 1 removed, 0 not there, None unknown (no answer, or no
+    replica acknowledged it, so a failover may undo it)."""
+    if not CLUSTER:
+        res = r.cmd("ZREM", QUEUE, m)
+        return res if replicated(r) else None
+    key = SHARD_KEYS[rc.shard_of(m, SHARDS)][0]
+    res, acked = r.on_key(key, [["ZREM", key, m]], wait=True)
+    return res if acked >= 1 else None
+
+
+def counts(r):
+    """(queue, in flight, attempts) summed over the shards."""
+    tot = [0, 0, 0]
+    for q, f, a, _ in SHARD_KEYS:
+        if CLUSTER:
+            got = [r.on_key(q, [["ZCARD", q]])[0], r.on_key(f, [["ZCARD", f]])[0],
+                   r.on_key(a, [["HLEN", a]])[0]]
+        else:
+            got = r.pipeline([["ZCARD", q], ["ZCARD", f], ["HLEN", a]])
+        tot = [x + y for x, y in zip(tot, got)]
+    return tuple(tot)
+
+
+def per_shard_leftovers(r):
+    out = {}
+    for q, f, a, _ in SHARD_KEYS:
+        for key, cmd in ((q, ["ZRANGE", q, 0, 20, "WITHSCORES"]), (f, ["ZRANGE", f, 0, 20, "WITHSCORES"]),
+                         (a, ["HSCAN", a, 0, "COUNT", 20])):
+            got = r.retry_on_key(key, [cmd])[0] if CLUSTER else r.cmd(*cmd)
+            if got and got != ["0", []]:
+                out[key] = got
+    return out
+
+
+def fail_records(r):
+    out = []
+    for _, _, _, x in SHARD_KEYS:
+        out += (r.retry_on_key(x, [["LRANGE", x, 0, -1]])[0] if CLUSTER
+                else r.retry([["LRANGE", x, 0, -1]])[0])
+    return out
+
+
 # ------------------------------------------------------------------ the run
 def member(n, port):
     if n % 200 == 7:   # 0.5% of jobs are refused for good by the endpoint: the fail path
@@ -416,13 +780,14 @@ def jid(m):
 
 
 def run(binary):
+    load_before = open("/proc/loadavg").read().split()[:3]
     tmp = tempfile.mkdtemp(prefix="delayqs-chaos-")
     say(f"seed {SEED} ({'short' if SHORT else 'full'} mode), work dir {tmp}")
     c = Cluster(binary, tmp)
     c.start_redis()
     c.start_endpoint()
     r = c.r
-    now0 = float(r.cmd("TIME")[0])
+    now0 = redis_time(r)
 
     jobs = {}        # id -> member
     n = 0
@@ -434,14 +799,10 @@ def run(binary):
         m = member(n, c.eport); n += 1
         spread.append((now0 + rng.uniform(2, P["window"]), m))
     for batch in (at_once, spread):
-        for i in range(0, len(batch), 500):
-            args = [QUEUE]
-            for s, m in batch[i:i + 500]:
-                args += [f"{s:.3f}", m]
-                jobs[jid(m)] = m
-            r.retry([["ZADD", *args]])
-    if not replicated(r):
-        raise RuntimeError("the replica did not acknowledge the initial jobs")
+        for _, m in batch:
+            jobs[jid(m)] = m
+        if produce(r, batch):
+            raise RuntimeError("the replica did not acknowledge the initial jobs")
     say(f"enqueued {len(at_once)} due at once, {len(spread)} spread over "
         f"{P['window']:.0f} s")
 
@@ -464,6 +825,15 @@ def run(binary):
     spread_sorted = sorted(spread)
     cancelled_ids = set()
     maybe = set()   # ids whose producer write no replica acknowledged (Sentinel mode)
+    # Cluster mode's events, at fixed shares of the window (a few seconds either way)
+    if CLUSTER:
+        plan = ([(0.2, "failover"), (0.45, "reshard"), (0.7, "kill")] if SHORT else
+                [(0.12, "failover"), (0.27, "kill"), (0.42, "reshard"), (0.6, "kill"),
+                 (0.74, "reshard-back"), (0.88, "failover")])
+        cluster_at = [(t_start + P["window"] * f + rng.uniform(-3, 3), kind) for f, kind in plan]
+        redis_at = []
+    cluster_at = cluster_at if CLUSTER else []
+    reshard_at, reshard_failures, cluster_log = None, [], []
 
     deadline = t_window_end + 5
     while time.time() < t_window_end:
@@ -487,8 +857,44 @@ def run(binary):
                 c.start_daemon(i)
                 restarts.append((time.time(), i))
                 del revive[i]
-        # Redis restarts, or failovers in Sentinel mode
-        if redis_at and now >= redis_at[0]:
+        # Cluster mode: a background reshard that has ended
+        if CLUSTER and reshard_at is not None:
+            code = c.reshard_done()
+            if code is not None:
+                e = cluster_log[-1]
+                e["codes"].append(code)
+                say(f"reshard done (exit {code}) in {time.time() - reshard_at[0]:.1f} s")
+                if code != 0:
+                    reshard_failures.append(code)
+                    fix = subprocess.run(["redis-cli", "--cluster", "fix", f"127.0.0.1:{c.live_ports()[0]}",
+                                          "--cluster-yes"], capture_output=True, text=True, timeout=120)
+                    say(f"reshard failed: redis-cli --cluster fix exited {fix.returncode}")
+                if code != 0 and len(e["codes"]) < 3:
+                    _, _, detail = c.start_reshard(e["kind"])
+                    say(f"reshard started again: {detail}")
+                else:
+                    kills[kills.index(reshard_at)] = (reshard_at[0], "redis", time.time(), "reshard")
+                    e.update(up=time.time(), code=code,
+                             moved=c.slot_owner(c.slots[c.moving]) == c.reshard_dst)
+                    reshard_at = None
+        # Redis restarts, or failovers in Sentinel mode, or Cluster mode's events
+        if CLUSTER and cluster_at and now >= cluster_at[0][0]:
+            if reshard_at is not None:
+                pass   # one event at a time: wait for the reshard to end
+            else:
+                _, kind = cluster_at.pop(0)
+                t_down, t_up, detail = c.cluster_event(kind)
+                restarts.append((t_down, "redis"))
+                if t_up is None:
+                    reshard_at = (t_down, "redis", None, "reshard")
+                    kills.append(reshard_at)
+                    say(f"reshard started: {detail}")
+                else:
+                    kills.append((t_down, "redis", t_up, kind))
+                    say(f"{kind}: {detail}, new master in {t_up - t_down:.1f} s")
+                cluster_log.append(dict(t=t_down, kind=kind, detail=detail, up=t_up, code=None,
+                                        codes=[], moved=None))
+        elif redis_at and now >= redis_at[0]:
             redis_at.pop(0)
             if SENTINEL:
                 kind = ("failover", "kill")[len([k for k in kills if k[1] == "redis"]) % 2]
@@ -498,28 +904,24 @@ def run(binary):
                 say(f"{kind}: master {c.master_index()} elected in {t_up - t_down:.1f} s")
             else:
                 t_down = time.time()
-                rc = c.stop_redis()
+                code = c.stop_redis()
                 time.sleep(rng.uniform(0.5, 2.5))
                 c.start_redis()
                 t_up = time.time()
                 restarts.append((t_down, "redis"))
-                kills.append((t_down, "redis", t_up, rc))
-                say(f"redis restarted (exit {rc}), down {t_up - t_down:.1f} s")
+                kills.append((t_down, "redis", t_up, code))
+                say(f"redis restarted (exit {code}), down {t_up - t_down:.1f} s")
         # past-due jobs added during the run
         if pd_times and now >= pd_times[0]:
             pd_times.pop(0)
             k = P["past_due"] // pd_batches
-            tnow = float(r.retry([["TIME"]])[0][0])
-            args = [QUEUE]
-            batch_ids = []
+            tnow = redis_time(r)
+            batch = []
             for _ in range(k):
                 m = member(n, c.eport); n += 1
-                args += [f"{tnow - rng.uniform(0, 3600):.3f}", m]
+                batch.append((tnow - rng.uniform(0, 3600), m))
                 jobs[jid(m)] = m
-                batch_ids.append(jid(m))
-            r.retry([["ZADD", *args]])
-            if not replicated(r):
-                maybe.update(batch_ids)   # a failover may have taken the write away
+            maybe.update(produce(r, batch))   # a failover may have taken those away
             pastdue_added += k
         # cancellations: mostly jobs due later, some due about now (racing a claim)
         if now >= next_cancel:
@@ -534,9 +936,7 @@ def run(binary):
                 s, m = rng.choice(cand)
                 t_sent = time.time()
                 try:
-                    res = r.cmd("ZREM", QUEUE, m)
-                    if not replicated(r):
-                        res = None   # a failover may undo it
+                    res = cancel(r, m)
                 except RedisDown:
                     res = None   # unknown: neither required delivered nor undelivered
                 t_back = time.time()
@@ -548,6 +948,22 @@ def run(binary):
         c.start_daemon(i)
         restarts.append((time.time(), i))
     revive.clear()
+    if CLUSTER and reshard_at is not None:   # a reshard still running: let it finish
+        end = time.time() + 120
+        code = c.reshard_done()
+        while code is None and time.time() < end:
+            time.sleep(0.1)
+            code = c.reshard_done()
+        kills[kills.index(reshard_at)] = (reshard_at[0], "redis", time.time(), "reshard")
+        cluster_log[-1]["codes"].append(code)
+        cluster_log[-1].update(up=time.time(), code=code,
+                               moved=c.slot_owner(c.slots[c.moving]) == c.reshard_dst)
+        if code != 0:
+            reshard_failures.append(code)
+        say(f"reshard done (exit {code}) after the window")
+        reshard_at = None
+    if CLUSTER and cluster_at:
+        say(f"window over before {len(cluster_at)} planned cluster events: {[k for _, k in cluster_at]}")
     daemon_kills = [k for k in kills if k[1] != "redis"]
     redis_restarts = [k for k in kills if k[1] == "redis"]
     say(f"window over: {len(daemon_kills)} daemon kills, {len(redis_restarts)} Redis "
@@ -559,7 +975,7 @@ def run(binary):
     last = None
     while time.time() < end:
         try:
-            q, fl, at = r.pipeline([["ZCARD", QUEUE], ["ZCARD", INFLIGHT], ["HLEN", ATTEMPTS]])
+            q, fl, at = counts(r)
         except RedisDown:
             time.sleep(0.2); continue
         if (q, fl, at) != last:
@@ -572,10 +988,8 @@ def run(binary):
     say(f"drained={drained} queue/inflight/attempts={last}")
     leftover = {}
     if not drained:
-        for key, cmd in ((QUEUE, "ZRANGE"), (INFLIGHT, "ZRANGE")):
-            leftover[key] = r.cmd(cmd, key, 0, 20, "WITHSCORES")
-        leftover[ATTEMPTS] = r.cmd("HSCAN", ATTEMPTS, 0, "COUNT", 20)
-    fails = r.retry([["LRANGE", FAIL, 0, -1]])[0]
+        leftover = per_shard_leftovers(r)
+    fails = fail_records(r)
     if os.environ.get("CHAOS_SABOTAGE") == "1":
         # checker self-test: pretend one delivered job's success was never recorded
         # and one failure record lost its reason; the run must then fail.
@@ -596,7 +1010,12 @@ def run(binary):
                         redis=redis_restarts, fails=fails, drained=drained, last=last,
                         leftover=leftover, eplog=c.eplog, sabotage=sabotage, duration=duration,
                         drain_s=t_drained - t_window_end, pastdue=pastdue_added,
-                        at_once=len(at_once), spread=len(spread), maybe=maybe))
+                        at_once=len(at_once), spread=len(spread), maybe=maybe,
+                        cluster_log=cluster_log, reshard_failures=reshard_failures,
+                        load_before=" ".join(load_before),
+                        load_after=" ".join(open("/proc/loadavg").read().split()[:3]),
+                        cluster=(dict(tag=c.tag, slots=c.slots, moving=c.moving, keys=SHARD_KEYS)
+                                 if CLUSTER else None)))
 
 
 def analyse(R):
@@ -619,6 +1038,15 @@ def analyse(R):
         victim = next(i for i in successes if i not in {x["id"] for x in R["cancels"]})
         del successes[victim]
         R["fails"] = ['{"Id":"x","attempts":1}'] + R["fails"]
+    # Pauses in deliveries: the longest gap between two requests near each cluster event
+    times = sorted(t for t, _, _, _ in arrivals.values())
+    gaps = sorted(((b - a), a) for a, b in zip(times, times[1:]))
+    R["longest_gap"] = gaps[-1] if gaps else (0, 0)
+    for e in R.get("cluster_log") or []:
+        lo, hi = e["t"] - 1.0, (e["up"] or e["t"]) + 5.0
+        near = [g for g in gaps if lo <= g[1] <= hi]
+        e["gap"] = max(near)[0] if near else 0.0
+    R["log_errors"] = daemon_log_errors(R["tmp"])
     by_id_arrivals = {}
     for t, i, a, k in arrivals.values():
         by_id_arrivals.setdefault(i, []).append(t)
@@ -640,6 +1068,7 @@ def analyse(R):
     cancel_violations = [x["id"] for x in cancelled_first
                          if any(t > x["back"] for t in by_id_arrivals.get(x["id"], []))]
     must = [i for i in R["jobs"] if i not in removed and i not in R["maybe"]]
+    R["maybe_arrived"] = sum(1 for i in R["maybe"] if i in successes or i in fail_ok)
     lost = [i for i in must if i not in successes and i not in fail_ok]
     unknown = [i for i in set(successes) | set(seen_first) if i not in R["jobs"]]
     dups = {i: s for i, s in successes.items() if len(s) > 1}
@@ -647,12 +1076,16 @@ def analyse(R):
 
     # a duplicate is explained when its first success was answered in a window in which a
     # daemon was killed or Redis was down (the outcome of that attempt could not be settled)
+    # Cluster mode: a slot migration explains no duplicate (delayqs should lose nothing
+    # and repeat nothing when a slot moves); only failovers and master kills do.
+    reshard_iv = [(t, up) for t, _, up, kind in R["redis"] if kind == "reshard"]
+    R["redis"] = [x for x in R["redis"] if x[3] != "reshard"]
     intervals = [(t - 0.05, t) for t, _ in R["kills"]] + [(t, up) for t, _, up, _ in R["redis"]]
 
     # After a failover the old master takes writes until Sentinel demotes it, and a
     # daemon learns of the switch within about a second of the sentinels: a claim or
     # an outcome written there in that time is lost, and the job runs again.
-    after = 2.0 if SENTINEL else 0.05
+    after = 2.0 if SENTINEL or CLUSTER else 0.05
 
     def near(s, ivs):
         ta, td, _ = sorted(s)[0]
@@ -662,6 +1095,7 @@ def analyse(R):
     unexplained = [i for i, s in dups.items() if not near(s, intervals)]
     R["dup_kill"] = sum(1 for s in dups.values() if near(s, kill_iv))
     R["dup_redis"] = sum(1 for s in dups.values() if near(s, redis_iv) and not near(s, kill_iv))
+    R["dup_reshard"] = sum(1 for s in dups.values() if near(s, reshard_iv) and not near(s, intervals))
     expect_fail = {i for i, m in R["jobs"].items() if '/fail"' in m} - removed
     bad_fail = [i for i in expect_fail if i not in fail_ok]
 
@@ -677,6 +1111,10 @@ def analyse(R):
          not bad_fail),
         ("every duplicate follows a daemon kill or a Redis restart", not unexplained),
     ]
+    if CLUSTER:
+        reshards = [e for e in R["cluster_log"] if e["kind"].startswith("reshard")]
+        checks.append(("at least one reshard ran, and each moved the slot to its destination",
+                       bool(reshards) and all(e["moved"] for e in reshards)))
     jobs_n = len(R["jobs"])
     print()
     print(f"seed {SEED}; jobs {jobs_n} ({R['at_once']} due at once, {R['spread']} spread, "
@@ -684,7 +1122,20 @@ def analyse(R):
     if SENTINEL:
         print(f"Sentinel mode: failovers {[k[3] for k in R['redis']]}; producer writes no "
               f"replica acknowledged {len(R['maybe'])} (not counted as lost when absent)")
-    print(f"daemon kills (SIGKILL) {len(R['kills'])}; Redis restarts {len(R['redis'])}; "
+    if CLUSTER:
+        print(f"longest pause between two requests: {R['longest_gap'][0]:.2f} s (at +{R['longest_gap'][1] - T0:.1f} s); "
+              "near each cluster event: " + ", ".join(f"{e['kind']} {e['gap']:.2f} s" for e in R["cluster_log"]))
+        for k, (n, first) in R["log_errors"].items():
+            print(f"daemon log, Redis errors, {k}: {n}, e.g. {first[:220]}")
+        print(f"Cluster mode: tag {{{R['cluster']['tag']}}}, shard slots {R['cluster']['slots']}; events "
+              + "; ".join(f"{e['kind']} {e['detail']} ({(e['up'] or e['t']) - e['t']:.1f} s"
+                          + (f", exit {e['code']}" if e['code'] is not None else "") + ")"
+                          for e in R["cluster_log"])
+              + f"; producer writes no replica acknowledged {len(R['maybe'])} ({R['maybe_arrived']} of them "
+              f"delivered or failed for good all the same); duplicates after a "
+              f"reshard only {R['dup_reshard']}")
+    outages = "master failovers and kills" if CLUSTER else "failovers" if SENTINEL else "Redis restarts"
+    print(f"daemon kills (SIGKILL) {len(R['kills'])}; {outages} {len(R['redis'])}; "
           f"duplicates {len(dups)} jobs ({dup_extra} extra successes), "
           f"{len(unexplained)} unexplained; after a kill {R['dup_kill']}, "
           f"after a Redis restart only {R['dup_redis']}")
@@ -705,7 +1156,7 @@ def analyse(R):
         if near(sl, redis_iv) and not near(sl, kill_iv):
             sl = sorted(sl)
             d = min(R["redis"], key=lambda x: abs(x[0] - sl[0][0]))
-            print(f"duplicate around a Redis restart: {i}: successes at "
+            print(f"duplicate around a {'master failover or kill' if CLUSTER else 'Redis restart'}: {i}: successes at "
                   + ", ".join(f"{ta - d[0]:+.2f}s(att {a})" for ta, _, a in sl)
                   + f" from Redis going down (down {d[2] - d[0]:.1f} s)")
     if unexplained:
@@ -725,6 +1176,27 @@ def analyse(R):
         shutil.rmtree(R["tmp"], ignore_errors=True)
     print(f"{passed} passed, {len(checks) - passed} failed")
     return 0 if passed == len(checks) else 1
+
+
+ERROR_KINDS = [("ASK redirection returned as an error", "Ask:"), ("MOVED returned as an error", "Moved:"),
+               ("CLUSTERDOWN", "ClusterDown"), ("TRYAGAIN", "TryAgain"),
+               ("read timeout (redisTimeoutMs)", "os error 11"), ("connection closed", "unexpected end of file"),
+               ("connection refused", "Connection refused")]
+
+
+def daemon_log_errors(tmp):
+    """ERROR lines of the daemons' logs about Redis, by kind, and the first of each."""
+    out = {}
+    for name in sorted(os.listdir(tmp)):
+        if not (name.startswith("daemon") and name.endswith(".log")):
+            continue
+        for line in open(os.path.join(tmp, name), errors="replace"):
+            if "[ERROR]" not in line or "Redis" not in line:
+                continue
+            kind = next((k for k, pat in ERROR_KINDS if pat in line), "other")
+            n, first = out.get(kind, (0, line.strip()))
+            out[kind] = (n + 1, first)
+    return out
 
 
 def write_report(R, kinds, dups, dup_extra, unexplained, lost, fail_ok, cancelled_first,
@@ -794,20 +1266,132 @@ CHAOS_SEED={SEED} chaos/run.sh
 exactly: the seed fixes the jobs, the schedule of kills, Redis restarts, cancels and
 the endpoint's fault draws, but which daemon claims what depends on the scheduler.
 """
-    if SENTINEL:
-        text = sentinel_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed)
+    if SENTINEL or CLUSTER:
+        heading = SENTINEL_HEADING if SENTINEL else CLUSTER_HEADING
+        section = (sentinel_section if SENTINEL else cluster_section)(
+            R, kinds, dups, dup_extra, unexplained, lost, checks, passed)
         try:
             before = open(REPORT).read()
         except OSError:
             before = ""
-        head = before.split(SENTINEL_HEADING)[0].rstrip() + "\n\n" if before else ""
-        text = head + text
+        # Replace this mode's section, keep the others (each runs to the next "## ").
+        parts = before.split("\n## ")
+        kept = [parts[0].rstrip()] + ["## " + x.rstrip() for x in parts[1:]
+                                     if not ("## " + x).startswith(heading)]
+        text = "\n\n".join(k for k in kept if k) + "\n\n" + section
+    else:
+        # The main run rewrites its part and keeps the other modes' sections.
+        try:
+            before = open(REPORT).read()
+        except OSError:
+            before = ""
+        others = ["## " + x.rstrip() for x in before.split("\n## ")[1:]
+                  if ("## " + x).startswith((SENTINEL_HEADING, CLUSTER_HEADING))]
+        if others:
+            text = text.rstrip() + "\n\n" + "\n\n".join(others) + "\n"
     with open(REPORT, "w") as f:
         f.write(text)
     print(f"wrote {REPORT}")
 
 
 SENTINEL_HEADING = "## Sentinel mode"
+CLUSTER_HEADING = "## Cluster mode"
+
+
+def cluster_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed):
+    checks_md = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {n}" for n, ok in checks)
+    cl = R["cluster"]
+    t0 = min([e["t"] for e in R["cluster_log"]] or [0])
+    def took(e):
+        out = f"{(e['up'] or e['t']) - e['t']:.1f} s"
+        if e["codes"]:
+            out += " (redis-cli exit " + ", then ".join(str(c) for c in e["codes"]) + ")"
+        return out
+    events = "\n".join(
+        f"| +{e['t'] - t0:.0f} s | {e['kind']} | {e['detail']} | {took(e)} | {e['gap']:.2f} s |"
+        for e in R["cluster_log"])
+    def short(line):   # the node list of "Redis at cluster <URLs> failed:" left out
+        return re.sub(r"Redis at cluster (redis://[^ ,]+/?(, )?)+", "Redis at cluster <its nodes>",
+                      line)[:200].replace("|", "/")
+    errors = "\n".join(f"| {k} | {n} | `{short(first)}` |"
+                       for k, (n, first) in sorted(R["log_errors"].items(), key=lambda x: -x[1][0]))
+    shards = ", ".join(f"`{k[0]}` (slot {sl})" for k, sl in zip(cl["keys"], cl["slots"]))
+    kills = [e for e in R["cluster_log"] if e["kind"] == "kill"]
+    stall_note = ""
+    if kills and all(e["gap"] >= 0.8 * (e["up"] - e["t"]) for e in kills):
+        stall_note = (
+            " After each `kill -9` of a master, no request at all went out until its replica"
+            " had been elected: the two shards on live masters waited too. Each daemon claims"
+            " every shard in one round over one cluster connection, and a shard whose master"
+            " does not answer fails the round, so the daemon backs off and claims nothing from"
+            " any shard (nothing is lost; jobs on the live masters are late by the outage).")
+    redirect_note = ""
+    if any(k.startswith(("ASK", "MOVED")) for k in R["log_errors"]):
+        redirect_note = (
+            "\n\nMOVED and ASK come back to the daemon as errors: its cluster client is built with"
+            " `retries(0)`, and in redis-rs that also turns off following redirections. Each one"
+            " costs a failed round, a new connection (which reads the slot map again) and the"
+            " first step of the backoff; the pauses near failovers and reshards above show what"
+            " that came to.")
+    load = (f"\n\nThe machine (2 cores) was shared with other work: load average {R['load_before']} at"
+            f" the start, {R['load_after']} at the end.")
+    return f"""{CLUSTER_HEADING}
+
+`CHAOS_CLUSTER=1 chaos/run.sh` (`make chaos-cluster`): the same run on a Redis Cluster of
+3 masters with a replica each (`redis-server --cluster-enabled yes`,
+`cluster-node-timeout {NODE_TIMEOUT_MS}`, no persistence: a restarted node resyncs from its master),
+joined by `redis-cli --cluster create --cluster-replicas 1`. The queue is `shards: 3`:
+{shards}, one shard on each master at the start. The three daemons name all six nodes.
+Instead of Redis restarts: `CLUSTER FAILOVER`s (on a shard's replica), `kill -9`s of a
+shard's master (its replica is elected; the killed node is started again on its
+`nodes.conf` and rejoins as a replica), and `redis-cli --cluster reshard` of {MOVED_SLOTS} slots
+that include shard {cl['moving']}'s, to another master and later back, while jobs flow and daemons
+are killed. Each event waits until the cluster is whole again (every node up, replicas in
+sync, `redis-cli --cluster check` clean). The producer follows the shard rule
+(`int(sha1(member)[:8], 16) % 3`), sends each ZADD to the key's master and `WAIT 1 1000`
+on that same connection (so on the key's slot master), and sends a write again when it
+fails. A write no replica acknowledged may be lost with its master, which is outside
+delayqs: such a job is not counted as lost when it never arrives. The daemons run
+without `waitReplicas` (as in the Sentinel mode), `leaseMs` {LEASE_MS} (the lease floor
+grows with the shards: `timeoutMs` + (3 × shards + 2) × `redisTimeoutMs` + `pollIntervalMs`).
+
+| | |
+| --- | --- |
+| date | {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |
+| seed | {SEED} |
+| jobs | {len(R['jobs'])} ({R['at_once']} due at once, {R['spread']} spread over {P['window']:.0f} s, {R['pastdue']} past-due added during the run; {len(R['maybe'])} whose producer write no replica acknowledged within 1 s, of which {R['maybe_arrived']} arrived all the same) |
+| daemon kills (SIGKILL, then restart) | {len(R['kills'])} |
+| cluster events | {len(R['cluster_log'])}: {', '.join(e['kind'] for e in R['cluster_log'])} |
+| requests | {sum(kinds.values())} |
+| failed for good (in the shards' fail lists, with a reason) | {sum(1 for _ in R['fails'])} records |
+| **lost** | **{len(lost)}** |
+| stranded (left in any shard's queue, in-flight set or attempts hash after the drain) | {'none' if R['drained'] else R['last']} |
+| duplicates | {len(dups)} jobs answered `success` more than once ({dup_extra} extra), {len(unexplained)} not following a kill or a failover ({R['dup_kill']} around a daemon kill, {R['dup_redis']} around a master failover or kill only, {R['dup_reshard']} around a reshard only) |
+| duration | {R['duration']:.0f} s (of which {R['drain_s']:.0f} s draining) |
+
+| when | event | what | from its start to a new master taking writes / to the reshard's end | longest pause between two requests, from 1 s before to 5 s after |
+| --- | --- | --- | --- | --- |
+{events}
+
+The longest pause between two requests over the whole run: {R['longest_gap'][0]:.2f} s. (Jobs fall
+due about {R['spread'] / P['window']:.0f} a second, so a pause much above 0.1 s means no daemon delivered
+from any shard.){stall_note}
+
+Redis errors in the daemons' logs (`[ERROR]` lines, all three daemons, by kind; a daemon logs
+the first failure of a run of them, and a failing command each time):
+
+| kind | lines | first |
+| --- | --- | --- |
+{errors}{redirect_note}
+
+Checks:
+
+{checks_md}
+
+{passed} passed, {len(checks) - passed} failed.
+
+Reproduce: `CHAOS_CLUSTER=1 CHAOS_SEED={SEED} chaos/run.sh`.{load}
+"""
 
 
 def sentinel_section(R, kinds, dups, dup_extra, unexplained, lost, checks, passed):

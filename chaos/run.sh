@@ -12,11 +12,15 @@
 #   CHAOS_REPORT=path   where the full run writes its figures (default RELIABILITY.md)
 #   CHAOS_SENTINEL=1    a master, a replica and 3 sentinels; failovers instead of Redis
 #                       restarts (its figures go to RELIABILITY.md's "Sentinel mode")
+#   CHAOS_CLUSTER=1     a Redis Cluster of 3 masters and 3 replicas, the queue in 3 shards;
+#                       CLUSTER FAILOVERs, kill -9s of masters and redis-cli --cluster
+#                       reshards instead of Redis restarts ("Cluster mode")
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 need=(redis-server python3)
 [ "${CHAOS_SENTINEL:-0}" = 1 ] && need+=(redis-sentinel)
+[ "${CHAOS_CLUSTER:-0}" = 1 ] && need+=(redis-cli)
 for c in "${need[@]}"; do
   command -v "$c" >/dev/null || { echo "[chaos] $c is required" >&2; exit 1; }
 done
