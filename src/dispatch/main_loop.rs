@@ -529,6 +529,15 @@ impl Dispatcher {
         let mut order: Vec<usize> = (0..active.len())
             .map(|k| active[(first + k) % active.len()])
             .collect();
+        // The shard due soonest goes first, so that a job falling due waits for no
+        // other shard's call, and a backlog drains oldest first across the shards
+        // (what one call claims moves its shard's next due time on: none starves).
+        // Ties keep the rotation.
+        order.sort_by(|a, b| {
+            self.shards[*a]
+                .next_due
+                .total_cmp(&self.shards[*b].next_due)
+        });
         // Outcomes of a shard no longer claimed from (it emptied) are written all the
         // same; it gets no room.
         order.extend(
