@@ -209,7 +209,12 @@ class Bench:
         self.notes = []
         self.conc = args.concurrency
         self.runs = args.runs
-        self.claim_src = open(args.claim_script, "rb").read()
+        # The daemon runs claim.lua with ids_after.lua in front (store/connection.rs,
+        # `concat!`): that is the text whose SHA-1 its EVALSHA names.
+        prelude = os.path.join(os.path.dirname(args.claim_script), "ids_after.lua")
+        self.claim_src = (open(prelude, "rb").read() if os.path.exists(prelude) else b"") + open(
+            args.claim_script, "rb"
+        ).read()
         self.claim_sha = hashlib.sha1(self.claim_src).hexdigest()
         self.config_path = os.path.join(args.workdir, "delayqs.json")
         self.config = {
