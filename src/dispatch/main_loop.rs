@@ -139,6 +139,9 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         slots_moving_stuck_said: None,
         heartbeat_refused_said: false,
         floor: config.lease_floor(),
+        failed_keys: (0..MAX_SHARDS)
+            .map(|i| config.keys.shard(i).failed)
+            .collect(),
         drain_floor_said: false,
         redis_backoff: Duration::ZERO,
         redis_retry_at: None,
@@ -208,6 +211,9 @@ struct Dispatcher {
     redis_down: Option<Instant>,
     /// When the outage was last logged.
     redis_last_said: Instant,
+    /// Each shard's failed list, by number, for the log lines of every outcome: named
+    /// once, not per job.
+    failed_keys: Vec<String>,
     /// The lease floor in force: the config's, or more while shards are drained.
     floor: Duration,
     /// A lease too short for draining was said.
@@ -611,7 +617,7 @@ impl Dispatcher {
                 batch.recovered
             );
         }
-        let failed_key = self.config.keys.shard(shard).failed;
+        let failed_key = self.failed_keys[shard].clone();
         for set_aside in &batch.set_aside {
             report::set_aside(&mut self.metrics, set_aside, &failed_key);
         }
@@ -750,7 +756,7 @@ impl Dispatcher {
             &seen,
             &event,
             &op,
-            &self.config.keys.shard(claimed.shard).failed,
+            &self.failed_keys[claimed.shard],
         );
         let op = match op {
             Op::Done => SettleOp::Done,
