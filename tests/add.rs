@@ -3,29 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
-fn delayqs(config: &Path, args: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--config", config.to_str().unwrap()]);
-    run_delayqs(&all)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn added(config: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = delayqs(config, &all);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{delayqs_with as delayqs, json_with as added, stderr_of as stderr};
 
 #[test]
 fn per_job_options_as_flags_reach_the_endpoint() {

@@ -4,36 +4,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use serde_json::{Value, json};
 
-fn delayqs(config: &Path, args: &[&str]) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend_from_slice(&["--config", config.to_str().unwrap()]);
-    run_delayqs(&all)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs a command with --json and parses what it prints.
-fn json_of(config: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = delayqs(config, &all);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&out)))
-}
+use common::{
+    delayqs_with as delayqs, json_with as json_of, stderr_of as stderr, stdout_of as stdout,
+};
 
 fn redis_now(con: &mut redis::Connection) -> f64 {
     let (s, us): (u64, u64) = redis::cmd("TIME").query(con).unwrap();

@@ -329,19 +329,6 @@ fn delayqs_add_and_the_readmes_php_python_and_node_rule_pick_the_same_shard() {
     );
 }
 
-fn admin(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["--json", "--config", config.to_str().unwrap()]);
-    let out = run_delayqs(&all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn the_admin_commands_see_every_shard() {
     let redis = RedisServer::start();
@@ -369,7 +356,7 @@ fn the_admin_commands_see_every_shard() {
     let _: () = con.zadd(shard_key(TAG_KEYS[0], 5), &stray, 1e9).unwrap();
 
     // pending: all seven, in due order across the shards.
-    let listed = admin(&config, &["pending", "--limit", "0"]);
+    let listed = json_with(&config, &["pending", "--limit", "0"]);
     let rows = listed["jobs"]
         .as_array()
         .or(listed["rows"].as_array())
@@ -379,11 +366,11 @@ fn the_admin_commands_see_every_shard() {
     let dues: Vec<f64> = rows.iter().map(|r| r["due"].as_f64().unwrap()).collect();
     assert_eq!(dues.len(), 7, "{listed}");
     assert!(dues.windows(2).all(|w| w[0] <= w[1]), "due order: {dues:?}");
-    let limited = admin(&config, &["pending", "--limit", "3"]);
+    let limited = json_with(&config, &["pending", "--limit", "3"]);
     assert_eq!(limited["shown"], 3);
 
     // stats: the sums, and each shard.
-    let stats = admin(&config, &["stats"]);
+    let stats = json_with(&config, &["stats"]);
     assert_eq!(stats["pending"], 7, "{stats}");
     let shards: Vec<u64> = stats["shards"]
         .as_array()
@@ -396,21 +383,21 @@ fn the_admin_commands_see_every_shard() {
     // show and cancel find a job in shard 2 and the stray one by a prefix of the id.
     let (in_two, _) = &by_shard[&2][0];
     let id = job_id(&mut con, in_two);
-    let shown = admin(&config, &["show", &id[..8]]);
+    let shown = json_with(&config, &["show", &id[..8]]);
     assert_eq!(shown["state"], "pending", "{shown}");
-    let cancelled = admin(&config, &["cancel", &id[..10]]);
+    let cancelled = json_with(&config, &["cancel", &id[..10]]);
     assert!(cancelled.to_string().contains(&id), "{cancelled}");
     let still: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], 2), in_two).unwrap();
     assert_eq!(still, None, "cancelled in its own shard");
     let stray_id = job_id(&mut con, &stray);
-    admin(&config, &["cancel", &stray_id[..7]]);
+    json_with(&config, &["cancel", &stray_id[..7]]);
     assert_eq!(con.zcard::<_, usize>(shard_key(TAG_KEYS[0], 5)).unwrap(), 0);
     // A job written under two settings has a copy in two shards: both go.
     let twice = member("http://127.0.0.1:9/twice", json!("t"));
     let _: () = con.zadd(TAG_KEYS[0], &twice, 2e9).unwrap();
     let _: () = con.zadd(shard_key(TAG_KEYS[0], 1), &twice, 2e9).unwrap();
     let twice_id = job_id(&mut con, &twice);
-    admin(&config, &["cancel", &twice_id]);
+    json_with(&config, &["cancel", &twice_id]);
     for shard in [0, 1] {
         let left: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], shard), &twice).unwrap();
         assert_eq!(left, None, "the copy in shard {shard} is cancelled too");
@@ -434,15 +421,15 @@ fn the_admin_commands_see_every_shard() {
     let id0 = job_id(&mut con, &m0);
     failed_in(1, &m1, &id1);
     failed_in(0, &m0, &id0);
-    let listed = admin(&config, &["failed", "list"]);
+    let listed = json_with(&config, &["failed", "list"]);
     assert_eq!(listed["total"], 2, "{listed}");
-    admin(&config, &["failed", "retry", &id1[..8]]);
+    json_with(&config, &["failed", "retry", &id1[..8]]);
     let back: Option<f64> = con.zscore(shard_key(TAG_KEYS[0], 1), &m1).unwrap();
     assert!(back.is_some(), "retried into shard 1");
-    admin(&config, &["failed", "retry", "--all"]);
+    json_with(&config, &["failed", "retry", "--all"]);
     let back: Option<f64> = con.zscore(TAG_KEYS[0], &m0).unwrap();
     assert!(back.is_some(), "retried into shard 0");
-    assert_eq!(admin(&config, &["failed", "list"])["total"], 0);
+    assert_eq!(json_with(&config, &["failed", "list"])["total"], 0);
 }
 
 #[test]
@@ -463,6 +450,6 @@ fn a_key_that_only_looks_like_a_shard_is_left_alone() {
     assert_eq!(endpoint.count(), 1, "only this queue's job");
     assert_eq!(con.zcard::<_, usize>("{dq:1}:job_zqueue").unwrap(), 1);
     assert!(!daemon.log().contains("holds jobs but"), "{}", daemon.log());
-    let stats = admin(&config_file(&redis, keys(1)), &["stats"]);
+    let stats = json_with(&config_file(&redis, keys(1)), &["stats"]);
     assert_eq!(stats["pending"], 0, "{stats}");
 }

@@ -655,6 +655,31 @@ pub fn libfaketime() -> String {
         .to_string()
 }
 
+/// Runs an admin command with `--config config` after its arguments.
+pub fn delayqs_with(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--config", config.to_str().unwrap()]);
+    run_delayqs(&all)
+}
+
+pub fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs an admin command with `--json`, asserts it succeeded, and parses what it prints.
+pub fn json_with(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = delayqs_with(config, &all);
+    assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout_of(&out)))
+}
+
 /// Runs the binary to completion with these arguments.
 pub fn run_delayqs(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_delayqs"))
