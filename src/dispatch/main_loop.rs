@@ -273,6 +273,9 @@ struct ShardRound {
     /// The earliest score left in the shard's queue at its last claim (Unix s, Redis's
     /// clock); 0 until it has been claimed from, so that it is looked at at once.
     next_due: f64,
+    /// When the shard was last claimed from: a producer may have added a due job since,
+    /// so a shard not looked at for a poll interval counts as due.
+    looked: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -535,14 +538,25 @@ impl Dispatcher {
         let mut order: Vec<usize> = (0..active.len())
             .map(|k| active[(first + k) % active.len()])
             .collect();
-        // The shard due soonest goes first, so that a job falling due waits for no
-        // other shard's call, and a backlog drains oldest first across the shards
-        // (what one call claims moves its shard's next due time on: none starves).
-        // Ties keep the rotation.
+        // Shards with due jobs go first, taking turns (the rotation), so that a backlog
+        // in one never starves another's due jobs when the room is less than a call per
+        // shard; then the others, due soonest first, so that a job falling due waits
+        // for no other shard's call. A shard not looked at for a poll interval may have
+        // had a due job added: it counts as due.
+        let redis_now = self.now();
+        let due = |s: &ShardRound| {
+            s.next_due <= redis_now
+                || s.looked
+                    .is_none_or(|at| at.elapsed() >= self.config.poll_interval)
+        };
         order.sort_by(|a, b| {
-            self.shards[*a]
-                .next_due
-                .total_cmp(&self.shards[*b].next_due)
+            let (a, b) = (&self.shards[*a], &self.shards[*b]);
+            match (due(a), due(b)) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                (false, false) => a.next_due.total_cmp(&b.next_due),
+            }
         });
         // Outcomes of a shard no longer claimed from (it emptied) are written all the
         // same; it gets no room.
@@ -607,6 +621,7 @@ impl Dispatcher {
         self.written(shard, &batch.stale);
         self.clock = (batch.now, Instant::now());
         self.shards[shard].next_due = batch.next_due.as_ref().map_or(f64::MAX, Score::value);
+        self.shards[shard].looked = Some(Instant::now());
         if let Some(acked) = batch.replicated {
             self.note_replication(acked);
         }
