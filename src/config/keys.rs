@@ -74,6 +74,18 @@ impl Keys {
         format!("{}:paused", self.queue)
     }
 
+    /// Hash of the flows an operator paused (`delayqs pause --host`): host or flow key
+    /// -> a JSON note of who and when.
+    pub fn paused_flows(&self) -> String {
+        format!("{}:paused_flows", self.queue)
+    }
+
+    /// A flow's parked set in one shard: the jobs claimed while it was paused, member ->
+    /// due score (claim.lua writes it, unpark.lua empties it).
+    pub fn parked(shard_queue: &str, flow: &str) -> String {
+        format!("{shard_queue}:parked:{flow}")
+    }
+
     /// The highest `shards` any daemon has run this queue with: only shards below it
     /// are looked for beyond the setting (a key that merely looks like a shard's name
     /// is someone else's).

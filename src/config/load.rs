@@ -104,6 +104,8 @@ pub struct Config {
     /// Failures in a row that pause a host (0: never).
     pub host_failure_threshold: u32,
     pub host_pause: Duration,
+    /// `flowControl`: limits per callback host and per `flowKey`.
+    pub flow: crate::config::flow::FlowControl,
     /// The longest a `Retry-After` from an endpoint may hold a job back.
     pub retry_after_max: Duration,
     /// Members longer than this are malformed, and never leave Redis.
@@ -269,6 +271,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "pid",
     "hostFailureThreshold",
     "hostPauseMs",
+    "flowControl",
     "retryAfterMaxMs",
     "maxJobBytes",
     "metricsFile",
@@ -679,6 +682,10 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
     let pid_file = PathBuf::from(f.string("pid", DEFAULT_PID_FILE)?);
     let host_failure_threshold = f.integer("hostFailureThreshold", 10, 0, 100_000)? as u32;
     let host_pause = f.millis("hostPauseMs", 30_000, 1, 86_400_000)?;
+    let flow = match f.take("flowControl") {
+        None => crate::config::flow::FlowControl::default(),
+        Some(v) => crate::config::flow::FlowControl::parse(v)?,
+    };
     let retry_after_max = f.millis("retryAfterMaxMs", 3_600_000, 0, WEEK_MS)?;
     let max_job_bytes = f.integer("maxJobBytes", 1 << 20, 1024, 512 << 20)? as usize;
     let metrics_file = f.string("metricsFile", "")?;
@@ -712,6 +719,7 @@ fn parse_fields(f: &mut Fields) -> Result<(Config, Vec<Warning>), Problem> {
         metrics_interval,
         host_failure_threshold,
         host_pause,
+        flow,
         retry_after_max,
         max_job_bytes,
         allow_evicting_redis,

@@ -4,6 +4,7 @@
 //! default and every limit. Past this module nothing is stringly typed; it never talks
 //! to Redis or HTTP.
 
+pub mod flow;
 mod keys;
 mod load;
 pub mod redact;

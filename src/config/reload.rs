@@ -41,6 +41,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
         metrics_interval,
         host_failure_threshold,
         host_pause,
+        flow,
         retry_after_max,
         max_job_bytes,
         allow_evicting_redis,
@@ -77,6 +78,7 @@ pub fn reload(old: &Config, new: Config) -> Result<Reloaded, Problem> {
             host_failure_threshold,
         ),
         host_pause: r.restart("hostPauseMs", &old.host_pause, host_pause),
+        flow: r.restart("flowControl", &old.flow, flow),
         log_files: r.restart("logDir or logKeepDays", &old.log_files, log_files),
         pid_file: r.restart("pid", &old.pid_file, pid_file),
         // Checked when the loop first reaches Redis, and again on each reconnect.

@@ -66,7 +66,7 @@ impl Allowed {
     }
 
     /// Whether a callback is let through.
-    fn lets(&self, callback: &Callback) -> bool {
+    pub fn lets(&self, callback: &Callback) -> bool {
         match self {
             Allowed::Prefix(prefix) => prefix_lets(prefix, callback),
             Allowed::Host {

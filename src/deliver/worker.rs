@@ -81,6 +81,9 @@ pub struct Failure {
     /// The endpoint itself is in trouble (no connection, timeout, 429, 5xx), as
     /// opposed to refusing this one job; counts towards pausing its host.
     pub host_trouble: bool,
+    /// The endpoint pushed back: 429, 502, 503, 504, a timeout or a refused
+    /// connection. Slows its flow down (`dispatch::flow`).
+    pub pressure: bool,
 }
 
 impl Failure {
@@ -88,6 +91,7 @@ impl Failure {
         Failure {
             reason,
             host_trouble: true,
+            pressure: true,
             ..Failure::default()
         }
     }
@@ -113,9 +117,11 @@ impl Failure {
                 | E::Other(_)
                 | E::BodyStalled
         );
+        let pressure = matches!(e, E::Io(_) | E::Timeout(_) | E::ConnectionFailed);
         Failure {
             reason: format!("request failed: {e}"),
             host_trouble: connection,
+            pressure,
             ..Failure::default()
         }
     }
@@ -453,6 +459,7 @@ fn judge_response(
         retry_after,
         give_up: status == 410 || abort,
         host_trouble: status == 429 || status >= 500,
+        pressure: matches!(status, 429 | 502 | 503 | 504),
     })
 }
 

@@ -17,6 +17,7 @@ use log::{error, info, warn};
 use crate::config::{self, Config, HttpSettings, MAX_SHARDS, Problem};
 use crate::deliver::breaker::Breakers;
 use crate::deliver::worker::{self, Attempt};
+use crate::dispatch::flow::{self, Admit, Answer, Flows};
 use crate::dispatch::prefetch::Prefetch;
 use crate::dispatch::report;
 use crate::dispatch::settle::{self, Decision, Op, Policy};
@@ -44,6 +45,10 @@ const HEARTBEAT_LIFE: Duration = Duration::from_secs(10);
 const LATENESS_WINDOW: Duration = Duration::from_secs(60);
 /// Paused hosts named in a heartbeat at most: the record stays small.
 const PAUSED_HOSTS_SHOWN: usize = 20;
+/// Flows shown in a heartbeat record and the metrics file at most, busiest first.
+const FLOWS_SHOWN: usize = 20;
+/// Parked jobs one chore brings back.
+const UNPARK_PAGE: usize = 500;
 /// How soon to call again after a Cluster said a slot moved, and at most while it keeps
 /// saying so (ASK: the slot's keys are moving).
 const SLOT_MOVE_RETRY: Duration = Duration::from_millis(10);
@@ -127,6 +132,8 @@ pub fn run(config: Config, control: Control) -> std::io::Result<Exit> {
         prefetch,
         ring_at,
         breakers,
+        flows: Flows::new(config.flow.clone()),
+        unparking: Vec::new(),
         next_round: Instant::now(),
         shards: (0..MAX_SHARDS).map(|_| ShardRound::default()).collect(),
         turn: 0,
@@ -198,6 +205,10 @@ struct Dispatcher {
     /// The workers' host breakers: a job of a paused host goes back before it takes
     /// a worker's place.
     breakers: Arc<Mutex<Breakers>>,
+    /// Limits per callback host and flow key, and how each flow is slowed down.
+    flows: Flows,
+    /// Resumed flows whose parked jobs this daemon still brings back, per shard.
+    unparking: Vec<(String, usize)>,
     /// When the next round is due, unless outcomes free enough room before.
     next_round: Instant,
     /// Per shard, by number: the outcomes not yet written and when it is next due.
@@ -388,16 +399,39 @@ impl Dispatcher {
             "lateP99": late.map(|l| l.p99),
             "lateCount": late.map_or(0, |l| l.count),
             "pausedHosts": paused_hosts,
+            "flows": self.flows.views(FLOWS_SHOWN).iter().map(flow_json).collect::<Vec<_>>(),
         });
         let line = record.to_string();
         let paused = match self
             .store
             .heartbeat(&self.token_prefix, Some(&line), HEARTBEAT_LIFE)
         {
-            Ok((now, paused)) => {
+            Ok(beat) => {
                 // Redis's clock, for a daemon that has not claimed yet (paused).
-                self.clock = (now, Instant::now());
-                paused
+                self.clock = (beat.now, Instant::now());
+                let mut ids = beat.daemons;
+                ids.sort();
+                let rank = ids.iter().position(|id| *id == self.token_prefix);
+                self.flows.set_share(flow::Share {
+                    daemons: ids.len().max(1),
+                    rank: rank.unwrap_or(0),
+                });
+                let paused_flows: std::collections::HashSet<String> =
+                    beat.paused_flows.into_iter().collect();
+                for name in &paused_flows {
+                    if !self.flows.paused_names().contains(name) {
+                        info!(
+                            "flow {name:?} is paused: its jobs are parked as they come due until `delayqs resume --host {name}`"
+                        );
+                    }
+                }
+                for name in self.flows.set_paused(paused_flows) {
+                    info!("flow {name:?} was resumed: its parked jobs go out again");
+                    for shard in self.store.shards().to_vec() {
+                        self.unparking.push((name.clone(), shard));
+                    }
+                }
+                beat.paused
             }
             Err(e) if e.code() == Some("NOPERM") => {
                 // An ACL that names only the queue's keys: delivery goes on without
@@ -518,7 +552,18 @@ impl Dispatcher {
         if self.last_chore.elapsed() >= CHORE_EVERY {
             self.last_chore = Instant::now();
             self.sweep_next = !self.sweep_next;
-            if self.sweep_next {
+            if let Some((flow, shard)) = self.unparking.last().cloned().filter(|_| self.sweep_next)
+            {
+                // A resumed flow's jobs parked by a daemon that had not yet heard of
+                // the resume: `resume` brought the rest back already.
+                let (moved, left) = self.store.unpark(shard, &flow, UNPARK_PAGE)?;
+                if moved > 0 {
+                    info!("brought back {moved} parked jobs of the resumed flow {flow:?}");
+                }
+                if left == 0 {
+                    self.unparking.pop();
+                }
+            } else if self.sweep_next {
                 let dropped = self.store.sweep_step()?;
                 if dropped > 0 {
                     info!(
@@ -689,16 +734,18 @@ impl Dispatcher {
             breakers.paused(job.callback.host_key())
         };
         if let Some(wait) = paused {
-            let back = settle::Returned {
-                report: &Attempt::HostPaused(wait),
-                attempt: claimed.attempt,
-                due: &claimed.due,
-                took: Duration::ZERO,
-            };
-            let decision =
-                settle::on_outcome(back, &job, self.now(), &self.policy(), random_unit());
-            self.settle(claimed, Some(&job), Duration::ZERO, decision);
-            return;
+            // A host paused by its breaker: its jobs get slots after the pause, at its
+            // pace, rather than all coming back at its end.
+            self.flows.hold(&job, wait);
+        }
+        let why = match paused {
+            Some(_) => "is paused",
+            None => "is at its limit",
+        };
+        match self.flows.admit(&job, self.now()) {
+            Admit::Go => {}
+            Admit::Defer(slot) => return self.defer(claimed, &job, slot, why),
+            Admit::Park => return self.park(claimed, &job),
         }
         let Some(tx) = &self.jobs_tx else {
             return; // not reached: nothing is claimed while shutting down
@@ -720,6 +767,48 @@ impl Dispatcher {
         }
     }
 
+    /// Sends a claimed job back to the queue at its flow's next slot: the attempt never
+    /// started, and its count and first due time are kept.
+    fn defer(&mut self, claimed: Claimed, job: &Job, slot: f64, why: &str) {
+        self.metrics.deferred += 1;
+        log::debug!(
+            "job {}: {} {why}; back in {:.3} s, at its flow's next slot",
+            claimed.id,
+            flow::flow_of(job),
+            slot - self.now()
+        );
+        self.shards[claimed.shard].pending.push(Settle {
+            member: claimed.member,
+            lease: claimed.lease,
+            id: claimed.id,
+            op: SettleOp::Release {
+                due: Score::at(slot),
+            },
+        });
+    }
+
+    /// Parks a claimed job of a paused flow: a day ahead in the queue, listed in the
+    /// flow's parked set, from which `resume` brings it back at its due time.
+    fn park(&mut self, claimed: Claimed, job: &Job) {
+        self.metrics.parked += 1;
+        let until = Score::at(self.now() + flow::PARK_FOR);
+        let flow = if self.flows.is_paused_by_host(job) {
+            job.callback.host_key()
+        } else {
+            flow::flow_of(job)
+        };
+        self.shards[claimed.shard].pending.push(Settle {
+            member: claimed.member,
+            lease: claimed.lease,
+            id: claimed.id,
+            op: SettleOp::Park {
+                due: claimed.due,
+                until,
+                flow: flow.to_string(),
+            },
+        });
+    }
+
     fn take_outcomes(&mut self) {
         while let Ok(outcome) = self.outcomes.try_recv() {
             self.record(outcome);
@@ -733,6 +822,21 @@ impl Dispatcher {
             attempt: report,
             took,
         } = outcome;
+        let answer = match &report {
+            Attempt::Made(Err(f)) if f.pressure => Some(Answer::Pressure(f.retry_after)),
+            Attempt::Made(_) => Some(Answer::Calm),
+            _ => None,
+        };
+        match answer {
+            Some(answer) => self.flows.finished(&delivery.job, took, &answer),
+            None => self.flows.unstarted(&delivery.job),
+        }
+        if let Attempt::HostPaused(wait) = report {
+            // Its host's breaker held it in the channel: a slot after the pause.
+            self.flows.hold(&delivery.job, wait);
+            let slot = self.flows.slot(&delivery.job, self.now());
+            return self.defer(delivery.back, &delivery.job, slot, "is paused");
+        }
         if let Attempt::Made(_) = report {
             self.prefetch.observe(took);
             self.ring_at.store(self.prefetch.mark(), Ordering::Relaxed);
@@ -886,6 +990,7 @@ impl Dispatcher {
         // A failed read drops the connection; the next round reconnects, and checks
         // the server again on the new one. The counters go out either way.
         let gauges = with_gauges.then(|| self.store.gauges(now).ok()).flatten();
+        self.metrics.flows = self.flows.views(FLOWS_SHOWN);
         // The daemon's work does not depend on it: a failure is only logged.
         self.metrics_file.write(&path, &self.metrics.render(gauges));
     }
@@ -1186,6 +1291,22 @@ fn judge_eviction(policy: Option<&str>, allowed: bool) -> Eviction {
             "Redis maxmemory-policy is {p}, {danger}; set it to noeviction (CONFIG SET maxmemory-policy noeviction), or set `allowEvictingRedis`: true to run anyway"
         )),
     }
+}
+
+/// A flow as the heartbeat record carries it, for `stats` and `top`.
+fn flow_json(v: &flow::View) -> serde_json::Value {
+    serde_json::json!({
+        "flow": v.name,
+        "limit": v.limit,
+        "rate": v.rate,
+        "concurrency": v.concurrency,
+        "inFlight": v.in_flight,
+        "deferred": v.deferred,
+        "slowed": v.slowed,
+        "paused": v.paused,
+        "heldFor": v.held_for,
+        "lastPressure": v.last_pressure,
+    })
 }
 
 fn secs(s: f64) -> Duration {

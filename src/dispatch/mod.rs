@@ -5,6 +5,7 @@
 //!
 //! This is the only thread that talks to Redis, and it never blocks on HTTP.
 
+pub mod flow;
 mod main_loop;
 mod prefetch;
 mod report;

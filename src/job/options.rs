@@ -28,6 +28,9 @@ pub struct Options {
     /// `skipIfExists` / `skipIfMissing`: the claim script drops the job when the key
     /// exists / is missing. Only validated here.
     pub skip_key: Option<String>,
+    /// `flowKey`: the flow whose limits this job's call counts against, instead of its
+    /// host's (`flowControl.flows`).
+    pub flow_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +194,23 @@ impl Options {
                         ));
                     }
                     _ => return Err(bad(field, format!("must be a Redis key name, got {v}"))),
+                }
+            }
+        }
+        if let Some(v) = fields.get("flowKey") {
+            match v.as_str() {
+                Some(key)
+                    if !key.is_empty() && key.len() <= 200 && !key.contains(char::is_control) =>
+                {
+                    o.flow_key = Some(key.into())
+                }
+                _ => {
+                    return Err(bad(
+                        "flowKey",
+                        format!(
+                            "must be a name of 1 to 200 bytes without control characters, got {v}"
+                        ),
+                    ));
                 }
             }
         }

@@ -320,6 +320,27 @@ pub enum SettleOp {
     /// Claimed but never started (shutdown, a paused host, too late to start): the
     /// claim is undone and the job queued at this score.
     Release { due: Score },
+    /// Claimed while its flow is paused (`delayqs pause --host`): the claim is undone,
+    /// the job waits at `until` and is listed at `due` in the flow's parked set, for
+    /// `resume` to bring back.
+    Park {
+        due: Score,
+        until: Score,
+        flow: String,
+    },
+}
+
+/// What a heartbeat read back.
+#[derive(Debug)]
+pub struct Beat {
+    /// Redis's clock, Unix s.
+    pub now: f64,
+    /// The queue's pause note, while it is paused.
+    pub paused: Option<String>,
+    /// The ids of the daemons whose records stand, this one's included.
+    pub daemons: Vec<String>,
+    /// The flows an operator paused.
+    pub paused_flows: Vec<String>,
 }
 
 /// How many expired leases one claim takes back; the rest wait for the next call.
@@ -346,6 +367,7 @@ pub struct Store {
     unclaim: Lua,
     sweep: Lua,
     heartbeat: Lua,
+    unpark: Lua,
     /// The sweep goes through the active shards' attempts hashes and id indexes one
     /// page at a time: which one (twice an index into `active`, plus 1 for the index),
     /// and where in it.
@@ -381,6 +403,7 @@ impl Store {
             )),
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
             heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
+            unpark: Lua::new(crate::store::lua::UNPARK),
             sweep_at: 0,
             sweep_cursor: "0".into(),
             library_said: None,
@@ -487,6 +510,10 @@ impl Store {
                     SettleOp::Retry(delay) => ("retry", delay.as_millis().to_string().into()),
                     SettleOp::Fail(record) => ("fail", record.clone().into_bytes()),
                     SettleOp::Release { due } => ("release", due.text().as_bytes().to_vec()),
+                    SettleOp::Park { due, until, flow } => (
+                        "park",
+                        format!("{} {} {flow}", until.text(), due.text()).into_bytes(),
+                    ),
                 };
                 inv.arg(op).arg(&o.member).arg(o.lease.as_str()).arg(arg);
             }
@@ -765,6 +792,20 @@ impl Store {
         Ok(removed)
     }
 
+    /// Brings back up to `page` of a resumed flow's parked jobs in one shard; returns
+    /// how many came back and how many are left listed.
+    pub fn unpark(&mut self, shard: usize, flow: &str, page: usize) -> RedisResult<(u64, u64)> {
+        self.call(|con, s| {
+            let keys = &s.names[shard];
+            s.unpark
+                .key(&keys.queue)
+                .key(&keys.attempts)
+                .key(crate::config::Keys::parked(&keys.queue, flow))
+                .arg(page)
+                .invoke(con)
+        })
+    }
+
     /// Writes this daemon's heartbeat record, standing `life` (`None`: removes it, at a
     /// clean stop), drops those of daemons that stopped beating, and returns Redis's
     /// time and the queue's pause note when it is paused.
@@ -773,11 +814,17 @@ impl Store {
         id: &str,
         record: Option<&str>,
         life: Duration,
-    ) -> RedisResult<(f64, Option<String>)> {
-        let (now, paused): (String, Option<String>) = self.call(|con, s| {
+    ) -> RedisResult<Beat> {
+        let (now, paused, daemons, paused_flows): (
+            String,
+            Option<String>,
+            Vec<String>,
+            Vec<String>,
+        ) = self.call(|con, s| {
             s.heartbeat
                 .key(s.keys.daemons())
                 .key(s.keys.paused())
+                .key(s.keys.paused_flows())
                 .arg(id)
                 .arg(record.unwrap_or(""))
                 .arg(life.as_secs_f64())
@@ -790,7 +837,12 @@ impl Store {
                 now,
             ))
         })?;
-        Ok((now, paused))
+        Ok(Beat {
+            now,
+            paused,
+            daemons,
+            paused_flows,
+        })
     }
 
     /// The queue's state for the metrics file: pending, due by `now`, in flight, failed.

@@ -19,4 +19,5 @@ pub mod lua {
     pub const ADD: &str = include_str!("scripts/add.lua");
     pub const CANCEL: &str = include_str!("scripts/cancel.lua");
     pub const FAILED: &str = include_str!("scripts/failed.lua");
+    pub const UNPARK: &str = include_str!("scripts/unpark.lua");
 }

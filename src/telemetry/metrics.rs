@@ -44,6 +44,12 @@ pub struct Metrics {
     pub last_round: f64,
     /// Whether the queue is paused (`delayqs pause`), as last read.
     pub paused: bool,
+    /// Jobs sent back to wait for their flow's next slot (`flowControl`).
+    pub deferred: u64,
+    /// Jobs parked because their flow is paused (`delayqs pause --host`).
+    pub parked: u64,
+    /// The flows worth showing, as of the last file written.
+    pub flows: Vec<crate::dispatch::flow::View>,
 }
 
 /// The queue's state, read from Redis when the file is written.
@@ -115,6 +121,9 @@ impl Default for Metrics {
             redis_up: false,
             last_round: 0.0,
             paused: false,
+            deferred: 0,
+            parked: 0,
+            flows: Vec::new(),
         }
     }
 }
@@ -158,6 +167,16 @@ impl Metrics {
                 "delayqs_skipped_total",
                 "Jobs dropped by their skip condition, without a request.",
                 self.skipped,
+            ),
+            (
+                "delayqs_deferred_total",
+                "Jobs sent back to wait for their flow's next slot (flowControl).",
+                self.deferred,
+            ),
+            (
+                "delayqs_parked_total",
+                "Jobs parked because their flow is paused (delayqs pause --host).",
+                self.parked,
             ),
         ];
         scalars(&mut out, "counter", &counters);
@@ -205,6 +224,7 @@ impl Metrics {
             ];
             scalars(&mut out, "gauge", &gauges);
         }
+        self.render_flows(&mut out);
         self.lateness.render(
             &mut out,
             "delayqs_lateness_seconds",
@@ -217,6 +237,71 @@ impl Metrics {
         );
         out
     }
+}
+
+impl Metrics {
+    /// One sample per flow shown: its rate now and its limit (calls/s, fleet-wide; no
+    /// sample when it has none), calls under way here, jobs deferred, and whether it is
+    /// slowed by back-pressure or paused.
+    fn render_flows(&self, out: &mut String) {
+        if self.flows.is_empty() {
+            return;
+        }
+        type Sample = fn(&crate::dispatch::flow::View) -> Option<f64>;
+        let families: [(&str, &str, &str, Sample); 6] = [
+            (
+                "delayqs_flow_rate",
+                "gauge",
+                "Calls per second the flow may start now, fleet-wide: its limit, or less while slowed by back-pressure.",
+                |v| v.rate,
+            ),
+            (
+                "delayqs_flow_rate_limit",
+                "gauge",
+                "The flow's configured calls per second, fleet-wide.",
+                |v| v.limit,
+            ),
+            (
+                "delayqs_flow_in_flight",
+                "gauge",
+                "The flow's calls under way on this daemon.",
+                |v| Some(f64::from(v.in_flight)),
+            ),
+            (
+                "delayqs_flow_deferred_total",
+                "counter",
+                "The flow's jobs sent back to wait for a slot.",
+                |v| Some(v.deferred as f64),
+            ),
+            (
+                "delayqs_flow_slowed",
+                "gauge",
+                "1 while back-pressure holds the flow below its limit.",
+                |v| Some(f64::from(u8::from(v.slowed))),
+            ),
+            (
+                "delayqs_flow_paused",
+                "gauge",
+                "1 while the flow is paused (delayqs pause --host).",
+                |v| Some(f64::from(u8::from(v.paused))),
+            ),
+        ];
+        for (name, kind, help, sample) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for v in &self.flows {
+                if let Some(value) = sample(v) {
+                    let _ = writeln!(out, "{name}{{flow=\"{}\"}} {value}", label(&v.name));
+                }
+            }
+        }
+    }
+}
+
+/// A label value as the exposition format writes it.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One sample each, with its HELP and TYPE lines.

@@ -27,8 +27,10 @@
 --   done     delivered: forget the job
 --   retry    arg = delay in ms: back into the queue at now + delay, same member string
 --   fail     arg = the record to append to the failed list
---   release  arg = a due score: the attempt never started (shutdown, a paused host),
---            so undo the claim and queue the job at that score
+--   release  arg = a due score: the attempt never started (shutdown, a paused host, its
+--            flow had no room), so undo the claim and queue the job at that score
+--   park     arg = "<until> <due> <flow>": as release at <until>, and list the member
+--            at <due> in "<queue>:parked:<flow>" (its flow is paused; unpark.lua)
 --
 -- Returns {now, next_due, recovered, merged, dropped, stale, member1, score1, attempt1,
 -- lease1, first_due1, id1, ...} (the daemon computes each job's id, the SHA-1 of its
@@ -246,6 +248,11 @@ for g = 1, #outcome_members do
     if id then
       kind, moved_to, replacement = next_of(KEYS[5], id)
     end
+    local parked_at, park_due, park_flow
+    if op == 'park' then
+      parked_at, park_due, park_flow = string.match(arg, '^(%S+) (%S+) (.+)$')
+      op, arg = 'release', parked_at
+    end
     if (op == 'retry' or op == 'release') and ended_by_producer(kind) then
       op = 'drop' -- cancelled or replaced during the attempt: no retry
     end
@@ -280,6 +287,9 @@ for g = 1, #outcome_members do
           score = arg
         end
         redis.call('ZADD', KEYS[1], score, m)
+        if park_flow and score == parked_at then
+          redis.call('ZADD', KEYS[1] .. ':parked:' .. park_flow, park_due, m)
+        end
       end
       if left <= 0 and tonumber(score) == tonumber(first) then
         forget[#forget + 1] = m -- nothing to remember: no attempt, first due = score
