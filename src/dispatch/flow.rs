@@ -178,13 +178,18 @@ impl Flows {
 
     /// Whether `job` may be sent now; `now` is Redis's clock. A job let go counts as
     /// under way in its flow until [`Flows::finished`].
-    pub fn admit(&mut self, job: &Job, now: f64) -> Admit {
+    ///
+    /// `waited`: the job was put back before (a slot, a retry). It has had its turn in
+    /// line, so a call it finds a hair early (its token not quite grown, a call not
+    /// quite ended) must not send it to the back of the line: it may take a token in
+    /// advance, and else waits only for the next token or call.
+    pub fn admit(&mut self, job: &Job, now: f64, waited: bool) -> Admit {
         if self.is_paused(job) {
             return Admit::Park;
         }
         let share = self.share;
         let Some(flow) = self.flow(job) else {
-            return Admit::Go; // no limit, never slowed: nothing to keep
+            return Admit::Go; // too many flows remembered: this one goes unlimited
         };
         let at = Instant::now();
         flow.used = at;
@@ -202,7 +207,9 @@ impl Flows {
             .map(|d| d.as_secs_f64());
         let concurrency = flow.limits.concurrency.map(|c| share_of(c, share));
         let room = concurrency.is_none_or(|c| flow.in_flight < c);
-        let token = rate.is_none() || flow.tokens >= 1.0;
+        // A token in advance is paid back by the next refill: the rate holds on
+        // average, the bucket only grows by one.
+        let token = rate.is_none() || flow.tokens >= 1.0 || (waited && flow.tokens > 0.0);
         if held.is_none() && room && token {
             if rate.is_some() {
                 flow.tokens -= 1.0;
@@ -211,23 +218,25 @@ impl Flows {
             flow.count_start(at);
             return Admit::Go;
         }
+        if waited && held.is_none() {
+            // Not to the back of the line: the next token, or the next call to end,
+            // with a little jitter so that several such jobs do not meet again.
+            let by_rate = rate.map_or(0.0, |r| ((1.0 - flow.tokens) / r).max(0.0));
+            let by_room = match room {
+                true => 0.0,
+                false => flow.mean_call / concurrency.unwrap_or(1).max(1) as f64,
+            };
+            let wait = by_rate.max(by_room).max(0.001);
+            return Admit::Defer(now + wait * (1.0 + crate::job::backoff::random_unit()));
+        }
         Admit::Defer(flow.slot(now, share))
     }
 
     /// A call of `job` that [`Flows::admit`] let go has ended after `took`.
     pub fn finished(&mut self, job: &Job, took: Duration, answer: &Answer) {
         let adaptive = self.config.adaptive;
-        let pressure = matches!(answer, Answer::Pressure(_));
         let Some(flow) = self.flows.get_mut(flow_of(job)) else {
-            if !(adaptive && pressure) {
-                return;
-            }
-            // An unlimited flow that pushes back is remembered from now on.
-            let Some(flow) = self.flow_even_unlimited(job) else {
-                return;
-            };
-            flow.pushed_back(answer);
-            return;
+            return; // forgotten (too many flows), or never let go by admit
         };
         flow.in_flight = flow.in_flight.saturating_sub(1);
         let took = took.as_secs_f64();
@@ -248,7 +257,7 @@ impl Flows {
     /// The next slot of `job`'s flow, for a job that must wait whatever its room.
     pub fn slot(&mut self, job: &Job, now: f64) -> f64 {
         let share = self.share;
-        match self.flow_even_unlimited(job) {
+        match self.flow(job) {
             Some(flow) => flow.slot(now, share),
             None => now,
         }
@@ -257,7 +266,7 @@ impl Flows {
     /// A host pause (`hostFailureThreshold`) holds the flow this much longer: its jobs
     /// get slots after it, at its pace, instead of all coming back at its end.
     pub fn hold(&mut self, job: &Job, wait: Duration) {
-        if let Some(flow) = self.flow_even_unlimited(job) {
+        if let Some(flow) = self.flow(job) {
             let at = Instant::now();
             let until = at + wait;
             flow.hold_until = Some(flow.hold_until.map_or(until, |h| h.max(until)));
@@ -269,13 +278,18 @@ impl Flows {
         }
     }
 
-    /// Every flow worth showing: limited, slowed, held or paused; the busiest first, at
-    /// most `limit`.
+    /// The flows seen lately and the paused ones, the busiest first, at most `limit`.
     pub fn views(&self, limit: usize) -> Vec<View> {
         let at = Instant::now();
         let mut views: Vec<View> = self
             .flows
             .iter()
+            .filter(|(_, f)| {
+                f.in_flight > 0
+                    || !f.limits.is_none()
+                    || f.slowed.is_some()
+                    || at.duration_since(f.used) < Duration::from_secs(60)
+            })
             .map(|(name, f)| View {
                 name: name.clone(),
                 limit: f.limits.rate,
@@ -315,23 +329,10 @@ impl Flows {
         views
     }
 
-    /// The state of a flow that has limits, made on first use.
+    /// A flow's state, made on first use. Flows without limits are kept too: their
+    /// pace is what back-pressure slows them from, and `top` shows them. `None` only
+    /// when too many flows are busy to remember one more.
     fn flow(&mut self, job: &Job) -> Option<&mut Flow> {
-        let name = flow_of(job);
-        if !self.flows.contains_key(name) {
-            let limits = self
-                .config
-                .limits(job.options.flow_key.as_deref(), &job.callback);
-            if limits.is_none() {
-                return None;
-            }
-            self.insert(name.to_string(), limits);
-        }
-        self.flows.get_mut(name)
-    }
-
-    /// Like [`Flows::flow`], also for a flow without limits (to slow it down).
-    fn flow_even_unlimited(&mut self, job: &Job) -> Option<&mut Flow> {
         let name = flow_of(job);
         if !self.flows.contains_key(name) {
             let limits = self
@@ -510,20 +511,20 @@ mod tests {
     fn concurrency_caps_calls_under_way_and_frees_on_finish() {
         let mut f = Flows::new(config(json!({"default": {"concurrency": 2}})));
         let a = job("http://a.example/x", None);
-        assert_eq!(f.admit(&a, 100.0), Admit::Go);
-        assert_eq!(f.admit(&a, 100.0), Admit::Go);
-        let Admit::Defer(slot) = f.admit(&a, 100.0) else {
+        assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
+        assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
+        let Admit::Defer(slot) = f.admit(&a, 100.0, false) else {
             panic!("a third call must wait")
         };
         assert!(slot >= 100.0);
         let b = job("http://b.example/x", None);
         assert_eq!(
-            f.admit(&b, 100.0),
+            f.admit(&b, 100.0, false),
             Admit::Go,
             "another host has its own limit"
         );
         f.finished(&a, Duration::from_millis(10), &Answer::Calm);
-        assert_eq!(f.admit(&a, 100.0), Admit::Go);
+        assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
     }
 
     #[test]
@@ -533,10 +534,10 @@ mod tests {
         })));
         let a = job("http://a.example/x", None);
         for _ in 0..3 {
-            assert_eq!(f.admit(&a, 100.0), Admit::Go);
+            assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
         }
         let slots: Vec<f64> = (0..4)
-            .map(|_| match f.admit(&a, 100.0) {
+            .map(|_| match f.admit(&a, 100.0, false) {
                 Admit::Defer(s) => s,
                 other => panic!("{other:?}"),
             })
@@ -546,7 +547,7 @@ mod tests {
         }
         assert!(slots[0] > 100.0 && slots[0] <= 100.1 + 1e-9, "{slots:?}");
         let other = job("http://other.example/x", None);
-        assert_eq!(f.admit(&other, 100.0), Admit::Go);
+        assert_eq!(f.admit(&other, 100.0, false), Admit::Go);
     }
 
     #[test]
@@ -563,12 +564,14 @@ mod tests {
             rank: 1,
         });
         let a = job("http://a.example/x", None);
-        let gone = (0..10).filter(|_| f.admit(&a, 0.0) == Admit::Go).count();
+        let gone = (0..10)
+            .filter(|_| f.admit(&a, 0.0, false) == Admit::Go)
+            .count();
         assert_eq!(gone, 5, "half the burst");
-        let Admit::Defer(first) = f.admit(&a, 0.0) else {
+        let Admit::Defer(first) = f.admit(&a, 0.0, false) else {
             panic!()
         };
-        let Admit::Defer(second) = f.admit(&a, 0.0) else {
+        let Admit::Defer(second) = f.admit(&a, 0.0, false) else {
             panic!()
         };
         assert!(
@@ -581,22 +584,22 @@ mod tests {
     fn pressure_halves_the_rate_and_calm_brings_it_back() {
         let mut f = Flows::new(config(json!({"default": {"perSecond": 100}})));
         let a = job("http://a.example/x", None);
-        assert_eq!(f.admit(&a, 0.0), Admit::Go);
+        assert_eq!(f.admit(&a, 0.0, false), Admit::Go);
         f.finished(&a, Duration::from_millis(5), &Answer::Pressure(None));
         let v = &f.views(10)[0];
         assert_eq!((v.rate, v.slowed), (Some(50.0), true));
         // Calls under way at the time answer alike: one halving for them all.
-        assert_eq!(f.admit(&a, 0.0), Admit::Go);
+        assert_eq!(f.admit(&a, 0.0, false), Admit::Go);
         f.finished(&a, Duration::from_millis(5), &Answer::Pressure(None));
         assert_eq!(f.views(10)[0].rate, Some(50.0));
         let flow = f.flows.get_mut("a.example").unwrap();
         flow.rate_changed -= Duration::from_secs(2);
         flow.last_pressure.as_mut().unwrap().0 -= Duration::from_secs(2);
-        f.admit(&a, 0.0);
+        f.admit(&a, 0.0, false);
         assert_eq!(f.views(10)[0].rate, Some(90.0), "four calm steps of 10");
         let flow = f.flows.get_mut("a.example").unwrap();
         flow.rate_changed -= Duration::from_secs(1);
-        f.admit(&a, 0.0);
+        f.admit(&a, 0.0, false);
         assert_eq!(
             (f.views(10)[0].rate, f.views(10)[0].slowed),
             (Some(100.0), false)
@@ -607,14 +610,14 @@ mod tests {
     fn retry_after_holds_the_flow_and_an_unlimited_flow_is_slowed_from_its_pace() {
         let mut f = Flows::new(FlowControl::default());
         let a = job("http://a.example/x", None);
-        assert_eq!(f.admit(&a, 0.0), Admit::Go, "no limits: nothing kept");
-        assert!(f.views(10).is_empty());
+        assert_eq!(f.admit(&a, 0.0, false), Admit::Go, "no limits");
+        assert!(!f.views(10)[0].slowed);
         f.finished(
             &a,
             Duration::from_millis(5),
             &Answer::Pressure(Some(Duration::from_secs(30))),
         );
-        let Admit::Defer(slot) = f.admit(&a, 1000.0) else {
+        let Admit::Defer(slot) = f.admit(&a, 1000.0, false) else {
             panic!("held by Retry-After")
         };
         assert!((1029.0..=1030.0).contains(&slot), "{slot}");
@@ -629,25 +632,52 @@ mod tests {
         let a = job("http://a.example:8080/x", None);
         let keyed = job("http://b.example/x", Some("payments"));
         f.set_paused(["a.example:8080".to_string(), "payments".to_string()].into());
-        assert_eq!(f.admit(&a, 0.0), Admit::Park);
-        assert_eq!(f.admit(&keyed, 0.0), Admit::Park);
-        assert_eq!(f.admit(&job("http://a.example/x", None), 0.0), Admit::Go);
+        assert_eq!(f.admit(&a, 0.0, false), Admit::Park);
+        assert_eq!(f.admit(&keyed, 0.0, false), Admit::Park);
+        assert_eq!(
+            f.admit(&job("http://a.example/x", None), 0.0, false),
+            Admit::Go
+        );
         let resumed = f.set_paused(["payments".to_string()].into());
         assert_eq!(resumed, ["a.example:8080"]);
-        assert_eq!(f.admit(&a, 0.0), Admit::Go);
+        assert_eq!(f.admit(&a, 0.0, false), Admit::Go);
     }
 
     #[test]
     fn a_flow_key_shares_one_limit_across_hosts() {
         let mut f = Flows::new(config(json!({"flows": {"pay": {"concurrency": 1}}})));
         assert_eq!(
-            f.admit(&job("http://a.example/", Some("pay")), 0.0),
+            f.admit(&job("http://a.example/", Some("pay")), 0.0, false),
             Admit::Go
         );
         assert!(matches!(
-            f.admit(&job("http://b.example/", Some("pay")), 0.0),
+            f.admit(&job("http://b.example/", Some("pay")), 0.0, false),
             Admit::Defer(_)
         ));
-        assert_eq!(f.admit(&job("http://b.example/", None), 0.0), Admit::Go);
+        assert_eq!(
+            f.admit(&job("http://b.example/", None), 0.0, false),
+            Admit::Go
+        );
+    }
+
+    #[test]
+    fn a_job_back_at_its_slot_is_not_sent_to_the_back_of_the_line() {
+        let mut f = Flows::new(config(json!({"default": {"perSecond": 10, "burst": 1}})));
+        let a = job("http://a.example/x", None);
+        assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
+        // A line of 50 slots, 5 s long.
+        for _ in 0..50 {
+            assert!(matches!(f.admit(&a, 100.0, false), Admit::Defer(_)));
+        }
+        // The first slot's job comes back a hair before its token has grown.
+        f.flows.get_mut("a.example").unwrap().tokens = 0.98;
+        assert_eq!(f.admit(&a, 100.1, true), Admit::Go, "a token in advance");
+        let Admit::Defer(back) = f.admit(&a, 100.1, true) else {
+            panic!("no token at all: it waits")
+        };
+        assert!(
+            back < 100.5,
+            "the next token, not the line's end (105): {back}"
+        );
     }
 }

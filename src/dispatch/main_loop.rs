@@ -742,7 +742,9 @@ impl Dispatcher {
             Some(_) => "is paused",
             None => "is at its limit",
         };
-        match self.flows.admit(&job, self.now()) {
+        // Put back before (a slot, a retry): it has had its turn in line.
+        let waited = claimed.due.value() > claimed.first_due.value() + 0.000_5;
+        match self.flows.admit(&job, self.now(), waited) {
             Admit::Go => {}
             Admit::Defer(slot) => return self.defer(claimed, &job, slot, why),
             Admit::Park => return self.park(claimed, &job),
