@@ -59,6 +59,14 @@ fn old_daemon_config_file_loads_unchanged() {
         "",
         "the shipped example has only known keys"
     );
+    let flow = run_delayqs(&[
+        "run",
+        "--check",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/flow-control.json"),
+    ]);
+    assert!(flow.status.success(), "{}", stderr(&flow));
+    assert_eq!(stderr(&flow), "", "the flow-control example loads clean");
 }
 
 #[test]
