@@ -730,11 +730,11 @@ fn a_lost_claim_honours_what_the_producer_asked_meanwhile() {
         .unwrap();
     assert_eq!(
         claimed.len(),
-        6 + 3 * 6,
+        7 + 3 * 6,
         "three jobs claimed, each with its id"
     );
     assert_eq!(
-        redis::from_redis_value::<String>(claimed[11].clone()).unwrap(),
+        redis::from_redis_value::<String>(claimed[12].clone()).unwrap(),
         "c"
     );
     assert_eq!(via.op(&mut con, "cancel", &["c"]).0, "after-attempt");

@@ -61,9 +61,12 @@ fn a_paused_hosts_backlog_waits_out_the_probe_and_other_hosts_stay_on_time() {
         "{total} releases of {} jobs in {elapsed:.1} s; at most {most} for one job",
         releases.len()
     );
+    // Held back: the claim sends fresh jobs of a held host to their slots itself
+    // (unlogged), the daemon those it claimed (logged above); few ever reach the host.
+    let calls = hanging.count();
     assert!(
-        releases.len() > backlog / 2,
-        "the backlog was not held back: {releases:?}"
+        calls < backlog / 10,
+        "the backlog was not held back: {calls} calls to the hanging host"
     );
     // About two per 3.2 s cycle; the old churn made it about 15 per cycle.
     let bound = 3 * (elapsed / 3.2).ceil() as usize + 2;

@@ -594,3 +594,83 @@ fn an_oversize_record_is_valid_utf8_and_retry_says_why_it_is_kept() {
         "the record is kept"
     );
 }
+
+/// The claim sends a full flow's fresh jobs straight to their slots (ARGV[6]): never
+/// claimed, first due time kept, the slots one spacing apart; other hosts' jobs and a
+/// job that was put back before are claimed as usual.
+#[test]
+fn a_full_flows_fresh_jobs_go_to_their_slots_inside_the_claim() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let claim = format!(
+        "{}{}",
+        include_str!("../src/store/scripts/ids_after.lua"),
+        include_str!("../src/store/scripts/claim.lua")
+    );
+    let now = redis_now(&mut con);
+    let full = |i: u32| member(&format!("http://127.0.0.1:9/a{i}"), json!(i));
+    for i in 0..10 {
+        add(&mut con, &full(i), now - 100.0 + f64::from(i));
+    }
+    // A job of the full flow put back before: the daemon decides about it.
+    let waited = member("HTTP://127.0.0.1:9/again", json!("waited"));
+    add(&mut con, &waited, now - 200.0);
+    let _: () = con
+        .hset(
+            ATTEMPTS,
+            &waited,
+            format!("0:{:.6} @{:.6}", now - 300.0, now - 200.0),
+        )
+        .unwrap();
+    // Another host, and a body that only mentions the full one.
+    let other = member(
+        "http://127.0.0.1:8/b",
+        json!("http://127.0.0.1:9/ in a body"),
+    );
+    add(&mut con, &other, now - 1.0);
+    let start = now + 10.0;
+    let reply: Vec<redis::Value> = redis::cmd("EVAL")
+        .arg(&claim)
+        .arg(4)
+        .arg(&[QUEUE, INFLIGHT, ATTEMPTS, FAILED][..])
+        .arg(&["5", "60000", "t", "100", "1048576"][..])
+        .arg(format!("{start:.6} 0.500000 127.0.0.1:9"))
+        .query(&mut con)
+        .unwrap();
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    let claimed: Vec<String> = reply[7..].chunks(6).map(|j| text(&j[0])).collect();
+    assert_eq!(
+        claimed,
+        [waited.clone(), other.clone()],
+        "in due order, the rest slotted"
+    );
+    let deferred = text(&reply[6]);
+    let (count, rest) = deferred.split_once(' ').unwrap();
+    let (next, flow) = rest.split_once(' ').unwrap();
+    assert_eq!((count, flow), ("10", "127.0.0.1:9"));
+    assert!(
+        (next.parse::<f64>().unwrap() - (start + 5.0)).abs() < 1e-3,
+        "{deferred}"
+    );
+    for i in 0..10 {
+        let score: f64 = con.zscore(QUEUE, full(i)).unwrap();
+        let slot = start + 0.5 * f64::from(i);
+        assert!(
+            (score - slot).abs() < 1e-3,
+            "job {i} at {score}, slot {slot}"
+        );
+        let value: String = con.hget(ATTEMPTS, full(i)).unwrap();
+        let first = now - 100.0 + f64::from(i);
+        assert!(value.starts_with("0:"), "{value}");
+        let (first_text, at) = value[2..].split_once(" @").unwrap();
+        assert!(
+            (first_text.parse::<f64>().unwrap() - first).abs() < 1e-3,
+            "{value}"
+        );
+        assert!((at.parse::<f64>().unwrap() - slot).abs() < 1e-3, "{value}");
+    }
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 2);
+}

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use crate::config::flow::{FlowControl, Limits};
 use crate::job::Job;
 
+/// Full flows passed to one claim call at most.
+const FULL_SHOWN: usize = 16;
 /// Flows remembered at most; past that, idle ones are forgotten.
 const MAX_FLOWS: usize = 10_000;
 /// A slowed flow's rate is halved at most this often: the calls under way when it
@@ -111,6 +113,9 @@ struct Flow {
     pace: f64,
     /// Jobs sent back to wait for a slot, since start.
     deferred: u64,
+    /// When a job last found no room and went to the back of the line: while that is
+    /// recent, the claim script sends the flow's fresh jobs to their slots itself.
+    full_at: Option<Instant>,
     /// The last time the endpoint pushed back, and how.
     last_pressure: Option<(Instant, String)>,
     used: Instant,
@@ -229,7 +234,40 @@ impl Flows {
             let wait = by_rate.max(by_room).max(0.001);
             return Admit::Defer(now + wait * (1.0 + crate::job::backoff::random_unit()));
         }
+        flow.full_at = Some(at);
         Admit::Defer(flow.slot(now, share))
+    }
+
+    /// The flows whose fresh jobs the claim may send to their slots itself (claim.lua's
+    /// ARGV[6]): those that had no room within the last second, not paused, at most
+    /// [`FULL_SHOWN`]; one line each, "<next slot> <spacing> <flow>".
+    pub fn full_spec(&self, now: f64) -> String {
+        let at = Instant::now();
+        let mut lines: Vec<String> = self
+            .flows
+            .iter()
+            .filter(|(name, f)| {
+                f.full_at
+                    .is_some_and(|t| at.duration_since(t) < Duration::from_secs(1))
+                    && !self.paused.contains(*name)
+                    && !name.contains('\n')
+            })
+            .take(FULL_SHOWN)
+            .map(|(name, f)| {
+                let (start, spacing) = f.next(now, self.share);
+                format!("{start:.6} {spacing:.6} {name}")
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// The claim sent `count` fresh jobs of `name` to slots, up to `next_slot`.
+    pub fn slotted(&mut self, name: &str, count: u64, next_slot: f64) {
+        if let Some(flow) = self.flows.get_mut(name) {
+            flow.next_slot = flow.next_slot.max(next_slot);
+            flow.deferred += count;
+        }
     }
 
     /// A call of `job` that [`Flows::admit`] let go has ended after `took`.
@@ -372,6 +410,7 @@ impl Flows {
                 started_now: (at, 0),
                 pace: 0.0,
                 deferred: 0,
+                full_at: None,
                 last_pressure: None,
                 used: at,
             },
@@ -392,6 +431,14 @@ impl Flow {
     /// its rate allows, or per call its concurrency finishes, whichever is slower),
     /// no sooner than the flow may call again.
     fn slot(&mut self, now: f64, share: Share) -> f64 {
+        let (slot, spacing) = self.next(now, share);
+        self.next_slot = slot + spacing;
+        self.deferred += 1;
+        slot
+    }
+
+    /// The slot the next job would get, and the spacing between slots.
+    fn next(&self, now: f64, share: Share) -> (f64, f64) {
         let at = Instant::now();
         let rate = self.rate_now().map(|r| r / share.daemons as f64);
         let concurrency = self.limits.concurrency.map(|c| share_of(c, share));
@@ -406,10 +453,7 @@ impl Flow {
         if let Some(r) = rate {
             earliest += ((1.0 - self.tokens) / r).max(0.0);
         }
-        let slot = self.next_slot.max(earliest);
-        self.next_slot = slot + spacing;
-        self.deferred += 1;
-        slot
+        (self.next_slot.max(earliest), spacing)
     }
 
     /// The fleet-wide rate the flow may run at now.

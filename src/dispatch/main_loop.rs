@@ -642,6 +642,7 @@ impl Dispatcher {
     fn claim_from(&mut self, shard: usize, limit: usize) -> redis::RedisResult<()> {
         self.claims += 1;
         let token = format!("{}-{}", self.token_prefix, self.claims);
+        self.store.full_flows = self.flows.full_spec(self.now());
         let asked = Instant::now();
         let claim = self.store.claim(
             shard,
@@ -664,6 +665,16 @@ impl Dispatcher {
             }
         };
         self.written(shard, &batch.stale);
+        for s in &batch.slotted {
+            log::debug!(
+                "{} fresh jobs of {} went to its slots inside the claim, up to {:.3} s ahead",
+                s.count,
+                s.flow,
+                s.next_slot - batch.now
+            );
+            self.flows.slotted(&s.flow, s.count, s.next_slot);
+            self.metrics.deferred += s.count;
+        }
         self.clock = (batch.now, Instant::now());
         self.shards[shard].next_due = batch.next_due.as_ref().map_or(f64::MAX, Score::value);
         self.shards[shard].looked = Some(Instant::now());

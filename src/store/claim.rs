@@ -178,8 +178,19 @@ pub struct ClaimBatch {
     pub stale: Vec<usize>,
     pub jobs: Vec<Claimed>,
     pub bad: Vec<BadClaim>,
+    /// Fresh jobs of full flows the script sent straight to their slots: per flow,
+    /// how many and the flow's next slot after them.
+    pub slotted: Vec<Slotted>,
     /// With `waitReplicas`: how many replicas had this call's writes within the wait.
     pub replicated: Option<u32>,
+}
+
+/// Jobs of one flow the claim sent to their slots (claim.lua's `deferred` lines).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slotted {
+    pub flow: String,
+    pub count: u64,
+    pub next_slot: f64,
 }
 
 /// The reply as a whole does not have the script's layout: nothing in it can be
@@ -203,7 +214,7 @@ impl From<BadReply> for RedisError {
     }
 }
 
-const HEAD: usize = 6;
+const HEAD: usize = 7;
 const PER_JOB: usize = 6;
 
 /// Parses the reply of `claim.lua`.
@@ -248,6 +259,19 @@ pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
                 .ok_or_else(|| BadReply(format!("stale outcome number {n:?}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let slotted = text(6)
+        .lines()
+        .map(|line| {
+            let bad = || BadReply(format!("deferred line {line:?}"));
+            let (count, rest) = line.split_once(' ').ok_or_else(bad)?;
+            let (slot, flow) = rest.split_once(' ').ok_or_else(bad)?;
+            Ok(Slotted {
+                flow: flow.to_string(),
+                count: count.parse().map_err(|_| bad())?,
+                next_slot: slot.parse().map_err(|_| bad())?,
+            })
+        })
+        .collect::<Result<Vec<_>, BadReply>>()?;
     let mut jobs = Vec::new();
     let mut bad = Vec::new();
     let rest: Vec<Value> = it.collect();
@@ -290,6 +314,7 @@ pub fn parse(reply: Vec<Value>, shard: usize) -> Result<ClaimBatch, BadReply> {
         stale,
         jobs,
         bad,
+        slotted,
         replicated: None,
     })
 }
@@ -374,6 +399,7 @@ mod tests {
 
     fn reply(head: [&str; 6], jobs: &[[&str; 6]]) -> Vec<Value> {
         let mut v: Vec<Value> = head.iter().map(|s| bulk(s)).collect();
+        v.push(bulk("")); // nothing sent to a flow's slot
         for j in jobs {
             v.push(bulk(j[0]));
             v.push(bulk(j[1]));

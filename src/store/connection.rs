@@ -368,6 +368,9 @@ pub struct Store {
     sweep: Lua,
     heartbeat: Lua,
     unpark: Lua,
+    /// The flows with no room, for the claim to send their fresh jobs straight to
+    /// their slots (claim.lua's ARGV[6]); set by the loop before each round.
+    pub full_flows: String,
     /// The sweep goes through the active shards' attempts hashes and id indexes one
     /// page at a time: which one (twice an index into `active`, plus 1 for the index),
     /// and where in it.
@@ -404,6 +407,7 @@ impl Store {
             sweep: Lua::new(include_str!("scripts/sweep.lua")),
             heartbeat: Lua::new(include_str!("scripts/heartbeat.lua")),
             unpark: Lua::new(crate::store::lua::UNPARK),
+            full_flows: String::new(),
             sweep_at: 0,
             sweep_cursor: "0".into(),
             library_said: None,
@@ -503,7 +507,12 @@ impl Store {
                 .arg(lease.as_millis() as u64)
                 .arg(token)
                 .arg(recover)
-                .arg(max_bytes);
+                .arg(max_bytes)
+                .arg(if limit == 0 {
+                    ""
+                } else {
+                    s.full_flows.as_str()
+                });
             for o in outcomes {
                 let (op, arg): (&str, Vec<u8>) = match &o.op {
                     SettleOp::Done => ("done", Vec::new()),

@@ -21,7 +21,14 @@
 -- ARGV[3] token prefix, unique to this call of this daemon
 -- ARGV[4] most expired leases to take back
 -- ARGV[5] the largest member, in bytes, that is handed to the daemon (maxJobBytes)
--- ARGV[6...] outcomes, in groups of four: op, member, lease, arg
+-- ARGV[6] flows with no room (dispatch/flow.rs), one a line: "<next slot> <spacing>
+--         <flow>"; "" or absent for none. A due job of one of them that has never
+--         been put back (no attempts entry) is not claimed: it goes straight to its
+--         flow's next slot, as the daemon would send it, without costing a round trip
+--         or a place in the claim. Up to 1000 due members beyond the claim's limit are
+--         looked at for them, so that a backlog for one host spreads in a few calls
+--         and the jobs behind it are claimed sooner.
+-- ARGV[7...] outcomes, in groups of four: op, member, lease, arg
 --   lease    the attempts value the claim wrote ("<attempts>:<first due> <token>"): the
 --            outcome only counts while the job is still leased to the attempt that made it
 --   done     delivered: forget the job
@@ -32,8 +39,9 @@
 --   park     arg = "<until> <due> <flow>": as release at <until>, and list the member
 --            at <due> in "<queue>:parked:<flow>" (its flow is paused; unpark.lua)
 --
--- Returns {now, next_due, recovered, merged, dropped, stale, member1, score1, attempt1,
--- lease1, first_due1, id1, ...} (the daemon computes each job's id, the SHA-1 of its
+-- Returns {now, next_due, recovered, merged, dropped, stale, deferred, member1, score1,
+-- attempt1, lease1, first_due1, id1, ...} (deferred: "<count> <next slot> <flow>" a line,
+-- for each flow of ARGV[6] whose jobs were sent to their slots here) (the daemon computes each job's id, the SHA-1 of its
 -- member; id is the producer's id it was scheduled under, "" for none) where next_due is the earliest score left in the queue
 -- ("" when it is empty), lease is the attempts value written (outcomes must present
 -- it), stale lists the 1-based numbers of the outcome groups whose lease was no longer
@@ -231,7 +239,7 @@ end
 -- The outcomes first: a job that finished frees its slot before the claim counts it.
 local stale = {}
 local outcome_members = {}
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   outcome_members[#outcome_members + 1] = ARGV[i + 1]
 end
 local leases_now = hmget(KEYS[3], outcome_members)
@@ -239,7 +247,7 @@ local queued = zscores(KEYS[1], outcome_members)
 local outcome_ids = ids_of(outcome_members)
 local forget, landed, copies, unindex = {}, {}, {}, {}
 for g = 1, #outcome_members do
-  local i = 2 + 4 * g
+  local i = 3 + 4 * g
   local op, m, held, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if leases_now[g] ~= held then
     stale[#stale + 1] = g
@@ -388,10 +396,68 @@ local function set_aside(m, record, id)
   return record.Id
 end
 
-local out = {nows, '', #expired, 0, '', table.concat(stale, ' ')}
+-- The flows with no room, by name, and the names to look for in a member.
+local full, full_names = {}, {}
+for line in string.gmatch(ARGV[6] or '', '[^\n]+') do
+  local slot, spacing, name = string.match(line, '^(%S+) (%S+) (.+)$')
+  if name then
+    full[name] = {slot = tonumber(slot), spacing = tonumber(spacing), count = 0}
+    full_names[#full_names + 1] = name
+  end
+end
+
+-- A member's flow as the daemon names it (dispatch/flow.rs: its flowKey, else the
+-- callback's host, lowercased, with the port unless it is the scheme's), when it is
+-- one of the full flows; nil otherwise. Only a member that contains one of their names
+-- is decoded. A URL the daemon would read differently (it normalises more) is merely
+-- not deferred here: the daemon defers it.
+local function full_flow_of(m)
+  local hit = false
+  for _, name in ipairs(full_names) do
+    if string.find(m, name, 1, true) then
+      hit = true
+      break
+    end
+  end
+  if not hit then
+    return nil
+  end
+  local ok, job = pcall(cjson.decode, m)
+  if not ok or type(job) ~= 'table' then
+    return nil
+  end
+  if job.flowKey ~= nil then
+    return type(job.flowKey) == 'string' and full[job.flowKey] or nil
+  end
+  if type(job.callback) ~= 'string' then
+    return nil
+  end
+  local scheme, rest = string.match(job.callback, '^(%a[%w+.-]*)://(.*)$')
+  if not scheme then
+    return nil
+  end
+  scheme = string.lower(scheme)
+  local authority = string.lower(string.match(string.match(rest, '^[^/?#\\]*'), '([^@]*)$'))
+  local host, port = string.match(authority, '^(.-):(%d+)$')
+  if not host then
+    return full[authority]
+  end
+  port = tonumber(port)
+  if (scheme == 'http' and port == 80) or (scheme == 'https' and port == 443) then
+    return full[host]
+  end
+  return full[host .. ':' .. port]
+end
+
+local out = {nows, '', #expired, 0, '', table.concat(stale, ' '), ''}
 local dropped = {}
 local max_bytes = tonumber(ARGV[5])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local limit = tonumber(ARGV[1])
+local look = limit
+if #full_names > 0 and limit > 0 then
+  look = limit + 1000
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, look)
 local deadline = string.format('%.6f', now + lease)
 local due_members = {}
 for i = 1, #due, 2 do
@@ -399,11 +465,24 @@ for i = 1, #due, 2 do
 end
 local counts = hmget(KEYS[3], due_members)
 local due_ids = ids_of(due_members)
-local leases, in_flight, taken = {}, {}, {}
+local leases, in_flight, taken, slotted, slotted_counts = {}, {}, {}, {}, {}
+local claimed = 0
 for i = 1, #due, 2 do
   local m, score = due[i], due[i + 1]
   local id = due_ids[(i + 1) / 2]
-  if redis.call('ZSCORE', KEYS[2], m) then
+  local flow = #full_names > 0 and not counts[(i + 1) / 2] and #m <= max_bytes and full_flow_of(m)
+  if flow and not redis.call('ZSCORE', KEYS[2], m) then
+    -- Its flow has no room: to the flow's next slot, first due time kept.
+    local slot = string.format('%.6f', math.max(flow.slot, now))
+    flow.slot = tonumber(slot) + flow.spacing
+    flow.count = flow.count + 1
+    slotted[#slotted + 1] = slot
+    slotted[#slotted + 1] = m
+    slotted_counts[#slotted_counts + 1] = m
+    slotted_counts[#slotted_counts + 1] = waiting(0, (sane(score)), slot)
+  elseif claimed >= limit then
+    -- Looked at only for the full flows: left for the next call.
+  elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way. Checked
     -- first: setting the copy aside would drop the running attempt's lease.
@@ -439,6 +518,7 @@ for i = 1, #due, 2 do
       end
       first = first or sane(score)
       local lease = (n + 1) .. ':' .. first .. ' ' .. ARGV[3] .. '.' .. ((i + 1) / 2)
+      claimed = claimed + 1
       leases[#leases + 1] = m
       leases[#leases + 1] = lease
       in_flight[#in_flight + 1] = deadline
@@ -457,7 +537,17 @@ batched('HSET', KEYS[3], leases)
 batched('ZADD', KEYS[2], in_flight)
 batched('ZREM', KEYS[1], taken)
 batched('HDEL', KEYS[5], unindex)
+batched('ZADD', KEYS[1], slotted)
+batched('HSET', KEYS[3], slotted_counts)
 
+local deferred = {}
+for _, name in ipairs(full_names) do
+  local f = full[name]
+  if f.count > 0 then
+    deferred[#deferred + 1] = f.count .. ' ' .. string.format('%.6f', f.slot) .. ' ' .. name
+  end
+end
+out[7] = table.concat(deferred, '\n')
 out[5] = table.concat(dropped, '\n')
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then
