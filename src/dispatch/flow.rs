@@ -232,6 +232,7 @@ impl Flows {
                 false => flow.mean_call / concurrency.unwrap_or(1).max(1) as f64,
             };
             let wait = by_rate.max(by_room).max(0.001);
+            flow.deferred += 1;
             return Admit::Defer(now + wait * (1.0 + crate::job::backoff::random_unit()));
         }
         flow.full_at = Some(at);
