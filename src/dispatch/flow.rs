@@ -89,6 +89,9 @@ pub struct Flows {
     /// Flows an operator paused (by host or flow key).
     paused: HashSet<String>,
     flows: HashMap<String, Flow>,
+    /// Flows whose last job found no room and went to the back of the line, and when:
+    /// for a second after, the claim sends their fresh jobs to their slots itself.
+    full: HashMap<String, Instant>,
 }
 
 struct Flow {
@@ -113,9 +116,6 @@ struct Flow {
     pace: f64,
     /// Jobs sent back to wait for a slot, since start.
     deferred: u64,
-    /// When a job last found no room and went to the back of the line: while that is
-    /// recent, the claim script sends the flow's fresh jobs to their slots itself.
-    full_at: Option<Instant>,
     /// The last time the endpoint pushed back, and how.
     last_pressure: Option<(Instant, String)>,
     used: Instant,
@@ -149,6 +149,7 @@ impl Flows {
             },
             paused: HashSet::new(),
             flows: HashMap::new(),
+            full: HashMap::new(),
         }
     }
 
@@ -235,28 +236,27 @@ impl Flows {
             flow.deferred += 1;
             return Admit::Defer(now + wait * (1.0 + crate::job::backoff::random_unit()));
         }
-        flow.full_at = Some(at);
-        Admit::Defer(flow.slot(now, share))
+        let slot = flow.slot(now, share);
+        if self.full.len() < FULL_SHOWN || self.full.contains_key(flow_of(job)) {
+            self.full.insert(flow_of(job).to_string(), at);
+        }
+        Admit::Defer(slot)
     }
 
     /// The flows whose fresh jobs the claim may send to their slots itself (claim.lua's
     /// ARGV[6]): those that had no room within the last second, not paused, at most
     /// [`FULL_SHOWN`]; one line each, "<next slot> <spacing> <flow>".
-    pub fn full_spec(&self, now: f64) -> String {
+    pub fn full_spec(&mut self, now: f64) -> String {
         let at = Instant::now();
+        self.full
+            .retain(|_, t| at.duration_since(*t) < Duration::from_secs(1));
         let mut lines: Vec<String> = self
-            .flows
-            .iter()
-            .filter(|(name, f)| {
-                f.full_at
-                    .is_some_and(|t| at.duration_since(t) < Duration::from_secs(1))
-                    && !self.paused.contains(*name)
-                    && !name.contains('\n')
-            })
-            .take(FULL_SHOWN)
-            .map(|(name, f)| {
-                let (start, spacing) = f.next(now, self.share);
-                format!("{start:.6} {spacing:.6} {name}")
+            .full
+            .keys()
+            .filter(|name| !self.paused.contains(*name) && !name.contains('\n'))
+            .filter_map(|name| {
+                let (start, spacing) = self.flows.get(name)?.next(now, self.share);
+                Some(format!("{start:.6} {spacing:.6} {name}"))
             })
             .collect();
         lines.sort();
@@ -411,7 +411,6 @@ impl Flows {
                 started_now: (at, 0),
                 pace: 0.0,
                 deferred: 0,
-                full_at: None,
                 last_pressure: None,
                 used: at,
             },
@@ -723,6 +722,28 @@ mod tests {
         assert!(
             back < 100.5,
             "the next token, not the line's end (105): {back}"
+        );
+    }
+
+    #[test]
+    fn a_full_flow_is_named_to_the_claim_with_its_next_slot() {
+        let mut f = Flows::new(config(json!({"default": {"perSecond": 10, "burst": 1}})));
+        let a = job("http://a.example/x", None);
+        assert_eq!(f.full_spec(100.0), "", "nothing full yet");
+        assert_eq!(f.admit(&a, 100.0, false), Admit::Go);
+        assert!(matches!(f.admit(&a, 100.0, false), Admit::Defer(_)));
+        let spec = f.full_spec(100.0);
+        let parts: Vec<&str> = spec.split(' ').collect();
+        assert_eq!((parts[1], parts[2]), ("0.100000", "a.example"), "{spec}");
+        let next: f64 = parts[0].parse().unwrap();
+        assert!((100.1..100.3).contains(&next), "{spec}");
+        f.slotted("a.example", 40, 104.2);
+        assert!(f.full_spec(100.0).starts_with("104.200000 "));
+        f.set_paused(["a.example".to_string()].into());
+        assert_eq!(
+            f.full_spec(100.0),
+            "",
+            "a paused flow's jobs are parked instead"
         );
     }
 }
