@@ -107,6 +107,45 @@ fn per_job_options_as_flags_reach_the_endpoint() {
     wait_for_marker(&mut con, now, 4);
     assert!(endpoint.requests().iter().all(|r| r.path != "/skipped"));
     assert_eq!(con.zcard::<_, usize>(QUEUE).unwrap(), 0);
+
+    // A flow key is written as given, and a bad one refused before anything is written.
+    let out = added(
+        &config,
+        &[
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/f",
+            "--flow-key",
+            "payments",
+            "--in",
+            "1h",
+        ],
+    );
+    assert!(
+        out["member"]
+            .as_str()
+            .unwrap()
+            .contains(r#""flowKey":"payments""#),
+        "{out}"
+    );
+    let refused = delayqs_with(
+        &config,
+        &[
+            "add",
+            "--callback",
+            "http://127.0.0.1:9/f",
+            "--flow-key",
+            "",
+            "--in",
+            "1h",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(64), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("flowKey"),
+        "{}",
+        stderr_of(&refused)
+    );
 }
 
 fn redis_now(con: &mut redis::Connection) -> f64 {

@@ -175,6 +175,10 @@ struct AddArgs {
     /// drop the job, unsent, if this Redis key is missing when it falls due
     #[argh(option)]
     skip_if_missing: Option<String>,
+    /// the flow whose limits the call counts against, instead of its host's
+    /// (flowControl.flows)
+    #[argh(option)]
+    flow_key: Option<String>,
     /// the whole member, as JSON, written byte for byte (instead of --callback, --body,
     /// --sign and the options)
     #[argh(option)]
@@ -258,6 +262,7 @@ impl AddArgs {
             ("--content-type", "contentType", &self.content_type),
             ("--skip-if-exists", "skipIfExists", &self.skip_if_exists),
             ("--skip-if-missing", "skipIfMissing", &self.skip_if_missing),
+            ("--flow-key", "flowKey", &self.flow_key),
         ];
         for (flag, field, value) in given {
             if let Some(value) = value {

@@ -15,7 +15,7 @@ use crate::store::AttemptsValue;
 use crate::timefmt::{human, rfc3339};
 
 /// Member fields that tune one job (README, "Per-job options").
-const OPTIONS: [&str; 8] = [
+const OPTIONS: [&str; 9] = [
     "maxRetry",
     "timeout",
     "backoff",
@@ -24,6 +24,7 @@ const OPTIONS: [&str; 8] = [
     "contentType",
     "skipIfExists",
     "skipIfMissing",
+    "flowKey",
 ];
 
 /// Where a job was seen while its id was looked for.
