@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -37,7 +38,7 @@ FAILED = "DelayQs:fail_job"
 STAGING = "bench:staging"
 TICK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("ceiling_http", "ceiling_claim", "burst", "burst_replicated", "steady", "idle", "backlog",
-             "burst_3daemons", "burst_cluster", "shards")
+             "burst_3daemons", "burst_cluster", "shards", "flow")
 # Tagged names for shards > 1 (shard i: the tag {DelayQs} made {DelayQs:i}).
 TAGGED = ("{DelayQs}:job_zqueue", "{DelayQs}:inflight", "{DelayQs}:attempts", "{DelayQs}:fail_job")
 
@@ -56,6 +57,7 @@ class Redis:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb", buffering=1 << 16)
+        self.sent = 0  # commands sent on this connection: the benchmark's own share of Redis's count
 
     @staticmethod
     def encode(args):
@@ -92,6 +94,7 @@ class Redis:
         raise RedisError(f"bad reply {line!r}")
 
     def call(self, *args):
+        self.sent += 1
         self.sock.sendall(self.encode(args))
         reply = self.read()
         if isinstance(reply, RedisError):
@@ -101,6 +104,7 @@ class Redis:
     def pipeline(self, commands, chunk=100):
         for i in range(0, len(commands), chunk):
             part = commands[i : i + chunk]
+            self.sent += len(part)
             self.sock.sendall(b"".join(self.encode(c) for c in part))
             for _ in part:
                 reply = self.read()
@@ -950,6 +954,319 @@ class Bench:
         self.fresh_redis()
         return res
 
+    # ============================================================ flow control (issue 17)
+
+    def start_endpoint(self, label):
+        """Another bench endpoint on a free port: one flow (host:port) each."""
+        log_path = os.path.join(self.a.workdir, f"endpoint-{label}.log")
+        p = subprocess.Popen([self.a.endpoint_bin, "0"], stdout=open(log_path, "wb"),
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.remember_pid(p.pid)
+        self.live[p.pid] = p
+        deadline = now() + 10
+        while True:
+            m = re.search(rb"^listening 127\.0\.0\.1:(\d+)$", open(log_path, "rb").read(), re.M)
+            if m:
+                break
+            if p.poll() is not None or now() > deadline:
+                raise SystemExit(f"the endpoint {label} did not start:\n" + open(log_path).read())
+            time.sleep(0.02)
+        p.url = f"http://127.0.0.1:{int(m.group(1))}"
+        p.host = f"127.0.0.1:{int(m.group(1))}"
+        return p
+
+    @staticmethod
+    def get(url, timeout=30):
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read().decode()
+
+    def stop_endpoint(self, p):
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        self.live.pop(p.pid, None)
+
+    @staticmethod
+    def read_metric(path, name):
+        """A counter from the daemon's metrics file (Prometheus text), or None."""
+        try:
+            text = open(path).read()
+        except OSError:
+            return None
+        m = re.search(r"^%s(?:\{[^}]*\})?\s+(\S+)$" % re.escape(name), text, re.M)
+        return float(m.group(1)) if m else None
+
+    def flow(self):
+        """Host A: a backlog of `flow_jobs` due at once, limited to `flow_rate`/s; host B:
+        unlimited, `flow_b_rate` jobs/s scheduled `flow_lead` s ahead. B's lateness
+        while A's backlog is spread (the first claim pass) and while A drains at its limit."""
+        a = self.a
+        n_a, rate, b_rate, lead, window = a.flow_jobs, a.flow_rate, a.flow_b_rate, a.flow_lead, a.flow_window
+        ep_a, ep_b = self.start_endpoint("A"), self.start_endpoint("B")
+        producer = None
+        stop = threading.Event()
+        ps = []
+        try:
+            self.fresh_redis()
+            metrics_path = os.path.join(a.workdir, "flow-metrics.prom")
+            config = dict(self.config, metricsFile=metrics_path, metricsIntervalMs=1000,
+                          flowControl={"hosts": [{"match": ep_a.host, "perSecond": rate, "burst": rate}]})
+            self.commands["flow config"] = json.dumps(config, indent=2).replace(a.workdir, "$WORK")
+            # A's backlog, due all at once at t0 (a score of its own, to the 0.1 ms, so
+            # that ZCOUNT t0 t0 counts A's jobs not yet claimed once and nothing else).
+            t0 = round(now() + a.flow_lead_in, 3) + 0.0005
+            load_t = now()
+            items = [(t0, member(i, t0, ep_a.url + "/cb")) for i in range(n_a)]
+            cmds = []
+            for i in range(0, n_a, 500):
+                cmd = ["ZADD", QUEUE]
+                for score, m in items[i:i + 500]:
+                    cmd += ["%.4f" % score, m]
+                cmds.append(cmd)
+            self.r.pipeline(cmds)
+            load_s = now() - load_t
+            del items, cmds
+            ps = self.start_daemons(1, config, label="flow")
+            dq = ps[0]
+
+            # B: one job every 1/b_rate s, due `lead` s after it is written.
+            produced = []  # (n, when planned, when written, due)
+            pr = Redis(self.redis_port)
+
+            def produce():
+                cb = ep_b.url + "/cb"
+                start, i = now(), 0
+                while not stop.is_set():
+                    at = start + i / b_rate
+                    wait = at - now()
+                    if wait > 0:
+                        time.sleep(wait)
+                    w = now()
+                    due = round(w + lead, 3)
+                    pr.call("ZADD", QUEUE, "%.3f" % due, member(i, due, cb))
+                    produced.append((i, at, w, due))
+                    i += 1
+
+            producer = threading.Thread(target=produce, name="flow-producer", daemon=True)
+            producer.start()
+            if now() > t0 - 2:
+                self.notes.append(f"flow: loading A's backlog and starting delayqs took long: only "
+                                  f"{t0 - now():.1f} s of host B alone before A's backlog came due")
+
+            mon = Redis(self.redis_port)
+            samples, spread_at, unspread_seen, cmdstats0 = [], None, [], None
+            end = t0 + window
+            # Full samples once a second, on whole seconds from t0: the timeline's rows.
+            next_full = t0 - math.floor(t0 - now())
+            load_start = loadavg()
+            while True:
+                t = now()
+                if t >= end:
+                    break
+                if t >= t0 and spread_at is None:
+                    left = mon.call("ZCOUNT", QUEUE, "%.4f" % t0, "%.4f" % t0)
+                    unspread_seen.append((t - t0, left))
+                    if left == 0:
+                        spread_at = now()
+                if t >= next_full:
+                    next_full += 1.0
+                    st = mon.info("stats")
+                    samples.append({
+                        "t": now(),
+                        "dq_cpu": proc_cpu(dq.pid),
+                        "redis_cpu": proc_cpu(self.a.redis_pid),
+                        "ep_cpu": proc_cpu(ep_a.pid) + proc_cpu(ep_b.pid),
+                        "redis_cmds": int(st["total_commands_processed"]),
+                        "ours": self.r.sent + mon.sent + pr.sent,
+                        "a": int(self.get(ep_a.url + "/count").split()[0]),
+                        "b": int(self.get(ep_b.url + "/count").split()[0]),
+                        "queue": mon.call("ZCARD", QUEUE),
+                        "due_now": mon.call("ZCOUNT", QUEUE, "-inf", "%.3f" % now()),
+                        "inflight": mon.call("ZCARD", INFLIGHT),
+                        "deferred": self.read_metric(metrics_path, "delayqs_deferred_total"),
+                        "unspread": mon.call("ZCOUNT", QUEUE, "%.4f" % t0, "%.4f" % t0),
+                        "hwm_kb": proc_mem(dq.pid)[1],
+                    })
+                    if samples[-1]["t"] >= t0 and cmdstats0 is None:
+                        cmdstats0 = (now(), mon.info("commandstats"))
+                t = now()
+                if t0 <= t and spread_at is None:
+                    time.sleep(0.05)  # the first claim pass: when it ends, to 50 ms
+                else:
+                    time.sleep(max(0.005, min(next_full, end, t0 if t < t0 else end) - t))
+            cmdstats1 = (now(), mon.info("commandstats"))
+            stop.set()
+            producer.join(timeout=5)
+            time.sleep(lead + 1.5)  # B's last jobs come due and go out
+            load_end = loadavg()
+            dump_a = [l.split() for l in self.get(ep_a.url + "/dump").splitlines()]
+            dump_b = [l.split() for l in self.get(ep_b.url + "/dump").splitlines()]
+            log_lines = open(dq.log_path, errors="replace").read().splitlines()
+            last_deferred = self.read_metric(metrics_path, "delayqs_deferred_total")
+            left = (self.r.call("ZCARD", QUEUE), self.r.call("ZCARD", INFLIGHT))
+            codes = self.stop_daemons(ps)
+            ps = []
+        finally:
+            stop.set()
+            if producer is not None:
+                producer.join(timeout=5)
+            if ps:
+                self.stop_daemons(ps)
+            self.stop_endpoint(ep_a)
+            self.stop_endpoint(ep_b)
+        self.fresh_redis()
+        return self.flow_figures(t0, end, spread_at, samples, unspread_seen, produced, dump_a, dump_b,
+                                 cmdstats0, cmdstats1, log_lines,
+                                 last_deferred, left, codes, load_s, load_start, load_end)
+
+    def flow_figures(self, t0, end, spread_at, samples, unspread_seen, produced, dump_a, dump_b,
+                     cs0, cs1, log_lines, last_deferred, left, codes, load_s, load_start, load_end):
+        a = self.a
+        # Records: (n, body due, X-Delayqs-Due, arrival).
+        A = [(int(n), float(d), float(h), float(t)) for n, d, h, t in dump_a]
+        B = [(int(n), float(d), float(h), float(t)) for n, d, h, t in dump_b]
+        window = end - t0
+        spread_s = spread_at - t0 if spread_at else None
+
+        def late_stats(rows):
+            xs = sorted((t - h) * 1000 for _, _, h, t in rows if not math.isnan(h))
+            if not xs:
+                return {"count": 0}
+            return {"count": len(xs), "p50_ms": percentile(xs, 50), "p99_ms": percentile(xs, 99),
+                    "max_ms": xs[-1], "min_ms": xs[0]}
+
+        # B's jobs by when they were due (X-Delayqs-Due): before A's backlog came due,
+        # during its first claim pass, after it, and over the whole window.
+        cut = spread_at if spread_at else end
+        b_pre = [r for r in B if r[2] < t0]
+        b_window = [r for r in B if t0 <= r[2] < end]
+        b_transient = [r for r in b_window if r[2] < cut]
+        b_steady = [r for r in b_window if r[2] >= cut]
+        # The pass's tail is in b_steady: B's jobs due in its last moments go out just
+        # after it. From a second after it on, B should be as if A were not there.
+        b_settled = [r for r in b_window if r[2] >= cut + 1]
+        produced_window = [p for p in produced if t0 <= p[3] < end]
+        got_b = {r[0] for r in B}
+        missing_b = [p[0] for p in produced if p[0] not in got_b]
+        header_off_b = sum(1 for _, d, h, _ in B if math.isnan(h) or abs(h - d) > 0.0015)
+        header_off_a = sum(1 for _, d, h, _ in A if math.isnan(h) or abs(h - d) > 0.0015)
+
+        a_in = sorted(t for _, _, _, t in A if t0 <= t < end)
+        settle = a.flow_settle
+        a_after = [t for t in a_in if t >= t0 + settle]
+        a_per_s = [0] * int(math.ceil(window))
+        for t in a_in:
+            a_per_s[min(len(a_per_s) - 1, int(t - t0))] += 1
+
+        def phase(s0, s1, enclose=False):
+            """Rates between the samples (one a second) inside [s0, s1], or with
+            `enclose` the last at or before s0 to the first at or after s1."""
+            if enclose:
+                i0 = max([k for k, p in enumerate(samples) if p["t"] <= s0] or [0])
+                i1 = min([k for k, p in enumerate(samples) if p["t"] >= s1] or [len(samples) - 1])
+                x = samples[i0:i1 + 1]
+            else:
+                x = [p for p in samples if s0 <= p["t"] <= s1]
+            if len(x) < 2:
+                return None
+            dt = x[-1]["t"] - x[0]["t"]
+            d = lambda k: x[-1][k] - x[0][k]
+            dd = (x[-1]["deferred"] - x[0]["deferred"]
+                  if x[-1]["deferred"] is not None and x[0]["deferred"] is not None else None)
+            return {
+                "from_s": x[0]["t"] - t0, "to_s": x[-1]["t"] - t0,
+                "dq_cpu_pct": 100 * d("dq_cpu") / dt,
+                "redis_cpu_pct": 100 * d("redis_cpu") / dt,
+                "endpoints_cpu_pct": 100 * d("ep_cpu") / dt,
+                "redis_cmds_per_s": d("redis_cmds") / dt,
+                "bench_cmds_per_s": d("ours") / dt,
+                "delayqs_cmds_per_s": (d("redis_cmds") - d("ours")) / dt,
+                "a_per_s": d("a") / dt,
+                "b_per_s": d("b") / dt,
+                "deferred_per_s": dd / dt if dd is not None else None,
+            }
+
+        pre = phase(t0 - a.flow_lead_in, t0)
+        trans = phase(t0, spread_at or end, enclose=True)
+        steady = phase(spread_at + 1 if spread_at else end, end)
+        whole = phase(t0, end)
+
+        def calls(cs, name):
+            v = cs.get("cmdstat_" + name)
+            return int(dict(p.split("=") for p in v.split(","))["calls"]) if v else 0
+
+        cmd_rates = {}
+        if cs0:
+            span = cs1[0] - cs0[0]
+            for k in cs1[1]:
+                name = k[len("cmdstat_"):]
+                c = calls(cs1[1], name) - calls(cs0[1], name)
+                if c:
+                    cmd_rates[name] = c / span
+
+        # A per-second timeline of the window.
+        timeline = []
+        for sec in range(-int(a.flow_lead_in) + 1, int(math.ceil(window))):
+            lo, hi = t0 + sec, t0 + sec + 1
+            bl = sorted((t - h) * 1000 for _, _, h, t in B if lo <= h < hi)
+            # The sample interval that ends first at or after the second's end.
+            k = next((k for k, p in enumerate(samples) if p["t"] >= hi), None)
+            row = {"s": sec, "a": sum(1 for _, _, _, t in A if lo <= t < hi), "b_due": len(bl),
+                   "b_p50_ms": percentile(bl, 50), "b_p99_ms": percentile(bl, 99),
+                   "b_max_ms": bl[-1] if bl else None}
+            if k:
+                p0, p1 = samples[k - 1], samples[k]
+                dt = p1["t"] - p0["t"]
+                row.update({
+                    "dq_cpu_pct": 100 * (p1["dq_cpu"] - p0["dq_cpu"]) / dt,
+                    "cmds_per_s": (p1["redis_cmds"] - p1["ours"] - p0["redis_cmds"] + p0["ours"]) / dt,
+                    "deferred": p1["deferred"], "unspread": p1["unspread"], "due_now": p1["due_now"],
+                })
+            timeline.append(row)
+
+        warn = [l for l in log_lines if " WARN " in l or " ERROR " in l]
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "a_jobs": a.flow_jobs, "a_limit_per_s": a.flow_rate, "a_burst": a.flow_rate,
+            "b_per_s": a.flow_b_rate, "b_lead_s": a.flow_lead, "window_s": window,
+            "a_load_s": load_s,
+            "spread_s": spread_s,
+            "unspread_trace": [(round(t, 2), n) for t, n in unspread_seen[::10]] + (
+                [(round(unspread_seen[-1][0], 2), unspread_seen[-1][1])] if unspread_seen else []),
+            "b_late_pre": late_stats(b_pre),
+            "b_late_transient": late_stats(b_transient),
+            "b_late_steady": late_stats(b_steady),
+            "b_late_window": late_stats(b_window),
+            "b_late_settled": late_stats(b_settled),
+            "b_produced": len(produced), "b_produced_in_window": len(produced_window),
+            "b_delivered": len(B), "b_missing": len(missing_b), "b_missing_first": missing_b[:10],
+            "b_duplicates": len(B) - len(got_b),
+            "b_producer_lag_ms_max": max(1000 * (w - at) for _, at, w, _ in produced) if produced else None,
+            "a_delivered_window": len(a_in),
+            "a_rate_window": len(a_in) / window,
+            "a_rate_after_settle": len(a_after) / (window - settle) if window > settle else None,
+            "a_settle_s": settle,
+            "a_per_s_min_max_after_settle": ([min(a_per_s[int(settle):]), max(a_per_s[int(settle):])]
+                                             if len(a_per_s) > settle else None),
+            "a_delivered_total": len(A), "a_duplicates": len(A) - len({r[0] for r in A}),
+            "a_late": late_stats(A),
+            "header_due_differs": {"a": header_off_a, "b": header_off_b},
+            "deferred_end_of_window": samples[-1]["deferred"] if samples else None,
+            "deferred_at_stop": last_deferred,
+            "deferred_at_spread": next((p["deferred"] for p in samples if spread_at and p["t"] >= spread_at), None),
+            "phase_pre": pre, "phase_transient": trans, "phase_steady": steady, "phase_window": whole,
+            "commands_per_s_window": dict(sorted(cmd_rates.items(), key=lambda kv: -kv[1])),
+            "hwm_kb": max(p["hwm_kb"] for p in samples) if samples else None,
+            "left_queue_inflight": left, "exit": codes,
+            "load_start": load_start, "load_end": load_end,
+            "log_warnings": warn[:20], "log_warning_count": len(warn),
+            "log_tail": log_lines[-15:],
+            "timeline": timeline,
+        }
+
     # ================================================================ all
 
     def run(self):
@@ -1185,6 +1502,138 @@ def scale_section(w, res, args, burst):
         w("")
 
 
+def flow_targets(f):
+    if not f:
+        return []
+    w, st = f["b_late_window"], f["b_late_steady"]
+    lo, hi = 0.9 * f["a_limit_per_s"], 1.1 * f["a_limit_per_s"]
+    r = f["a_rate_after_settle"]
+    return [
+        (f"flow: host B's lateness p99 ≤ 50 ms while host A drains at its limit (whole {f['window_s']:.0f} s window)",
+         f"{fmt(w.get('p99_ms'), 1)} ms (max {fmt(w.get('max_ms'), 1)} ms); after A's first claim pass "
+         f"{fmt(st.get('p99_ms'), 1)} ms", w.get("p99_ms") is not None and w["p99_ms"] <= 50),
+        (f"flow: host A delivered at {f['a_limit_per_s']}/s ± 10 %",
+         f"{fmt(r, 1)}/s after the first {f['a_settle_s']} s ({fmt(f['a_rate_window'], 1)}/s over the window)",
+         r is not None and lo <= r <= hi),
+    ]
+
+
+def flow_section(w, f, args, res, targets=False):
+    """### Flow control (issue 17): its own date, commit and load, so that it may stand
+    in a BENCHMARKS.md written by another run."""
+    def late(x):
+        if not x.get("count"):
+            return "no jobs"
+        return (f"{fmt(x['p50_ms'], 1)} / {fmt(x['p99_ms'], 1)} / {fmt(x['max_ms'], 1)} ms "
+                f"({x['count']:,} jobs)")
+
+    def ph(key, field, nd=0):
+        vals = []
+        for name in ("phase_pre", "phase_transient", "phase_steady"):
+            p = f.get(name)
+            vals.append(fmt(p.get(field), nd) if p and p.get(field) is not None else "n/a")
+        return " / ".join(vals)
+
+    spread = f["spread_s"]
+    pass_txt = f"{spread:.1f} s" if spread is not None else f"not over within the {f['window_s']:.0f} s window"
+    w("### Flow control (issue 17)")
+    w("")
+    w(f"- **Date:** {f['date']}; "
+      f"**delayqs:** {args.git_desc}; one run (about {f['window_s'] + args.flow_lead_in + 5:.0f} s).")
+    other = res.get("other_cpu_pct", {}).get("flow")
+    w(f"- **Load:** load average {f['load_start']} when the scenario started, {f['load_end']} at its end"
+      + (f"; processes outside the benchmark used {other:.0f} % of a core meanwhile (±10)" if other is not None else "")
+      + ". 2 cores shared with the endpoints, redis-server and the producer.")
+    w(f"- **Host A** (one endpoint, `127.0.0.1:PORT`): {f['a_jobs']:,} jobs all due at the same moment t0, "
+      f"limited by `flowControl.hosts` to `perSecond` {f['a_limit_per_s']}, `burst` {f['a_burst']}. "
+      f"**Host B** (a second endpoint, another port: another host, no limit): {f['b_per_s']} jobs/s "
+      f"written by the producer, each due {f['b_lead_s']} s after it is written, from {args.flow_lead_in} s "
+      f"before t0 to the end of the window, {f['window_s']:.0f} s after t0.")
+    w("- Lateness: arrival at the endpoint − the request's `X-Delayqs-Due`; B's jobs are put in a phase "
+      "by that due time. CPU from `/proc/PID/stat`; Redis commands from `INFO stats` "
+      "`total_commands_processed` (which counts the commands scripts run, too) less those the "
+      "benchmark sent itself; `delayqs_deferred_total` from the daemon's metrics file (every 1 s).")
+    w("")
+    if targets:
+        w("| target (issue 17) | measured | |")
+        w("| --- | --- | --- |")
+        for name, got, good in flow_targets(f):
+            w(f"| {name[len('flow: '):]} | {got} | {'**met**' if good else '**MISSED**'} |")
+        w("")
+    w(f"| | B alone, before t0 / A's first claim pass (t0 to +{pass_txt}) / after it, to the window's end |")
+    w("| --- | --- |")
+    w(f"| host B lateness p50 / p99 / max | {late(f['b_late_pre'])}; **{late(f['b_late_transient'])}**; "
+      f"{late(f['b_late_steady'])} |")
+    w(f"| delayqs CPU, % of one core | {ph(None, 'dq_cpu_pct')} |")
+    w(f"| redis-server CPU, % of one core | {ph(None, 'redis_cpu_pct')} |")
+    w(f"| Redis commands/s of delayqs (Δ total_commands_processed − the benchmark's) | {ph(None, 'delayqs_cmds_per_s')} |")
+    w(f"| jobs deferred per second (`delayqs_deferred_total`) | {ph(None, 'deferred_per_s')} |")
+    w(f"| host A delivered per second | {ph(None, 'a_per_s', 1)} |")
+    w("")
+    win = f["phase_window"] or {}
+    mm = f["a_per_s_min_max_after_settle"]
+    w("| over the whole window (t0 to t0 + %.0f s) | |" % f["window_s"])
+    w("| --- | --- |")
+    w(f"| host B lateness p50 / p99 / max | **{late(f['b_late_window'])}** |")
+    if f.get("b_late_settled") and spread is not None:
+        w(f"| host B lateness from 1 s after the pass on (due t0 + {spread + 1:.1f} s to the end) | "
+          f"{late(f['b_late_settled'])} |")
+    w(f"| A's first claim pass: until no job of the backlog was left at its first score (ZCOUNT, every 50 ms) | {pass_txt} |")
+    w(f"| host A delivered | {f['a_delivered_window']:,} = {fmt(f['a_rate_window'], 1)}/s; after the first "
+      f"{f['a_settle_s']} s (the burst of {f['a_burst']}) {fmt(f['a_rate_after_settle'], 1)}/s"
+      + (f", per second {mm[0]}–{mm[1]}" if mm else "") + " |")
+    w(f"| `delayqs_deferred_total` | {fmt(f['deferred_at_spread'], 0)} at the end of the pass, "
+      f"{fmt(f['deferred_end_of_window'], 0)} at the window's end |")
+    w(f"| delayqs CPU / redis-server CPU, % of one core | {fmt(win.get('dq_cpu_pct'), 0)} / {fmt(win.get('redis_cpu_pct'), 0)} |")
+    w(f"| Redis commands/s: delayqs / the benchmark's own | {fmt(win.get('delayqs_cmds_per_s'), 0)} / {fmt(win.get('bench_cmds_per_s'), 0)} |")
+    top = list(f["commands_per_s_window"].items())[:6]
+    w("| the busiest commands (`INFO commandstats`, all clients, calls/s) | "
+      + ", ".join(f"{k} {v:,.0f}" for k, v in top) + " |")
+    w(f"| peak RSS of delayqs (VmHWM) | {fmt(mb(f['hwm_kb']), 2)} MB |")
+    w(f"| host B: written / delivered / missing / duplicates | {f['b_produced']:,} / {f['b_delivered']:,} / "
+      f"{f['b_missing']} / {f['b_duplicates']} (the producer wrote at most {fmt(f['b_producer_lag_ms_max'], 0)} ms behind its schedule) |")
+    w(f"| host A duplicates; requests whose `X-Delayqs-Due` is not the job's first due (A / B) | "
+      f"{f['a_duplicates']}; {f['header_due_differs']['a']} / {f['header_due_differs']['b']} |")
+    w(f"| WARN or ERROR lines in the daemon's log | {f['log_warning_count']} |")
+    w("")
+    # The timeline: every second of the pass and a little after, then every 5 s.
+    last_pass = int(math.ceil(spread)) + 3 if spread is not None else 10 ** 9
+    w("Per second from t0: A's deliveries and B's jobs due in that second; A's jobs not yet claimed, the")
+    w("jobs due in the queue and `delayqs_deferred_total` as read at the second's end; delayqs CPU and")
+    w("its Redis commands/s over the second.")
+    w("")
+    w("| s | A delivered | B due | B p99 ms | B max ms | A not yet claimed | due in the queue | deferred total | delayqs CPU % | commands/s |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in f["timeline"]:
+        sec = row["s"]
+        if sec < -2 or (sec > last_pass and sec % 5):
+            continue
+        w(f"| {sec} | {row['a']} | {row['b_due']} | {fmt(row['b_p99_ms'], 1)} | {fmt(row['b_max_ms'], 1)} | "
+          f"{fmt(row.get('unspread'), 0)} | {fmt(row.get('due_now'), 0)} | {fmt(row.get('deferred'), 0)} | "
+          f"{fmt(row.get('dq_cpu_pct'), 0)} | {fmt(row.get('cmds_per_s'), 0)} |")
+    w("")
+    if f["log_warnings"]:
+        w("The daemon's WARN and ERROR lines (first few):")
+        w("")
+        w("```")
+        for line in f["log_warnings"][:8]:
+            w(line[:300])
+        w("```")
+        w("")
+    w("Reproduce (builds the release binary, starts its own redis-server and endpoints; about 2 minutes):")
+    w("")
+    w("```sh")
+    w("BENCH_ONLY=flow make bench    # = BENCH_ONLY=flow bench/run.sh; prints JSON, writes bench/target/flow.md")
+    w("```")
+    w("")
+    w("delayqs config (`$WORK` the run's temporary directory):")
+    w("")
+    w("```json")
+    w(res["commands"].get("flow config", ""))
+    w("```")
+    w("")
+
+
 def write_markdown(res, args, path):
     m = machine()
     http = res["ceiling_http"]["rps"]
@@ -1238,6 +1687,7 @@ def write_markdown(res, args, path):
          claim_ratio is not None and claim_ratio <= 2),
     ]
     targets += scale_targets(res, burst)
+    targets += flow_targets(res.get("flow"))
 
     L = []
     w = L.append
@@ -1344,6 +1794,8 @@ def write_markdown(res, args, path):
       f"(pipelined ZADD, 500 members per command); Redis then used {back['redis_used_memory']}.")
     w("")
     scale_section(w, res, args, burst)
+    if res.get("flow"):
+        flow_section(w, res["flow"], args, res)
     w("### Peak RSS of delayqs per scenario (highest VmHWM of any run)")
     w("")
     w("| " + " | ".join(hwm_all) + " |")
@@ -1403,7 +1855,7 @@ def write_markdown(res, args, path):
     w("## Raw runs")
     w("")
     w("```json")
-    raw = {k: res[k] for k in SCENARIOS}
+    raw = {k: res[k] for k in SCENARIOS if k in res}
     w(json.dumps(raw, indent=1, default=str))
     w("```")
     with open(path, "w") as f:
@@ -1431,6 +1883,10 @@ def main():
                     help="seconds to wait at most for other processes to quieten down")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--endpoint-bin", default=None,
+                    help="the bench endpoint's binary: the flow scenario starts two more")
+    ap.add_argument("--flow-md", default=None,
+                    help="with --only flow: where to write the flow section of BENCHMARKS.md")
     ap.add_argument("--baseline", default=None,
                     help="a delayqs binary from before shards, measured beside shards 1 and 3")
     ap.add_argument("--baseline-desc", default="")
@@ -1439,6 +1895,8 @@ def main():
     a = ap.parse_args()
     if a.only and not set(a.only) <= set(SCENARIOS):
         ap.error(f"--only takes some of {', '.join(SCENARIOS)}")
+    if (not a.only or "flow" in a.only) and not a.endpoint_bin:
+        ap.error("the flow scenario needs --endpoint-bin")
     # Sizes from issue 6.
     a.wrk_seconds = 3
     a.claim_calls = 10000
@@ -1448,6 +1906,11 @@ def main():
     a.idle_seconds = 10
     a.backlog_small, a.backlog_big = 1000, 1_000_000
     a.stream_jobs, a.stream_seconds = 1000, 5
+    # Issue 17: host A's backlog and limit, host B's stream, the window (once, not --runs
+    # times: it takes about 85 s).
+    a.flow_jobs, a.flow_rate = 100_000, 100
+    a.flow_b_rate, a.flow_lead = 50, 0.5
+    a.flow_window, a.flow_lead_in, a.flow_settle = 70, 8, 2
     if a.quick:
         a.runs = 1
         a.quiet_wait = 0
@@ -1458,6 +1921,7 @@ def main():
         a.idle_seconds = 2
         a.backlog_big = 50_000
         a.stream_jobs, a.stream_seconds = 200, 2
+        a.flow_jobs, a.flow_window, a.flow_lead_in = 5_000, 10, 4
     # The burst is short and varies most from run to run on a shared machine: more runs
     # for a steadier median, at a few seconds each.
     a.burst_runs = a.runs if a.quick else max(a.runs, 5)
@@ -1469,6 +1933,14 @@ def main():
         json.dump({k: v for k, v in res.items() if k not in ("commands", "config")}, sys.stdout,
                   indent=1, default=str)
         print()
+        if res.get("flow") and a.flow_md:
+            lines = []
+            flow_section(lines.append, res["flow"], a, res, targets=True)
+            with open(a.flow_md, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            print(f"[bench] the flow section for BENCHMARKS.md: {a.flow_md}", file=sys.stderr)
+            for name, got, good in flow_targets(res["flow"]):
+                print(f"  {'met   ' if good else 'MISSED'}  {name}: {got}", file=sys.stderr)
         return
     targets = write_markdown(res, a, a.out)
     print(f"[bench] {a.out} written; whole run {res['total_s']:.0f} s", file=sys.stderr)

@@ -13,11 +13,13 @@
 #   BENCH_OUT=path        where to write (default BENCHMARKS.md)
 #   BENCH_ONLY=a,b        just these scenarios, printed as JSON (BENCHMARKS.md untouched):
 #                         ceiling_http ceiling_claim burst burst_replicated steady idle
-#                         backlog burst_3daemons burst_cluster shards
+#                         backlog burst_3daemons burst_cluster shards flow
+#                         (flow, issue 17: also writes its BENCHMARKS.md section to
+#                         bench/target/flow.md; BENCH_ONLY=flow takes about 2 minutes)
 #   BENCH_DELAYQS=path    measure this binary instead of building one (before/after)
 #   BENCH_BASELINE=path   a delayqs from before shards, run beside shards 1 and 3 in the
 #                         `shards` scenario ("one shard no slower than today's single key")
-# Takes about 7 minutes on 2 cores once built (the burst_cluster scenario starts a
+# Takes about 8 minutes on 2 cores once built (the burst_cluster scenario starts a
 # 3-master Redis Cluster on loopback with redis-cli --cluster create).
 set -euo pipefail
 
@@ -53,10 +55,12 @@ need() { # Debian package, command
   fi
   command -v "$2" >/dev/null
 }
-need wrk wrk
+# wrk and redis-benchmark measure the ceilings only.
+only=",${BENCH_ONLY:-ceiling_http,ceiling_claim},"
+if [[ $only == *,ceiling_http,* ]]; then need wrk wrk; fi
 need redis-server redis-server
 need redis-tools redis-cli
-need redis-tools redis-benchmark
+if [[ $only == *,ceiling_claim,* ]]; then need redis-tools redis-benchmark; fi
 for c in python3 cargo; do
   command -v "$c" >/dev/null || { say "$c is required"; exit 1; }
 done
@@ -153,7 +157,7 @@ fi
 timeout --signal=TERM 1500 python3 "$bench/bench.py" \
   --redis-port "$redis_port" --redis-pid "$redis_pid" \
   --endpoint-port "$endpoint_port" --endpoint-pid "$endpoint_pid" \
-  --delayqs "$delayqs" \
+  --delayqs "$delayqs" --endpoint-bin "$endpoint" --flow-md "$CARGO_TARGET_DIR/flow.md" \
   --claim-script "$root/src/store/scripts/claim.lua" \
   --workdir "$work" --pidfile "$pidfile" --out "$out" \
   --analysis "$bench/analysis.md" \

@@ -8,6 +8,8 @@
 //!   arrival minus due), first and last arrival (Unix seconds), and how many
 //!   connections carried POSTs (keep-alive reuse).
 //! - `GET /count`: `<jobs recorded> <other POSTs>`, cheap enough to poll.
+//! - `GET /dump`: every job recorded, a line each: `n due header_due arrival`, where
+//!   `header_due` is the request's `X-Delayqs-Due` (`nan` without one).
 //! - `GET /reset`: forget everything recorded.
 //! - `GET /quit`: print the report on stdout and exit.
 //!
@@ -24,6 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 struct Log {
     /// (job number, due, arrival).
     jobs: Vec<(u64, f64, f64)>,
+    /// `X-Delayqs-Due` of each job in `jobs` (NaN when the request had none).
+    header_due: Vec<f64>,
     /// POSTs without a usable `n`/`due` (e.g. the load generator's requests).
     other: u64,
     /// Connections that carried at least one POST: shows whether keep-alive is used.
@@ -84,6 +88,7 @@ fn serve(stream: TcpStream, log: &Shared) -> std::io::Result<()> {
         // Headers.
         let mut content_length = 0usize;
         let mut close = version == "HTTP/1.0";
+        let mut header_due = f64::NAN;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
@@ -97,6 +102,8 @@ fn serve(stream: TcpStream, log: &Shared) -> std::io::Result<()> {
                 let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
                     content_length = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("x-delayqs-due") {
+                    header_due = value.parse().unwrap_or(f64::NAN);
                 } else if name.eq_ignore_ascii_case("connection") {
                     if value.eq_ignore_ascii_case("close") {
                         close = true;
@@ -112,13 +119,14 @@ fn serve(stream: TcpStream, log: &Shared) -> std::io::Result<()> {
         let arrived = now();
 
         let (status, reply, quit) = if method == "POST" {
-            record(log, &body, arrived, !posted);
+            record(log, &body, header_due, arrived, !posted);
             posted = true;
             ("200 OK", "success".to_string(), false)
         } else {
             let path = target.split('?').next().unwrap_or("");
             match path {
                 "/report" => ("200 OK", report(log), false),
+                "/dump" => ("200 OK", dump(log), false),
                 "/count" => {
                     let log = log.lock().unwrap();
                     ("200 OK", format!("{} {}\n", log.jobs.len(), log.other), false)
@@ -150,7 +158,7 @@ fn serve(stream: TcpStream, log: &Shared) -> std::io::Result<()> {
 }
 
 /// Takes `n` and `due` out of the form's `body` field, when it has them.
-fn record(log: &Shared, form: &[u8], arrived: f64, new_connection: bool) {
+fn record(log: &Shared, form: &[u8], header_due: f64, arrived: f64, new_connection: bool) {
     let job = form_field(form, b"body").and_then(|json| {
         let n = json_number(&json, "\"n\":")?.parse::<u64>().ok()?;
         let due = json_number(&json, "\"due\":")?.parse::<f64>().ok()?;
@@ -159,7 +167,10 @@ fn record(log: &Shared, form: &[u8], arrived: f64, new_connection: bool) {
     let mut log = log.lock().unwrap();
     log.connections += u64::from(new_connection);
     match job {
-        Some((n, due)) => log.jobs.push((n, due, arrived)),
+        Some((n, due)) => {
+            log.jobs.push((n, due, arrived));
+            log.header_due.push(header_due);
+        }
         None => log.other += 1,
     }
 }
@@ -206,6 +217,16 @@ fn json_number<'a>(json: &'a str, key: &str) -> Option<&'a str> {
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
         .unwrap_or(rest.len());
     (end > 0).then(|| &rest[..end])
+}
+
+fn dump(log: &Shared) -> String {
+    use std::fmt::Write as _;
+    let log = log.lock().unwrap();
+    let mut out = String::with_capacity(log.jobs.len() * 48);
+    for (&(n, due, arrived), &header) in log.jobs.iter().zip(&log.header_due) {
+        let _ = writeln!(out, "{n} {due:.3} {header:.3} {arrived:.6}");
+    }
+    out
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
