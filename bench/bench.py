@@ -381,6 +381,21 @@ class Bench:
                 claim.append(us)
         return sorted(claim)
 
+    def slowlog_claim_calls(self):
+        """(Unix s, server µs) of each claim.lua call since slowlog_on()."""
+        entries = self.r.call("SLOWLOG", "GET", "-1")
+        self.r.call("CONFIG", "SET", "slowlog-log-slower-than", "-1")
+        head = self.claim_src[:100]
+        calls = []
+        for e in entries:
+            argv = e[3]
+            if not argv:
+                continue
+            cmd, first = s(argv[0]).upper(), argv[1] if len(argv) > 1 else b""
+            if cmd == "EVALSHA" and s(first) == self.claim_sha or cmd == "EVAL" and first.startswith(head):
+                calls.append((int(e[1]), int(e[2])))
+        return calls
+
     def evalsha_stats(self):
         st = self.r.info("commandstats").get("cmdstat_evalsha", "")
         kv = dict(p.split("=") for p in st.split(",")) if st else {}
@@ -1031,6 +1046,7 @@ class Bench:
             del items, cmds
             ps = self.start_daemons(1, config, label="flow")
             dq = ps[0]
+            self.slowlog_on()  # every claim call's server time, for how long Redis is held
 
             # B: one job every 1/b_rate s, due `lead` s after it is written.
             produced = []  # (n, when planned, when written, due)
@@ -1098,6 +1114,7 @@ class Bench:
                 else:
                     time.sleep(max(0.005, min(next_full, end, t0 if t < t0 else end) - t))
             cmdstats1 = (now(), mon.info("commandstats"))
+            self.flow_claims = self.slowlog_claim_calls()
             stop.set()
             producer.join(timeout=5)
             time.sleep(lead + 1.5)  # B's last jobs come due and go out
@@ -1228,7 +1245,23 @@ class Bench:
             timeline.append(row)
 
         warn = [l for l in log_lines if " WARN " in l or " ERROR " in l]
+        calls = getattr(self, "flow_claims", [])
+        pass_end = spread_at if spread_at else t0
+
+        def call_stats(us):
+            us = sorted(us)
+            if not us:
+                return None
+            return {"count": len(us), "p50_us": percentile(us, 50), "p99_us": percentile(us, 99),
+                    "max_us": us[-1]}
+        # SLOWLOG stamps whole seconds: a call in the pass's last second counts in it.
+        if calls:
+            print(f"[bench] flow: {len(calls)} claim calls logged, stamped {min(c[0] for c in calls)} to "
+                  f"{max(c[0] for c in calls)}; t0 {t0:.1f}, pass end {pass_end:.1f}", file=sys.stderr)
+        claim_pass = call_stats([us for ts, us in calls if int(t0) <= ts <= pass_end])
+        claim_after = call_stats([us for ts, us in calls if ts > pass_end])
         return {
+            "claim_calls_pass": claim_pass, "claim_calls_after": claim_after,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "a_jobs": a.flow_jobs, "a_limit_per_s": a.flow_rate, "a_burst": a.flow_rate,
             "b_per_s": a.flow_b_rate, "b_lead_s": a.flow_lead, "window_s": window,
@@ -1579,6 +1612,12 @@ def flow_section(w, f, args, res, targets=False):
         w(f"| host B lateness from 1 s after the pass on (due t0 + {spread + 1:.1f} s to the end) | "
           f"{late(f['b_late_settled'])} |")
     w(f"| A's first claim pass: until no job of the backlog was left at its first score (ZCOUNT, every 50 ms) | {pass_txt} |")
+    for label, key in (("during the pass", "claim_calls_pass"), ("after it", "claim_calls_after")):
+        c = f.get(key)
+        if c:
+            w(f"| claim.lua calls {label} (SLOWLOG): count / server time p50 / p99 / max | "
+              f"{c['count']:,} / {fmt(c['p50_us'] / 1000, 2)} / {fmt(c['p99_us'] / 1000, 2)} / "
+              f"{fmt(c['max_us'] / 1000, 2)} ms |")
     w(f"| host A delivered | {f['a_delivered_window']:,} = {fmt(f['a_rate_window'], 1)}/s; after the first "
       f"{f['a_settle_s']} s (the burst of {f['a_burst']}) {fmt(f['a_rate_after_settle'], 1)}/s"
       + (f", per second {mm[0]}–{mm[1]}" if mm else "") + " |")

@@ -627,7 +627,10 @@ fn a_full_flows_fresh_jobs_go_to_their_slots_inside_the_claim() {
         "http://127.0.0.1:8/b",
         json!("http://127.0.0.1:9/ in a body"),
     );
-    add(&mut con, &other, now - 1.0);
+    add(&mut con, &other, now - 5.0);
+    // Due within the last second: while a flow is full, claimed before older jobs.
+    let just_due = member("http://127.0.0.1:8/b", json!("just due"));
+    add(&mut con, &just_due, now - 0.2);
     let start = now + 10.0;
     let reply: Vec<redis::Value> = redis::cmd("EVAL")
         .arg(&claim)
@@ -644,8 +647,8 @@ fn a_full_flows_fresh_jobs_go_to_their_slots_inside_the_claim() {
     let claimed: Vec<String> = reply[7..].chunks(6).map(|j| text(&j[0])).collect();
     assert_eq!(
         claimed,
-        [waited.clone(), other.clone()],
-        "in due order, the rest slotted"
+        [just_due.clone(), waited.clone(), other.clone()],
+        "the just due first, then in due order; the full flow's fresh jobs slotted"
     );
     let deferred = text(&reply[6]);
     let (count, rest) = deferred.split_once(' ').unwrap();
@@ -672,5 +675,5 @@ fn a_full_flows_fresh_jobs_go_to_their_slots_inside_the_claim() {
         );
         assert!((at.parse::<f64>().unwrap() - slot).abs() < 1e-3, "{value}");
     }
-    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 2);
+    assert_eq!(con.zcard::<_, usize>(INFLIGHT).unwrap(), 3);
 }

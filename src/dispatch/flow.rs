@@ -108,6 +108,8 @@ struct Flow {
     hold_until: Option<Instant>,
     /// The score the next deferred job gets (Redis's clock).
     next_slot: f64,
+    /// The same for jobs back at their slot that still found no room.
+    next_waited: f64,
     /// Running mean of a call, in seconds.
     mean_call: f64,
     /// Calls started in the current second, and in the last whole one: the pace an
@@ -225,16 +227,19 @@ impl Flows {
             return Admit::Go;
         }
         if waited && held.is_none() {
-            // Not to the back of the line: the next token, or the next call to end,
-            // with a little jitter so that several such jobs do not meet again.
+            // Not to the back of the line: the next token, or the next call to end.
+            // Several such jobs take turns (a chain of their own at the flow's pace),
+            // so that they cost a claim each per turn, not one per token.
             let by_rate = rate.map_or(0.0, |r| ((1.0 - flow.tokens) / r).max(0.0));
             let by_room = match room {
                 true => 0.0,
                 false => flow.mean_call / concurrency.unwrap_or(1).max(1) as f64,
             };
-            let wait = by_rate.max(by_room).max(0.001);
+            let (_, spacing) = flow.next(now, share);
+            let slot = (now + by_rate.max(by_room).max(0.001)).max(flow.next_waited);
+            flow.next_waited = slot + spacing;
             flow.deferred += 1;
-            return Admit::Defer(now + wait * (1.0 + crate::job::backoff::random_unit()));
+            return Admit::Defer(slot);
         }
         let slot = flow.slot(now, share);
         if self.full.len() < FULL_SHOWN || self.full.contains_key(flow_of(job)) {
@@ -268,6 +273,8 @@ impl Flows {
         if let Some(flow) = self.flows.get_mut(name) {
             flow.next_slot = flow.next_slot.max(next_slot);
             flow.deferred += count;
+            // Still full: the next claim sends its fresh jobs on too.
+            self.full.insert(name.to_string(), Instant::now());
         }
     }
 
@@ -407,6 +414,7 @@ impl Flows {
                 rate_changed: at,
                 hold_until: None,
                 next_slot: 0.0,
+                next_waited: 0.0,
                 mean_call: FIRST_CALL_GUESS,
                 started_now: (at, 0),
                 pace: 0.0,

@@ -26,8 +26,10 @@
 --         been put back (no attempts entry) is not claimed: it goes straight to its
 --         flow's next slot, as the daemon would send it, without costing a round trip
 --         or a place in the claim. Up to 1000 due members beyond the claim's limit are
---         looked at for them, so that a backlog for one host spreads in a few calls
---         and the jobs behind it are claimed sooner.
+--         looked at for them, so that a backlog for one host spreads in a few calls;
+--         and while any flow is full, jobs that fell due within the last second are
+--         claimed first, the latest first (up to half the limit), so that the jobs behind the backlog
+--         are claimed on time meanwhile.
 -- ARGV[7...] outcomes, in groups of four: op, member, lease, arg
 --   lease    the attempts value the claim wrote ("<attempts>:<first due> <token>"): the
 --            outcome only counts while the job is still leased to the attempt that made it
@@ -453,11 +455,26 @@ local out = {nows, '', #expired, 0, '', table.concat(stale, ' '), ''}
 local dropped = {}
 local max_bytes = tonumber(ARGV[5])
 local limit = tonumber(ARGV[1])
-local look = limit
+local due, recent_end, recent_cap = nil, 0, limit
 if #full_names > 0 and limit > 0 then
-  look = limit + 1000
+  -- While a flow is full its backlog may sit in front of everything due after it.
+  -- Jobs that fell due within the last second go first, the latest first (up to half
+  -- the room), so that other hosts' jobs, and the full flow's jobs back at their
+  -- slots, are claimed on time while the backlog is spread, even one that fell due
+  -- all at once within that second; then the oldest, in due order, with up to 1000
+  -- more looked at for the full flows. A job not claimed within its second is among
+  -- the oldest after it.
+  local split = string.format('%.6f', now - 1)
+  due = redis.call('ZREVRANGEBYSCORE', KEYS[1], nows, '(' .. split, 'WITHSCORES', 'LIMIT', 0, limit)
+  recent_end = #due
+  recent_cap = math.ceil(limit / 2)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', split, 'WITHSCORES', 'LIMIT', 0, limit + 1000)
+  for i = 1, #old do
+    due[#due + 1] = old[i]
+  end
+else
+  due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, limit)
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nows, 'WITHSCORES', 'LIMIT', 0, look)
 local deadline = string.format('%.6f', now + lease)
 local due_members = {}
 for i = 1, #due, 2 do
@@ -480,8 +497,9 @@ for i = 1, #due, 2 do
     slotted[#slotted + 1] = m
     slotted_counts[#slotted_counts + 1] = m
     slotted_counts[#slotted_counts + 1] = waiting(0, (sane(score)), slot)
-  elseif claimed >= limit then
-    -- Looked at only for the full flows: left for the next call.
+  elseif claimed >= limit or (i <= recent_end and claimed >= recent_cap) then
+    -- Looked at only for the full flows, or beyond the recent jobs' half of the
+    -- room: left for the next call.
   elseif redis.call('ZSCORE', KEYS[2], m) then
     -- The same member was added again while its job is in flight: one member is one
     -- job (PROTOCOL §1), so this copy merges into the attempt under way. Checked
