@@ -208,6 +208,22 @@ fn top_shows_the_queue_live_pauses_retries_finds_and_gives_the_terminal_back() {
         !s.contains("QUEUE PAUSED") && s.contains("pending ")
     });
 
+    // A host paused by `delayqs pause --host` is marked in the hosts table, first.
+    let host = format!("127.0.0.1:{}", endpoint.port);
+    let out = delayqs_with(&config, &["pause", "--host", &host]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let screen = tmux.wait_for("the host marked paused", |s| {
+        s.lines()
+            .any(|l| l.starts_with(&format!("{host}  ")) && l.contains("PAUSED"))
+    });
+    assert!(screen.contains("HOST/FLOW"), "{screen}");
+    let out = delayqs_with(&config, &["resume", "--host", &host]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    tmux.wait_for("the host no longer paused", |s| {
+        !s.lines()
+            .any(|l| l.starts_with(&format!("{host}  ")) && l.contains("PAUSED"))
+    });
+
     // Redis away: said plainly, and the view goes on.
     drop(con);
     drop(redis);

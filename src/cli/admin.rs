@@ -10,6 +10,7 @@ use redis::Commands;
 use serde_json::{Value, json};
 
 use crate::cli::error::Error;
+use crate::cli::fleet::{FleetFlow, fleet_flows};
 use crate::cli::ids::{IdArg, Resolver};
 use crate::cli::lists::{Bounds, Filter};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
@@ -289,6 +290,53 @@ impl Admin {
             text.push('\n');
             text.push_str(&format_table(&hosts));
         }
+        let (paused_flows, flows) = self.flows(now, &per_shard)?;
+        if !paused_flows.is_empty() {
+            let mut rows = vec![row(["PAUSED FLOW", "PARKED", "SINCE", "BY", "REASON"])];
+            for p in &paused_flows {
+                let note = &p["note"];
+                rows.push(row([
+                    p["flow"].as_str().unwrap_or("?").to_string(),
+                    p["parked"].to_string(),
+                    note["since"].as_f64().map(rfc3339).unwrap_or_default(),
+                    note["by"].as_str().unwrap_or("?").to_string(),
+                    note["reason"].as_str().unwrap_or("").to_string(),
+                ]));
+            }
+            text.push('\n');
+            text.push_str(&format_table(&rows));
+        }
+        if !flows.is_empty() {
+            let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+            let mut rows = vec![row([
+                "FLOW",
+                "RATE NOW/LIMIT",
+                "CONCURRENCY",
+                "IN FLIGHT",
+                "DEFERRED",
+                "SLOWED",
+                "PAUSED",
+                "LAST PRESSURE",
+            ])];
+            for f in &flows {
+                let mut pressure = f.last_pressure.clone().unwrap_or_default();
+                if let Some(h) = f.held_for {
+                    pressure.push_str(&format!(" (held {h:.1}s more)"));
+                }
+                rows.push(row([
+                    f.name.clone(),
+                    f.rate_text(),
+                    f.concurrency.map_or("-".into(), |c| c.to_string()),
+                    f.in_flight.to_string(),
+                    f.deferred.to_string(),
+                    yes(f.slowed),
+                    yes(f.paused),
+                    pressure,
+                ]));
+            }
+            text.push('\n');
+            text.push_str(&format_table(&rows));
+        }
         let shards: Vec<Value> = per_shard
             .iter()
             .map(|(k, c)| {
@@ -305,9 +353,41 @@ impl Admin {
                 "retrying": sum.retrying, "failed": sum.failed,
                 "oldestDueLateSeconds": oldest_late, "failedByHost": by_host,
                 "paused": paused, "shards": shards,
+                "pausedFlows": paused_flows,
+                "flows": flows.iter().map(FleetFlow::json).collect::<Vec<_>>(),
             }),
             shortfall: None,
         })
+    }
+
+    /// For `stats`: the paused flows (name, note, and the jobs parked in each shard,
+    /// one `ZCARD` per shard and paused flow), and the flows of the daemons' heartbeat
+    /// records merged over the fleet (`fleet::fleet_flows`).
+    fn flows(
+        &mut self,
+        now: f64,
+        shards: &[(ShardKeys, Counts)],
+    ) -> Result<(Vec<Value>, Vec<FleetFlow>), Error> {
+        let paused = crate::cli::fleet::paused_flows(&mut self.con, &self.keys, &self.url)?;
+        let mut paused_json = Vec::new();
+        for (name, note) in &paused {
+            let mut parked = 0;
+            for (k, _) in shards {
+                let n: u64 = on(&self.url, self.con.zcard(Keys::parked(&k.queue, name)))?;
+                parked += n;
+            }
+            paused_json.push(json!({"flow": name, "note": note, "parked": parked}));
+        }
+        let beats: Vec<(String, String)> = on(&self.url, self.con.hgetall(self.keys.daemons()))?;
+        let records: Vec<Value> = beats
+            .iter()
+            .filter_map(|(_, line)| crate::cli::fleet::Record::parse(line))
+            .filter(|r| r.expires >= now)
+            .map(|r| r.fields)
+            .collect();
+        let names: Vec<&str> = paused.keys().map(String::as_str).collect();
+        let records: Vec<&Value> = records.iter().collect();
+        Ok((paused_json, fleet_flows(&records, &names)))
     }
 
     /// One shard's counts for `stats`; its failed records counted by host into `by_host`.

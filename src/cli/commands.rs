@@ -503,12 +503,22 @@ struct DaemonsArgs {
 
 #[derive(FromArgs, ArgsInfo)]
 /// Pause the queue: every daemon serving it stops claiming within 2 s, and still
-/// settles the calls in flight. Lasts until `delayqs resume`, across restarts.
+/// settles the calls in flight. With --host or --flow, pause one callback host or
+/// flowKey instead: its jobs are parked as they come due (they stay in the queue, a
+/// day ahead, and cost no call nor attempt) while the others go on. Lasts until
+/// `delayqs resume`, across restarts.
 #[argh(subcommand, name = "pause")]
 struct PauseArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
+    /// pause one callback host: `host` or `host:port` (lower-cased; a port of 80 or
+    /// 443 is left out, as a callback's default port is), or a callback URL
+    #[argh(option)]
+    host: Option<String>,
+    /// pause the jobs of one `flowKey`
+    #[argh(option)]
+    flow: Option<String>,
     /// why, shown by stats and daemons
     #[argh(option)]
     reason: Option<String>,
@@ -518,12 +528,19 @@ struct PauseArgs {
 }
 
 #[derive(FromArgs, ArgsInfo)]
-/// Resume a paused queue: every daemon claims again within 2 s.
+/// Resume a paused queue: every daemon claims again within 2 s. With --host or --flow,
+/// resume that host or flowKey: its parked jobs go back to their due times at once.
 #[argh(subcommand, name = "resume")]
 struct ResumeArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
+    /// resume one callback host, named as for `pause --host`
+    #[argh(option)]
+    host: Option<String>,
+    /// resume the jobs of one `flowKey`
+    #[argh(option)]
+    flow: Option<String>,
     /// print one JSON document instead of text
     #[argh(switch)]
     json: bool,
@@ -800,8 +817,20 @@ fn run(cli: Cli, notify: &Notify) -> Result<ExitCode, Error> {
             admin(&config, a.json, |admin| admin.cancel(&ids))
         }
         Command::Daemons(a) => show(fleet::daemons(&config)?, a.json),
-        Command::Pause(a) => show(fleet::pause(&config, a.reason.as_deref())?, a.json),
-        Command::Resume(a) => show(fleet::resume(&config)?, a.json),
+        Command::Pause(a) => {
+            let flow = fleet::FlowArg::from_args(a.host.as_deref(), a.flow.as_deref())?;
+            show(
+                fleet::pause(&config, flow.as_ref(), a.reason.as_deref())?,
+                a.json,
+            )
+        }
+        Command::Resume(a) => {
+            let out = match fleet::FlowArg::from_args(a.host.as_deref(), a.flow.as_deref())? {
+                None => fleet::resume(&config)?,
+                Some(flow) => fleet::resume_flow(&config, &flow)?,
+            };
+            show(out, a.json)
+        }
         Command::Top(_) => crate::cli::top::run(config),
     }
 }

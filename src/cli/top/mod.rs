@@ -6,8 +6,10 @@
 //! or an unreachable Redis never freezes the screen. The terminal is driven by hand
 //! (`term`).
 //!
-//! Pausing one host is left to the flow-control work to come (issue 16's follow-up):
-//! the breakers' paused hosts are shown, not set, from here.
+//! The hosts table shows each host's (and flowKey's) flow: its rate now and limit,
+//! whether back-pressure slowed it, an operator's pause (`delayqs pause --host`) and a
+//! breaker's. Pausing one host is not a key here: the view selects failures, not
+//! hosts; `delayqs pause --host` does it.
 
 mod input;
 mod model;
@@ -236,7 +238,7 @@ fn toggle_pause(config: &Arc<Config>, model: &Model, done: &Sender<Msg>) -> Stri
         Box::new(move || {
             let out = match resume {
                 true => fleet::resume(&config),
-                false => fleet::pause(&config, Some(PAUSE_REASON)),
+                false => fleet::pause(&config, None, Some(PAUSE_REASON)),
             };
             Done {
                 status: out.map_or_else(|e| e.to_string(), |o| o.text.trim_end().to_string()),

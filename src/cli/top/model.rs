@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::Value;
 
-use crate::cli::fleet::{Record, describe_pause};
+use crate::cli::fleet::{FleetFlow, Record, describe_pause, fleet_flows};
 use crate::cli::shown::{callback_in, callback_of, host_of};
 use crate::config::Config;
 use crate::store::Conn;
@@ -67,7 +67,8 @@ pub struct Daemon {
     pub paused: bool,
 }
 
-/// One callback host, from the in-flight set, the failed tail and the breakers.
+/// One callback host (or `flowKey`), from the in-flight set, the failed tail, the
+/// breakers, the flows of the daemons' heartbeats and the paused flows' hash.
 #[derive(Debug, Default)]
 pub struct Host {
     pub host: String,
@@ -77,6 +78,13 @@ pub struct Host {
     pub last_error: Option<String>,
     /// A daemon's breaker holds its jobs (it kept failing).
     pub paused: bool,
+    /// Its flow's rate, `now/limit` (fleet-wide), when a daemon keeps its flow ("":
+    /// unlimited, or not seen by any).
+    pub rate: String,
+    /// Slowed by back-pressure on some daemon.
+    pub slowed: bool,
+    /// Paused by an operator (`delayqs pause --host`/`--flow`): its jobs are parked.
+    pub flow_paused: bool,
 }
 
 /// A failed record, as shown.
@@ -270,11 +278,13 @@ impl Sampler {
         let mut r = redis::pipe()
             .hgetall(keys.daemons())
             .get(keys.paused())
+            .hkeys(keys.paused_flows())
             .query::<Vec<redis::Value>>(con)?
             .into_iter();
         let beats: Vec<(String, String)> = take(&mut r)?;
         let pause: Option<String> = take(&mut r)?;
-        commands += 2;
+        let paused_flows: Vec<String> = take(&mut r)?;
+        commands += 3;
 
         let records: Vec<Record> = beats
             .iter()
@@ -320,7 +330,10 @@ impl Sampler {
         // Newest first.
         let mut failures = ordered(failures, |f| inverse(millis(f.at)));
         failures.truncate(FAILED_TAIL);
-        m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts);
+        let paused_flows: Vec<&str> = paused_flows.iter().map(String::as_str).collect();
+        let fields: Vec<&Value> = records.iter().map(|r| &r.fields).collect();
+        let flows = fleet_flows(&fields, &paused_flows);
+        m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts, &flows);
         m.failures = failures;
         m.inflight_partial = partial;
         m.daemons = daemons;
@@ -439,9 +452,15 @@ fn failure_of(raw: &[u8]) -> Failure {
     }
 }
 
-/// Hosts with jobs in flight, recent failures or a breaker holding them: the busiest
-/// and most troubled first.
-fn hosts(inflight: &BTreeMap<String, u64>, failures: &[Failure], paused: &[&str]) -> Vec<Host> {
+/// Hosts with jobs in flight, recent failures or a breaker holding them, and the flows
+/// the daemons keep (limited, slowed, held or paused): the paused, busiest and most
+/// troubled first.
+fn hosts(
+    inflight: &BTreeMap<String, u64>,
+    failures: &[Failure],
+    paused: &[&str],
+    flows: &[FleetFlow],
+) -> Vec<Host> {
     // By name, as the map is, so that a host is found by binary search.
     let mut rows: Vec<Host> = inflight
         .iter()
@@ -474,12 +493,23 @@ fn hosts(inflight: &BTreeMap<String, u64>, failures: &[Failure], paused: &[&str]
     for host in paused {
         entry(&mut rows, host).paused = true;
     }
+    for f in flows {
+        let h = entry(&mut rows, &f.name);
+        // A flowKey's jobs are counted by host in the in-flight set: its daemons'
+        // count stands for it.
+        h.inflight = h.inflight.max(f.in_flight);
+        if f.rate.is_some() || f.limit.is_some() {
+            h.rate = f.rate_text();
+        }
+        h.slowed = f.slowed;
+        h.flow_paused = f.paused;
+    }
     // Paused first, then the most in flight, then the most failures; by name among
     // equals.
     const COUNT: u64 = (1 << 23) - 1;
     ordered(rows, |h| {
-        let key =
-            (u64::from(h.paused) << 46) | (h.inflight.min(COUNT) << 23) | h.failures.min(COUNT);
+        let paused = h.paused || h.flow_paused;
+        let key = (u64::from(paused) << 46) | (h.inflight.min(COUNT) << 23) | h.failures.min(COUNT);
         inverse(key)
     })
 }
@@ -508,11 +538,35 @@ mod tests {
             },
         ];
         let paused = ["d:80"];
-        let rows = hosts(&inflight, &failures, &paused);
+        let rows = hosts(&inflight, &failures, &paused, &[]);
         let names: Vec<&str> = rows.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["d:80", "b:80", "a:80", "e:80", "c:80"]);
         assert_eq!(rows[4].failures, 2);
         assert_eq!(rows[4].last_error.as_deref(), Some("HTTP 500 (newest)"));
+
+        // The flows of the heartbeats: merged into their host's row, or rows of
+        // their own; an operator's pause goes first as a breaker's does.
+        let records = [
+            serde_json::json!({"flows": [
+                {"flow": "a:80", "limit": 50.0, "rate": 25.0, "inFlight": 1, "slowed": true},
+                {"flow": "payments", "limit": null, "rate": null, "inFlight": 4},
+            ]}),
+            serde_json::json!({"flows": [
+                {"flow": "a:80", "limit": 50.0, "rate": 50.0, "inFlight": 2, "slowed": false},
+            ]}),
+        ];
+        let records: Vec<&Value> = records.iter().collect();
+        let flows = fleet_flows(&records, &["f:80"]);
+        let rows = hosts(&inflight, &failures, &paused, &flows);
+        let names: Vec<&str> = rows.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(
+            names,
+            ["d:80", "f:80", "b:80", "payments", "a:80", "e:80", "c:80"]
+        );
+        let a = &rows[4];
+        assert_eq!((a.inflight, a.rate.as_str(), a.slowed), (3, "50/50", true));
+        assert!(rows[1].flow_paused && !rows[1].paused && rows[1].rate.is_empty());
+        assert_eq!(rows[3].inflight, 4);
     }
 
     #[test]

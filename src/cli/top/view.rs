@@ -241,7 +241,7 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         false => "",
     };
     out.push(line(
-        format!("HOSTS (failures among the latest failed records{partial})"),
+        format!("HOSTS AND FLOWS (failures among the latest failed records{partial})"),
         Style::Bold,
     ));
     let hosts: Vec<Vec<String>> = m
@@ -252,6 +252,12 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
             vec![
                 h.host.clone(),
                 thousands(h.inflight),
+                match h.rate.is_empty() {
+                    true => "-".into(),
+                    false => h.rate.clone(),
+                },
+                if h.slowed { "slowed" } else { "" }.into(),
+                if h.flow_paused { "PAUSED" } else { "" }.into(),
                 thousands(h.failures),
                 if h.paused { "paused" } else { "" }.into(),
                 h.last_error.clone().unwrap_or_default(),
@@ -260,11 +266,20 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         .collect();
     match hosts.is_empty() {
         true => out.push(line(
-            "no job in flight, no recent failure".into(),
+            "no job in flight, no recent failure, no flow limited or paused".into(),
             Style::Dim,
         )),
         false => out.extend(table(
-            &["HOST", "IN FLIGHT", "FAILED", "BREAKER", "LAST ERROR"],
+            &[
+                "HOST/FLOW",
+                "IN FLIGHT",
+                "RATE/S NOW/LIMIT",
+                "SLOWED",
+                "PAUSED",
+                "FAILED",
+                "BREAKER",
+                "LAST ERROR",
+            ],
             &hosts,
             None,
         )),
@@ -496,13 +511,23 @@ mod tests {
                 late_p99: Some(0.250),
                 paused: false,
             }],
-            hosts: vec![Host {
-                host: "shop.local:8080".into(),
-                inflight: 31,
-                failures: 3,
-                last_error: Some("HTTP 503\nService Unavailable".into()),
-                paused: true,
-            }],
+            hosts: vec![
+                Host {
+                    host: "shop.local:8080".into(),
+                    inflight: 31,
+                    failures: 3,
+                    last_error: Some("HTTP 503\nService Unavailable".into()),
+                    paused: true,
+                    rate: "25/50".into(),
+                    slowed: true,
+                    flow_paused: false,
+                },
+                Host {
+                    host: "pay.example".into(),
+                    flow_paused: true,
+                    ..Host::default()
+                },
+            ],
             failures: (0..3)
                 .map(|i| Failure {
                     id: format!("{i}abcdef0123456789"),
@@ -566,11 +591,20 @@ mod tests {
             assert!(daemon.text.contains(part), "{part} in {:?}", daemon.text);
         }
         let host = find(&lines, "shop.local:8080  ");
-        assert!(
-            host.text.contains("paused") && host.text.contains("HTTP 503 Service"),
+        for part in ["paused", "HTTP 503 Service", " 25/50 ", " slowed "] {
+            assert!(host.text.contains(part), "{part} in {:?}", host.text);
+        }
+        assert!(!host.text.contains("PAUSED"), "{}", host.text);
+        let head = find(&lines, "HOST/FLOW  ");
+        let paused = find(&lines, "pay.example  ");
+        let column = |l: &Line, s: &str| l.text.find(s).unwrap();
+        assert_eq!(
+            column(paused, "PAUSED"),
+            column(head, "PAUSED"),
             "{}",
-            host.text
+            text(&lines)
         );
+        assert_eq!(column(host, "25/50"), column(head, "RATE/S"));
         assert!(find(&lines, "delivered/s").text.contains("120.5"));
         assert!(find(&lines, "failed attempts/s").text.contains(" 1.5  "));
         let rate = find(&lines, "delivered/s");
@@ -584,7 +618,9 @@ mod tests {
         assert!(text(&lines).contains("2 shards"));
         assert!(!text(&lines).contains("more hosts"));
         assert!(lines[39].text.contains("q quit"));
-        assert!(!text(&lines).contains("PAUSED") && !text(&lines).contains("does not answer"));
+        assert!(
+            !text(&lines).contains("QUEUE PAUSED") && !text(&lines).contains("does not answer")
+        );
     }
 
     #[test]
