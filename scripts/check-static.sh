@@ -9,6 +9,11 @@ case "$out" in
   *) echo "static check FAILED: ldd says: $out" >&2; exit 1 ;;
 esac
 "$bin" --version | grep -q '^delayqs ' || { echo "static check FAILED: no --version" >&2; exit 1; }
+# Still position-independent (ASLR), its relocations packed (.cargo/config.toml), and
+# applied right at start: a config check touches tables of pointers throughout.
+readelf -h "$bin" | grep -q 'DYN' || { echo "static check FAILED: not a static PIE" >&2; exit 1; }
+"$bin" run --check --config config/flow-control.json >/dev/null 2>&1 ||
+  { echo "static check FAILED: run --check of config/flow-control.json" >&2; exit 1; }
 # The budget for the one file users copy to a host: 3.5 MB (decimal).
 size=$(stat -c %s "$bin")
 budget=3500000
