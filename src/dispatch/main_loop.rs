@@ -421,7 +421,7 @@ impl Dispatcher {
                 for name in &paused_flows {
                     if !self.flows.paused_names().contains(name) {
                         info!(
-                            "flow {name:?} is paused: its jobs are parked as they come due until `delayqs resume --host {name}`"
+                            "flow {name:?} is paused: its jobs are parked as they come due until `delayqs resume --host` (or `--flow`) names it"
                         );
                     }
                 }
