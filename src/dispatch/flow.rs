@@ -110,6 +110,9 @@ struct Flow {
     next_slot: f64,
     /// The same for jobs back at their slot that still found no room.
     next_waited: f64,
+    /// The rate it ran at when back-pressure first slowed it: the line's pace while
+    /// slowed, for a flow without a limit.
+    unslowed: Option<f64>,
     /// Running mean of a call, in seconds.
     mean_call: f64,
     /// Calls started in the current second, and in the last whole one: the pace an
@@ -217,7 +220,10 @@ impl Flows {
         let room = concurrency.is_none_or(|c| flow.in_flight < c);
         // A token in advance is paid back by the next refill: the rate holds on
         // average, the bucket only grows by one.
-        let token = rate.is_none() || flow.tokens >= 1.0 || (waited && flow.tokens > 0.0);
+        // No token in advance while slowed: then the slowed rate holds for the line too.
+        let token = rate.is_none()
+            || flow.tokens >= 1.0
+            || (waited && flow.slowed.is_none() && flow.tokens > 0.0);
         if held.is_none() && room && token {
             if rate.is_some() {
                 flow.tokens -= 1.0;
@@ -226,7 +232,7 @@ impl Flows {
             flow.count_start(at);
             return Admit::Go;
         }
-        if waited && held.is_none() {
+        if waited && held.is_none() && flow.slowed.is_none() {
             // Not to the back of the line: the next token, or the next call to end.
             // Several such jobs take turns (a chain of their own at the flow's pace),
             // so that they cost a claim each per turn, not one per token.
@@ -415,6 +421,7 @@ impl Flows {
                 hold_until: None,
                 next_slot: 0.0,
                 next_waited: 0.0,
+                unslowed: None,
                 mean_call: FIRST_CALL_GUESS,
                 started_now: (at, 0),
                 pace: 0.0,
@@ -449,8 +456,20 @@ impl Flow {
     fn next(&self, now: f64, share: Share) -> (f64, f64) {
         let at = Instant::now();
         let rate = self.rate_now().map(|r| r / share.daemons as f64);
+        // The line keeps the limit's pace (without one, the pace before the flow was
+        // slowed) while back-pressure slows the flow: a slot lasts as long as its job
+        // waits, and a line laid out at the slowed pace would keep that pace long
+        // after the endpoint recovered (at 0.5/s, 10,000 jobs would take 5 hours).
+        // While slowed, the jobs at their slots go at the slowed rate, and those that
+        // find no token go to the line's end.
+        let pace = self
+            .limits
+            .rate
+            .or(self.slowed.and(self.unslowed))
+            .or(self.slowed)
+            .map(|r| r / share.daemons as f64);
         let concurrency = self.limits.concurrency.map(|c| share_of(c, share));
-        let by_rate = rate.map_or(0.0, |r| 1.0 / r);
+        let by_rate = pace.map_or(0.0, |r| 1.0 / r);
         let by_room = concurrency.map_or(0.0, |c| self.mean_call / c.max(1) as f64);
         let spacing = by_rate.max(by_room).max(0.001);
         let held = self
@@ -504,10 +523,15 @@ impl Flow {
             return;
         }
         let current = self.rate_now().unwrap_or_else(|| {
-            // Unlimited until now: slow it from the pace it ran at.
-            let recent = self.started_now.1 as f64;
+            // Unlimited until now: slow it from the pace it ran at (the last whole
+            // second, or the calls started since, if that is faster).
+            let (since, n) = self.started_now;
+            let recent = n as f64 / at.duration_since(since).as_secs_f64().max(0.1);
             self.pace.max(recent).max(MIN_RATE * 2.0)
         });
+        if self.slowed.is_none() {
+            self.unslowed = Some(current);
+        }
         self.slowed = Some((current / 2.0).max(MIN_RATE));
         self.rate_changed = at;
     }
@@ -536,6 +560,7 @@ impl Flow {
         self.rate_changed = at;
         if grown >= ceiling || (self.limits.rate.is_none() && grown > 10.0 * self.pace.max(1.0)) {
             self.slowed = None;
+            self.unslowed = None;
         } else {
             self.slowed = Some(grown);
         }
@@ -674,7 +699,10 @@ mod tests {
         };
         assert!((1029.0..=1030.0).contains(&slot), "{slot}");
         let v = &f.views(10)[0];
-        assert!(v.slowed && v.rate == Some(MIN_RATE), "{v:?}");
+        // One call within the first 0.1 s is a pace of 10/s (less on a stalled
+        // machine): slowed to half of it, not to the floor.
+        let rate = v.rate.unwrap();
+        assert!(v.slowed && rate > MIN_RATE && rate <= 5.0, "{v:?}");
         assert!(v.held_for.unwrap() > 29.0);
     }
 
