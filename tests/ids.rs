@@ -517,9 +517,10 @@ fn an_id_waiting_for_a_retry_is_moved_with_its_attempts_and_cancelled() {
             first_due,
             "{via:?}: first due time kept"
         );
+        // Waiting again, not merely counted: the attempt under way counts too.
         wait_until(PATIENCE, "the second retry to wait", || {
             via.state(&mut con, "order:4")
-                .is_some_and(|s| s["attempts"] == "2")
+                .is_some_and(|s| s["attempts"] == "2" && s["state"] == "retrying")
         });
         assert_eq!(via.op(&mut con, "cancel", &["order:4"]).0, "cancelled");
         assert!(settled(&mut con), "{via:?}");
