@@ -24,10 +24,10 @@ test: redis-server redis-sentinel valkey-server netns-tools faketime zsh python-
 	$(CARGO) test --locked
 	$(MAKE) --no-print-directory test-valkey
 
-# The tests that touch Redis most (and flow control), against Valkey 8 (Debian's bookworm-backports).
+# The tests that touch Redis most, against Valkey 8 (Debian's bookworm-backports).
 test-valkey: valkey-server
 	@valkey-server --version
-	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster --test shards --test flow
+	DELAYQS_TEST_SERVER=valkey-server $(CARGO) test --locked --test delivery --test retries --test faults --test sentinel --test cluster --test shards
 
 lint:
 	$(CARGO) fmt --all -- --check
