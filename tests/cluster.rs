@@ -2,8 +2,9 @@
 //! each, joined by `redis-cli --cluster create`; the queue's keys share one hash tag.
 //! One shard: delivery, a retry, a daemon killed mid-delivery, and a `CLUSTER
 //! FAILOVER` of the queue's master while jobs flow. Three shards on three masters: a
-//! master killed, a slot migrated by `redis-cli --cluster reshard` and a daemon killed,
-//! while two daemons claim and a producer adds.
+//! master killed, a slot migrated by `redis-cli --cluster reshard`, a `CLUSTER
+//! FAILOVER` and a daemon killed, while two daemons claim and a producer adds; skip
+//! keys, the admin commands and the metrics file over shards.
 
 mod common;
 
@@ -137,6 +138,25 @@ impl Cluster {
                 }
             })
             .collect()
+    }
+
+    /// The port of a replica of the master that serves `slot`.
+    fn replica_of(&self, slot: u16) -> u16 {
+        let mut con = self.con();
+        let slots: Vec<Vec<redis::Value>> =
+            redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(n) => *n as u16,
+            _ => 0,
+        };
+        let range = slots
+            .iter()
+            .find(|r| (int(&r[0])..=int(&r[1])).contains(&slot) && r.len() >= 4)
+            .expect("the slot's master has a replica");
+        let redis::Value::Array(node) = &range[3] else {
+            panic!("{range:?}")
+        };
+        int(&node[1])
     }
 
     /// The port of the master that serves `slot`.
@@ -395,7 +415,8 @@ fn shard_keys(tag: &str, i: usize) -> [String; 4] {
 const MOVED_SLOTS: u16 = 64;
 
 #[test]
-fn three_shards_on_three_masters_survive_a_master_killed_a_slot_migrated_and_a_daemon_killed() {
+fn three_shards_on_three_masters_survive_a_master_killed_a_slot_migrated_a_failover_and_a_daemon_killed()
+ {
     let mut cluster = Cluster::start();
     let ranges = cluster.ranges();
     let range_of = |slot: u16| {
@@ -532,6 +553,22 @@ fn three_shards_on_three_masters_survive_a_master_killed_a_slot_migrated_and_a_d
         to.master,
         "shard 2's slot moved"
     );
+    wait_until(PATIENCE, "a daemon to follow the moved slot", || {
+        [&first, &second]
+            .iter()
+            .any(|d| d.log().contains("is moving a slot of the queue"))
+    });
+    // Shard 0's master (now shard 2's too) hands over to its replica.
+    wait_produced(130);
+    let replica = cluster.replica_of(slot(0));
+    let answer: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut node(replica).unwrap())
+        .unwrap();
+    assert_eq!(answer, "OK");
+    wait_until(PATIENCE, "the replica to take shard 0's slot", || {
+        cluster.master_of(slot(0)) == replica
+    });
     // A daemon dies with callbacks in hand; the other takes them back at lease end.
     wait_produced(160);
     first.kill9();
@@ -617,13 +654,24 @@ fn add_and_wait(
     Ok(())
 }
 
+/// The shard of a member under `shards: 3`, by the README's rule.
+fn shard_of(member: &str) -> usize {
+    u32::from_str_radix(&sha1_hex(member)[..8], 16).unwrap() as usize % 3
+}
+
 /// Issue 18 on a Cluster: the daemon loads the Functions library on every master, and
 /// jobs scheduled by id, each in the shard its id names, are delivered with their id.
+/// Then what a shop does over shards on a Cluster: skip keys in the shard's slot, the
+/// admin commands and the metrics file summing every shard.
 #[test]
-fn the_functions_library_is_on_every_master_and_jobs_by_id_flow_over_shards() {
+fn the_functions_library_admin_commands_skip_keys_and_metrics_work_over_shards() {
     let cluster = Cluster::start();
     let endpoint = Endpoint::succeeding();
-    let path = config(&cluster, json!({"shards": 3}));
+    let metrics = scratch_dir().join("metrics.prom");
+    let path = config(
+        &cluster,
+        json!({"shards": 3, "metricsFile": metrics, "metricsIntervalMs": 200}),
+    );
     let daemon = Daemon::start_with_file(&path);
     daemon.wait_for_log("loaded the delayqs Functions library");
     let masters: HashSet<u16> = cluster.ranges().iter().map(|r| r.master).collect();
@@ -657,4 +705,145 @@ fn the_functions_library_is_on_every_master_and_jobs_by_id_flow_over_shards() {
         .map(|r| r.header("x-delayqs-producer-id").to_string())
         .collect();
     assert_eq!(got, wanted);
+
+    // Skip keys: one job per shard whose key, in that shard's slot, exists (dropped,
+    // no request), one whose key does not (sent), and one whose key is in another
+    // slot (set aside with the reason: the claim cannot read it there).
+    let mut con = cluster.con();
+    let tag = |shard: usize| match shard {
+        0 => "{dq}".to_string(),
+        s => format!("{{dq:{s}}}"),
+    };
+    let queue = |shard: usize| format!("{}:job_zqueue", tag(shard));
+    let in_shard = |shard: usize, callback: &str, body: serde_json::Value| {
+        (0..)
+            .map(|n| {
+                let mut job = json!({"callback": callback, "body": n});
+                for (k, v) in body.as_object().unwrap() {
+                    job[k] = v.clone();
+                }
+                job.to_string()
+            })
+            .find(|m| shard_of(m) == shard)
+            .unwrap()
+    };
+    let mut skipped = Vec::new();
+    for shard in 0..3 {
+        let paid = format!("{}:order:paid", tag(shard));
+        let _: () = redis::cmd("SET").arg(&paid).arg(1).query(&mut con).unwrap();
+        let m = in_shard(
+            shard,
+            &endpoint.url("/skipped"),
+            json!({"skipIfExists": paid}),
+        );
+        let _: () = redis::cmd("ZADD")
+            .arg(queue(shard))
+            .arg(0)
+            .arg(&m)
+            .query(&mut con)
+            .unwrap();
+        skipped.push(m);
+    }
+    let sent = in_shard(
+        1,
+        &endpoint.url("/sent"),
+        json!({"skipIfExists": format!("{}:order:unpaid", tag(1))}),
+    );
+    let elsewhere = in_shard(
+        2,
+        &endpoint.url("/elsewhere"),
+        json!({"skipIfExists": format!("{}:order:paid", tag(0))}),
+    );
+    for m in [&sent, &elsewhere] {
+        let shard = shard_of(m);
+        let _: () = redis::cmd("ZADD")
+            .arg(queue(shard))
+            .arg(0)
+            .arg(m)
+            .query(&mut con)
+            .unwrap();
+    }
+    endpoint.wait_for(7);
+    let fail_list = format!("{}:fail_job", tag(2));
+    wait_until(
+        PATIENCE,
+        "the job with another slot's skip key set aside",
+        || {
+            redis::cmd("LLEN")
+                .arg(&fail_list)
+                .query::<usize>(&mut con)
+                .unwrap_or(0)
+                == 1
+        },
+    );
+    let record: String = redis::cmd("LINDEX")
+        .arg(&fail_list)
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    assert!(record.contains("cannot be read"), "{record}");
+    wait_until(PATIENCE, "every shard's queue empty", || {
+        (0..3).all(|s| {
+            redis::cmd("ZCARD")
+                .arg(queue(s))
+                .query::<usize>(&mut con)
+                .unwrap_or(1)
+                == 0
+        })
+    });
+    let paths: Vec<String> = endpoint.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        !paths.iter().any(|p| p == "/skipped" || p == "/elsewhere"),
+        "{paths:?}"
+    );
+    assert_eq!(
+        daemon.log().matches("dropped without a request").count(),
+        3,
+        "{}",
+        daemon.log()
+    );
+
+    // The admin commands and the metrics file over the shards: five jobs for later,
+    // added by the rule (`add` follows it), listed, counted, one cancelled by prefix.
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let out = delayqs_with(
+            &path,
+            &[
+                "add",
+                "--callback",
+                &endpoint.url("/later"),
+                "--body",
+                &i.to_string(),
+                "--in",
+                "1h",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        later.push(stdout_of(&out));
+    }
+    let listed = json_with(&path, &["pending", "--limit", "0"]);
+    assert_eq!(listed["total"], 5, "{listed}");
+    let stats = json_with(&path, &["stats"]);
+    assert_eq!(stats["pending"], 5, "{stats}");
+    let per_shard: u64 = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pending"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_shard, 5, "{stats}");
+    let gauge = |want: &str| {
+        wait_until(PATIENCE, &format!("the metrics file to say {want}"), || {
+            fs::read_to_string(&metrics).is_ok_and(|t| t.lines().any(|l| l == want))
+        })
+    };
+    gauge("delayqs_pending_jobs 5");
+    gauge("delayqs_skipped_total 3");
+    gauge("delayqs_failed_jobs 1");
+    let id = listed["jobs"][0]["id"].as_str().unwrap().to_string();
+    let out = delayqs_with(&path, &["cancel", &id[..8]]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(json_with(&path, &["pending"])["total"], 4);
+    gauge("delayqs_pending_jobs 4");
 }
