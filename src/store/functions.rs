@@ -16,12 +16,12 @@ use crate::store::script::Lua;
 
 macro_rules! version {
     () => {
-        "1"
+        "2"
     };
 }
 
 /// The library's version, as `FCALL delayqs_version 0` answers it.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// The plain script: `EVALSHA <sha> 4 <queue> <inflight> <attempts> <queue>:ids <op> ...`.
 pub const SCRIPT: &str = include_str!("scripts/ids.lua");

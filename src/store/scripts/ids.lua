@@ -12,6 +12,10 @@
 --                   "job:<member>" -> its id (claim.lua reads it per batch, one HMGET)
 --                   "next:<id>"  -> what follows the attempt in flight: "cancel",
 --                                   "move <score>" or "schedule <score> <member>"
+--                   "parked:<id>" -> the flow whose parked set ("<KEYS[1]>:parked:<flow>")
+--                                   claim.lua last listed the id's job in; believed only
+--                                   while the job is listed there at the score it was
+--                                   parked at, as unpark.lua judges it
 --                   "seq"        -> a counter that makes every scheduled member unique
 -- The shard of an id: int(sha1(id)[0..8], 16) % shards, by the id, not the member, so
 -- that every operation on one id finds the same shard.
@@ -28,10 +32,16 @@
 --            (in flight: the attempt goes on, no retry and no replacement follow), or
 --            "not-found"
 --   state <id>                      -> nil when no job lives under <id>; otherwise
---            {"id", id, "state", "pending"|"retrying"|"in-flight", "jobId", sha1,
---             "due", score ("" in flight), "attempts", attempts made (in flight:
---             counting the one under way), "after", "" | "cancel" | "move <score>" |
---             "schedule <score>", "member", the member string}
+--            {"id", id, "state", "pending"|"retrying"|"parked"|"in-flight", "jobId",
+--             sha1, "due", score ("" in flight; parked: the due time it is listed at,
+--             not the day-ahead score it waits at), "attempts", attempts made (in
+--             flight: counting the one under way), "after", "" | "cancel" |
+--             "move <score>" | "schedule <score>", "member", the member string,
+--             "flow", the paused flow of a parked job, else ""}
+-- A parked job (its flow is paused, claim.lua's `park`) that is moved or replaced is no
+-- longer parked: it waits at its new time like any job, and is parked again should its
+-- flow still be paused then. Left listed, unpark.lua would put it back at its old due
+-- time on resume, since a move leaves the recorded score equal to the queue's.
 -- <due>: Unix seconds (a number, fractions honoured), or "+<seconds>" from now by
 -- Redis's clock.
 --
@@ -99,11 +109,43 @@ local state = where(current)
 -- Only an attempt in flight has something to follow it.
 local after = state == 'in-flight' and redis.call('HGET', index, 'next:' .. id) or nil
 
+-- The parked set listing the id's job, the due time listed there and the flow, while
+-- unpark.lua would still bring the job back from it (listed, waiting at the score it
+-- was parked at); nil otherwise. The set is not in KEYS (named from KEYS[1], in its
+-- slot, as claim.lua names it): a producer whose ACL does not allow it sees no job
+-- parked, rather than an error.
+local function parked()
+  local flow = state == 'queued' and redis.call('HGET', index, 'parked:' .. id)
+  if not flow then
+    return nil
+  end
+  local key = queue .. ':parked:' .. flow
+  local due = redis.pcall('ZSCORE', key, current)
+  if type(due) == 'table' then
+    return nil
+  end
+  local value = redis.call('HGET', attempts, current)
+  local at = value and string.match(value, ' @(%S+)$')
+  if due and at and tonumber(at) == tonumber(redis.call('ZSCORE', queue, current)) then
+    return key, due, flow
+  end
+  return nil
+end
+
+-- The id's job leaves its flow's parked set, if it is in one.
+local function unpark()
+  local key = parked()
+  if key then
+    redis.pcall('ZREM', key, current)
+  end
+  redis.call('HDEL', index, 'parked:' .. id)
+end
+
 -- An entry whose job left without the scripts knowing (a producer's ZREM): forgotten
 -- here, so that the id is free again.
 local function forget_stale()
   if current and not state then
-    redis.call('HDEL', index, 'id:' .. id, 'job:' .. current, 'next:' .. id)
+    redis.call('HDEL', index, 'id:' .. id, 'job:' .. current, 'next:' .. id, 'parked:' .. id)
   end
 end
 
@@ -118,7 +160,10 @@ if op == 'state' then
     n = tonumber(n) or tonumber(string.match(value, '^%d+')) or 0
   end
   local shown, due = 'in-flight', ''
-  if state == 'queued' then
+  local _, listed, flow = parked()
+  if listed then
+    shown, due = 'parked', listed
+  elseif state == 'queued' then
     due = redis.call('ZSCORE', queue, current)
     local at = rest and string.match(rest, '^@(%S+)$')
     if n > 0 and at and tonumber(at) == tonumber(due) then
@@ -129,7 +174,7 @@ if op == 'state' then
   end
   local next_shown = after and string.match(after, '^(%a+ ?%S*)') or ''
   return {'id', id, 'state', shown, 'jobId', redis.sha1hex(current), 'due', due,
-    'attempts', n, 'after', next_shown, 'member', current}
+    'attempts', n, 'after', next_shown, 'member', current, 'flow', flow or ''}
 end
 
 if op == 'cancel' then
@@ -142,6 +187,7 @@ if op == 'cancel' then
     redis.call('HSET', index, 'next:' .. id, 'cancel')
     return {'after-attempt', job, ''}
   end
+  unpark()
   redis.call('ZREM', queue, current)
   redis.call('HDEL', attempts, current)
   redis.call('HDEL', index, 'id:' .. id, 'job:' .. current, 'next:' .. id)
@@ -174,6 +220,7 @@ if op == 'move' then
   if head then
     redis.call('HSET', attempts, current, head .. ' @' .. score)
   end
+  unpark()
   return {'moved', redis.sha1hex(current), score}
 end
 
@@ -215,6 +262,7 @@ end
 redis.call('ZADD', queue, score, member)
 redis.call('HSET', index, 'id:' .. id, member, 'job:' .. member, id)
 if current then
+  unpark()
   redis.call('ZREM', queue, current)
   redis.call('HDEL', attempts, current)
   redis.call('HDEL', index, 'job:' .. current)
