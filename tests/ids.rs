@@ -320,7 +320,7 @@ fn bad_input_is_refused_with_a_message_and_nothing_written() {
         load_library(&mut con);
         let good = r#"{"callback":"http://127.0.0.1:9/x"}"#;
         let long = "x".repeat(201);
-        let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![
             (
                 "schedule",
                 vec!["order 1", good, "1"],
@@ -354,11 +354,113 @@ fn bad_input_is_refused_with_a_message_and_nothing_written() {
                 vec!["o", r#"{"callback":"http://h/","delayqs":1}"#, "1"],
                 "may not have a \"delayqs\" field",
             ),
+            (
+                "schedule",
+                vec!["o", good, "1764000000000"],
+                "Unix seconds are expected, not milliseconds",
+            ),
+            (
+                "move",
+                vec!["o", "+1e12"],
+                "Unix seconds are expected, not milliseconds",
+            ),
             ("move", vec!["o", "+x"], "is not Unix seconds"),
             ("cancel", vec!["a\tb"], "printable ASCII"),
             ("state", vec![], "the id must be"),
             ("frobnicate", vec!["o"], "unknown operation"),
         ];
+        // Each option the daemon checks when the job falls due, as src/job/options.rs
+        // and format.rs check it, named in the refusal.
+        let options = [
+            (
+                r#""maxRetry":"many""#,
+                "\"maxRetry\" must be a whole number",
+            ),
+            (r#""maxRetry":1.5"#, "\"maxRetry\" must be a whole number"),
+            (r#""maxRetry":1001"#, "\"maxRetry\" must be a whole number"),
+            (r#""timeout":0"#, "\"timeout\" must be a positive number"),
+            (r#""timeout":"5s""#, "\"timeout\" must be a positive number"),
+            (r#""backoff":[]"#, "\"backoff\" must be seconds"),
+            (r#""backoff":[1,"x"]"#, "\"backoff\" must be seconds"),
+            (r#""backoff":700000"#, "\"backoff\" must be seconds"),
+            (r#""headers":["x"]"#, "\"headers\" must be an object"),
+            (r#""headers":{"X-A":1}"#, "must be a string"),
+            (r#""headers":{"Bad Name":"x"}"#, "not a valid header name"),
+            (r#""headers":{"X-A":"a\nb"}"#, "control character"),
+            (
+                r#""headers":{"Content-Type":"x"}"#,
+                "may not be set by a job",
+            ),
+            (r#""headers":{"webhook-id":"x"}"#, "may not be set by a job"),
+            (
+                r#""method":"GET""#,
+                "\"method\" must be \"POST\" or \"PUT\"",
+            ),
+            (r#""contentType":"xml""#, "\"contentType\" must be"),
+            (
+                r#""skipIfExists":5"#,
+                "\"skipIfExists\" must be a Redis key name",
+            ),
+            (
+                r#""skipIfMissing":"""#,
+                "\"skipIfMissing\" must be a Redis key name",
+            ),
+            (
+                r#""skipIfExists":"a","skipIfMissing":"b""#,
+                "cannot be combined",
+            ),
+            (r#""\u0073kipIfExists":"a""#, "spelled with JSON escapes"),
+            (r#""flowKey":"""#, "\"flowKey\" must be a name"),
+            (r#""flowKey":7"#, "\"flowKey\" must be a name"),
+            (r#""sign":5"#, "\"sign\" must be a string"),
+            (
+                r#""sign":"a\u0001","contentType":"json""#,
+                "\"sign\" holds a control character",
+            ),
+        ];
+        let jobs: Vec<String> = options
+            .iter()
+            .map(|(o, _)| format!(r#"{{"callback":"http://127.0.0.1:9/x",{o}}}"#))
+            .collect();
+        for ((_, expected), job) in options.iter().zip(&jobs) {
+            cases.push(("schedule", vec!["o", job, "1"], expected));
+        }
+        for job in [
+            r#"{"callback":"http://u:p@127.0.0.1:9/x"}"#,
+            r#"{"callback":"http://127.0.0.1:9/a b"}"#,
+        ] {
+            cases.push(("schedule", vec!["o", job, "1"], "the job's \"callback\""));
+        }
+        // cjson takes a raw control character inside a string; JSON and the daemon do not.
+        for job in [
+            "{\"callback\":\"http://127.0.0.1:9/x\",\"body\":\"a\tb\"}",
+            "{\"callback\":\"http://127.0.0.1:9/x\",\"body\":\"a\u{1}b\"}",
+        ] {
+            cases.push((
+                "schedule",
+                vec!["o", job, "1"],
+                "control character unescaped",
+            ));
+        }
+        // What passes every check is accepted, pretty-printed too (line feeds between
+        // tokens): the checks refuse no valid job.
+        let fine = r#"{"callback":"http://127.0.0.1:9/x","maxRetry":0,"timeout":2.5,"backoff":[0,1.5],"headers":{"X-Shop":"7\t8"},"method":"PUT","contentType":"json","skipIfMissing":"k","flowKey":"payments","sign":"s","body":{"a":[1]}}"#;
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Json>(fine).unwrap()).unwrap();
+        let accepted = via.op(&mut con, "schedule", &["fine", &pretty, "+3600"]);
+        assert_eq!(accepted.0, "added", "{via:?}");
+        assert_eq!(via.op(&mut con, "cancel", &["fine"]).0, "cancelled");
+        let _: () = con.del(INDEX).unwrap();
+        // And the daemon's own parsing takes it (`add` refuses what the daemon would
+        // set aside).
+        let config = config_file(&redis, json!({}));
+        let out = delayqs(&config, &["add", "--member", &pretty, "--in", "1h"]);
+        assert!(
+            out.status.success(),
+            "{via:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _: () = con.del(QUEUE).unwrap();
         for (op, args, expected) in cases {
             let call = match (via, op) {
                 // A function that does not exist is the server's own error.
@@ -562,9 +664,11 @@ fn every_way_out_clears_the_index() {
             "oversize",
             json!({"callback": endpoint.url("/ok"), "body": big}),
         ),
+        // Past the daemon's timeoutMs, which the functions cannot know: set aside when
+        // due. (A bad option they can check is refused at once.)
         (
             "malformed",
-            json!({"callback": endpoint.url("/ok"), "maxRetry": "many"}),
+            json!({"callback": endpoint.url("/ok"), "timeout": 86400}),
         ),
     ];
     for (id, j) in &jobs {

@@ -87,6 +87,12 @@ local function due_time(text)
     local t = redis.call('TIME')
     n = n + tonumber(t[1]) + tonumber(t[2]) / 1000000
   end
+  -- 1e11 s is the year 5138, and milliseconds since 1973: a producer who passed
+  -- Date.now() or time.time() * 1000 would otherwise wait for ever without a word.
+  if n > 1e11 then
+    return nil, refuse('the due time ' .. string.format('%q', string.sub(text, 1, 60))
+      .. ' is after the year 5000: Unix seconds are expected, not milliseconds')
+  end
   return string.format('%.6f', n)
 end
 
@@ -237,6 +243,33 @@ local ok, decoded = pcall(cjson.decode, job)
 if not ok or type(decoded) ~= 'table' then
   return refuse('the job is not valid JSON: ' .. tostring(decoded))
 end
+-- JSON allows a tab, a line feed or a carriage return only between tokens, and no other
+-- control character at all. cjson takes them inside strings; the daemon's parser does
+-- not, and would set the job aside unsent when due.
+local function raw_control(text)
+  if string.find(text, '[%z\1-\8\11\12\14-\31]') then
+    return true
+  end
+  local pos, inside = 1, false
+  while true do
+    local at = string.find(text, '["\\\t\n\r]', pos)
+    if not at then
+      return false
+    end
+    local c = string.sub(text, at, at)
+    if c == '"' then
+      inside = not inside
+    elseif c == '\\' then
+      at = at + 1 -- what it escapes
+    elseif inside then
+      return true
+    end
+    pos = at + 1
+  end
+end
+if raw_control(job) then
+  return refuse('the job is not valid JSON: it holds a control character unescaped (write \\n, \\t, \\u0001)')
+end
 local callback
 for k, v in pairs(decoded) do
   if type(k) == 'string' and string.lower(k) == 'callback' then
@@ -246,8 +279,121 @@ end
 if type(callback) ~= 'string' or not (string.find(string.lower(callback), '^https?://[^/]')) then
   return refuse('the job needs a "callback": an http:// or https:// URL')
 end
+if string.find(callback, '[%s%c\\]') then
+  return refuse('the job\'s "callback" is not a valid URL (a space, a control character or a backslash)')
+end
+if string.find(string.match(callback, '^%a+://([^/?#]*)'), '@', 1, true) then
+  return refuse('the job\'s "callback" carries credentials (user:password@); put them elsewhere, they would be logged')
+end
 if decoded.delayqs ~= nil then
   return refuse('the job may not have a "delayqs" field: delayqs writes it (the id and a sequence number)')
+end
+
+-- The job's options as the daemon reads them when the job falls due
+-- (src/job/options.rs, src/job/format.rs): a job it would set aside as malformed then
+-- is refused now, while the producer is there to read why. Two bounds are the daemon's
+-- own settings and stay its checks: a "timeout" over its timeoutMs, a member over
+-- maxJobBytes.
+local function shown(v)
+  local fine, text = pcall(cjson.encode, v)
+  return string.sub(fine and text or tostring(v), 1, 60)
+end
+local function seconds(v, most)
+  return type(v) == 'number' and v >= 0 and v <= most
+end
+local WEEK = 7 * 86400
+local FORBIDDEN = {connection = true, ['keep-alive'] = true, te = true, trailer = true,
+  ['transfer-encoding'] = true, upgrade = true, host = true, ['user-agent'] = true}
+local CONTROL = '[%z\1-\8\10-\31\127]'
+
+local function bad_option(o)
+  local v = o.maxRetry
+  if v ~= nil and not (seconds(v, 1000) and v == math.floor(v)) then
+    return '"maxRetry" must be a whole number from 0 to 1000, got ' .. shown(v)
+  end
+  v = o.timeout
+  if v ~= nil and not (seconds(v, 1e15) and v > 0) then
+    return '"timeout" must be a positive number of seconds, got ' .. shown(v)
+  end
+  v = o.backoff
+  if v ~= nil then
+    local fine = seconds(v, WEEK)
+    if type(v) == 'table' and #v >= 1 and #v <= 100 then
+      fine = true
+      for k, s in pairs(v) do
+        fine = fine and type(k) == 'number' and seconds(s, WEEK)
+      end
+    end
+    if not fine then
+      return '"backoff" must be seconds: a number or a list of numbers, up to 7 days each, got ' .. shown(v)
+    end
+  end
+  v = o.headers
+  if v ~= nil then
+    if type(v) ~= 'table' then
+      return '"headers" must be an object of strings, got ' .. shown(v)
+    end
+    for name, value in pairs(v) do
+      if type(name) ~= 'string' then
+        return '"headers" must be an object of strings, got ' .. shown(v)
+      end
+      local lower = string.lower(name)
+      if type(value) ~= 'string' then
+        return '"headers": ' .. shown(name) .. ' must be a string'
+      elseif name == '' or string.find(name, "[^%w!#%$%%&'%*%+%-%.%^_`|~]") then
+        return '"headers": ' .. shown(name) .. ' is not a valid header name'
+      elseif string.find(value, CONTROL) then
+        return '"headers": ' .. shown(name) .. ' is not a valid header: its value holds a control character'
+      elseif FORBIDDEN[lower] or string.find(lower, '^proxy%-') or string.find(lower, '^content%-')
+          or string.find(lower, '^x%-delayqs%-') or string.find(lower, '^webhook%-')
+          or string.find(lower, 'signature', 1, true) then
+        return '"headers": ' .. shown(name) .. ' may not be set by a job'
+      end
+    end
+  end
+  if o.method ~= nil and o.method ~= 'POST' and o.method ~= 'PUT' then
+    return '"method" must be "POST" or "PUT", got ' .. shown(o.method)
+  end
+  if o.contentType ~= nil and o.contentType ~= 'form' and o.contentType ~= 'json' then
+    return '"contentType" must be "form" or "json", got ' .. shown(o.contentType)
+  end
+  local skip
+  for _, field in ipairs({'skipIfExists', 'skipIfMissing'}) do
+    v = o[field]
+    if v ~= nil and skip then
+      return '"' .. field .. '" cannot be combined with the other skip condition'
+    elseif v ~= nil and (type(v) ~= 'string' or v == '') then
+      return '"' .. field .. '" must be a Redis key name, got ' .. shown(v)
+    elseif v ~= nil then
+      skip = field
+    end
+  end
+  -- claim.lua checks a skip condition only in a member holding these bytes.
+  if skip and not string.find(job, '"skipIf', 1, true) then
+    return '"' .. skip .. '" is spelled with JSON escapes (such as \\u0073): write the field name without them'
+  end
+  v = o.flowKey
+  if v ~= nil and (type(v) ~= 'string' or #v < 1 or #v > 200 or string.find(v, '[%z\1-\31\127]')
+      or string.find(v, '\194[\128-\159]')) then
+    return '"flowKey" must be a name of 1 to 200 bytes without control characters, got ' .. shown(v)
+  end
+  local sign = o.sign
+  for k, s in pairs(o) do
+    if sign == nil and type(k) == 'string' and string.lower(k) == 'sign' then
+      sign = s
+    end
+  end
+  if sign ~= nil and sign ~= cjson.null and type(sign) ~= 'string' then
+    return '"sign" must be a string, got ' .. shown(sign)
+  end
+  if o.contentType == 'json' and type(sign) == 'string' and string.find(sign, CONTROL) then
+    return '"sign" holds a control character, which the X-Delayqs-Sign header of a "contentType": "json" job cannot carry'
+  end
+  return nil
+end
+local why = bad_option(decoded)
+if why then
+  return refuse('the job\'s ' .. why)
 end
 
 local seq = redis.call('HINCRBY', index, 'seq', 1)
