@@ -209,11 +209,24 @@ fn the_endpoint_sees_the_id_and_a_webhook_id_per_delivery() {
     assert_eq!(r.header("x-delayqs-producer-id"), "order:42:close");
     assert_eq!(r.header("webhook-id"), second);
     assert_ne!(second, first);
+    wait_settled(&mut con);
+
+    // The index lost (a restart without persistence, a DEL): its counter starts again,
+    // and the same id and JSON still make a new delivery, by the time in the member.
+    let _: () = con.del(INDEX).unwrap();
+    let (_, third) = Via::Function.schedule(&mut con, "order:42:close", &j, "+0");
+    let r = endpoint.wait_for(3).remove(2);
+    assert_eq!(r.header("webhook-id"), third);
+    assert!(
+        third != first && third != second,
+        "a webhook-id of an earlier delivery: {third}"
+    );
+    wait_settled(&mut con);
 
     // A job added the old way: no id header, today's SHA-1 id.
     let old = member(&endpoint.url("/old"), json!(1));
     add(&mut con, &old, 1.0);
-    let r = endpoint.wait_for(3).remove(2);
+    let r = endpoint.wait_for(4).remove(3);
     assert_eq!(r.headers.get("x-delayqs-producer-id"), None);
     assert_eq!(r.header("webhook-id"), job_id(&mut con, &old));
     wait_settled(&mut con);

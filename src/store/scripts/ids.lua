@@ -46,9 +46,13 @@
 -- Redis's clock.
 --
 -- A scheduled member is the producer's JSON object with a field put first:
--- {"delayqs":{"id":<id>,"n":<seq>}, ...}. So two ids may carry the same JSON, and the
--- job id (SHA-1 of the member, `webhook-id`) differs for every delivery scheduled,
--- while staying the same for all attempts of one (a move keeps the member).
+-- {"delayqs":{"id":<id>,"n":<seq>,"t":<Redis TIME, seconds.microseconds>}, ...}. So
+-- two ids may carry the same JSON, and the job id (SHA-1 of the member, `webhook-id`)
+-- differs for every delivery scheduled, while staying the same for all attempts of one
+-- (a move keeps the member). The time is there because "seq" lives in the index: an
+-- index lost (a restart without persistence, a DEL) starts it again at 1, and the same
+-- id and JSON would then make the member, and the webhook-id, of an earlier delivery,
+-- which receivers de-duplicate away.
 --
 -- Bad input (an id, a job, a due time) is refused with an error reply before anything
 -- is written. Writes that add come before writes that remove, as in claim.lua.
@@ -286,7 +290,7 @@ if string.find(string.match(callback, '^%a+://([^/?#]*)'), '@', 1, true) then
   return refuse('the job\'s "callback" carries credentials (user:password@); put them elsewhere, they would be logged')
 end
 if decoded.delayqs ~= nil then
-  return refuse('the job may not have a "delayqs" field: delayqs writes it (the id and a sequence number)')
+  return refuse('the job may not have a "delayqs" field: delayqs writes it (the id, a sequence number and the time)')
 end
 
 -- The job's options as the daemon reads them when the job falls due
@@ -397,8 +401,10 @@ if why then
 end
 
 local seq = redis.call('HINCRBY', index, 'seq', 1)
+local t = redis.call('TIME')
 local rest = string.gsub(job, '^%s*{', '', 1)
-local member = '{"delayqs":{"id":' .. cjson.encode(id) .. ',"n":' .. seq .. '},' .. rest
+local member = '{"delayqs":{"id":' .. cjson.encode(id) .. ',"n":' .. seq .. ',"t":' .. t[1] .. '.'
+  .. string.format('%06d', tonumber(t[2])) .. '},' .. rest
 local sha = redis.sha1hex(member)
 
 if state == 'in-flight' then
