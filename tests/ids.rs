@@ -1106,6 +1106,149 @@ fn add_move_and_cancel_by_id_in_the_ids_shard() {
     assert!(left.iter().all(|k| k.ends_with(":ids")), "{left:?}");
 }
 
+/// The id's shard by `shards: n` (the README's rule), and its queue key.
+fn shard_queue(con: &mut redis::Connection, id: &str, n: u32) -> String {
+    let sha: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(id)
+        .query(con)
+        .unwrap();
+    match u32::from_str_radix(&sha[..8], 16).unwrap() % n {
+        0 => "{q}:jobs".to_string(),
+        s => format!("{{q:{s}}}:jobs"),
+    }
+}
+
+/// Lowered from 4 shards to 2, the id's shard by the new setting is not where its job
+/// lives: `move`, `cancel --id` and `add --id` look in every shard in use and act there
+/// (before, they answered "no job" and `add --id` made a second job under the id).
+#[test]
+fn after_a_change_of_shards_the_commands_act_where_the_ids_job_lives() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let keys = |n: u32| {
+        json!({"shards": n, "key": "{q}:jobs", "inflightKey": "{q}:inflight",
+               "attemptsKey": "{q}:attempts", "failKey": "{q}:failed"})
+    };
+    let (four, two) = (config_file(&redis, keys(4)), config_file(&redis, keys(2)));
+    // Ids in shards 2 and 3 of four, which a setting of two no longer names.
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("order:{i}"))
+        .filter(|id| {
+            let old = shard_queue(&mut redis.con(), id, 4);
+            old != shard_queue(&mut redis.con(), id, 2)
+        })
+        .take(3)
+        .collect();
+    for id in &ids {
+        let out = delayqs(
+            &four,
+            &[
+                "add",
+                "--id",
+                id,
+                "--callback",
+                "http://127.0.0.1:9/x",
+                "--in",
+                "1h",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // As a daemon run with `shards: 4` records it: the shards to drain.
+    let _: () = con.set("{q}:jobs:shards", 4).unwrap();
+    let jobs_of = |con: &mut redis::Connection, id: &str| -> Vec<(String, f64)> {
+        let mut found = Vec::new();
+        for s in 0..4 {
+            let queue = match s {
+                0 => "{q}:jobs".to_string(),
+                s => format!("{{q:{s}}}:jobs"),
+            };
+            let members: Vec<(String, f64)> = con.zrange_withscores(&queue, 0, -1).unwrap();
+            found.extend(
+                members
+                    .into_iter()
+                    .filter(|(m, _)| m.contains(&format!("\"id\":\"{id}\"")))
+                    .map(|(_, score)| (queue.clone(), score)),
+            );
+        }
+        found
+    };
+    let before = jobs_of(&mut con, &ids[0]);
+    let out = delayqs(&two, &["move", &ids[0], "--in", "3h"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved to"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = jobs_of(&mut con, &ids[0]);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        after[0].0,
+        shard_queue(&mut con, &ids[0], 4),
+        "moved where it lives"
+    );
+    assert!(after[0].1 > before[0].1 + 7000.0, "{before:?} -> {after:?}");
+
+    let out = delayqs(
+        &two,
+        &[
+            "add",
+            "--id",
+            &ids[1],
+            "--callback",
+            "http://127.0.0.1:9/y",
+            "--in",
+            "2h",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replaced the job pending under this id"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let replaced = jobs_of(&mut con, &ids[1]);
+    assert_eq!(replaced.len(), 1, "one job under the id: {replaced:?}");
+
+    let out = delayqs(&two, &["cancel", "--id", &ids[0], &ids[2]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("cancelled job")
+            .count(),
+        2
+    );
+    assert!(jobs_of(&mut con, &ids[0]).is_empty() && jobs_of(&mut con, &ids[2]).is_empty());
+    // An id with no job anywhere goes to its shard by the setting now.
+    let out = delayqs(
+        &two,
+        &[
+            "add",
+            "--id",
+            "fresh",
+            "--callback",
+            "http://127.0.0.1:9/z",
+            "--in",
+            "1h",
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        jobs_of(&mut con, "fresh")[0].0,
+        shard_queue(&mut con, "fresh", 2)
+    );
+}
+
 #[test]
 fn without_functions_the_plain_script_does_the_same() {
     // FCALL and FUNCTION renamed away: a server as Redis 6 or KeyDB look to a client.
