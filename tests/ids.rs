@@ -639,6 +639,11 @@ fn an_id_waiting_for_a_retry_is_moved_with_its_attempts_and_cancelled() {
             first_due,
             "{via:?}: first due time kept"
         );
+        assert_eq!(
+            r.header("x-delayqs-producer-id"),
+            "order:4",
+            "{via:?}: the id on the retry too"
+        );
         // Waiting again, not merely counted: the attempt under way counts too.
         wait_until(PATIENCE, "the second retry to wait", || {
             via.state(&mut con, "order:4")

@@ -192,6 +192,22 @@ pub fn call(
 mod tests {
     use super::*;
 
+    /// The SHA-1 of `ids.lua` that `VERSION` was set for. A server keeps a library
+    /// whose version is not older than the daemon's, so a change loaded without a new
+    /// version would never reach servers that have the old one.
+    const PINNED: (i64, &str) = (2, "2762069e65e7c7d214048ae9042a2762c8bcacac");
+
+    #[test]
+    fn a_change_to_ids_lua_comes_with_a_new_version() {
+        let sha = crate::job::job_id(SCRIPT.as_bytes());
+        let next = PINNED.0 + 1;
+        assert_eq!(
+            (VERSION, sha.as_str()),
+            PINNED,
+            "ids.lua (or VERSION) changed: bump VERSION and version!() to {next}, then pin ({next}, \"{sha}\") here"
+        );
+    }
+
     #[test]
     fn the_library_carries_its_version_and_the_whole_script() {
         assert!(LIBRARY.starts_with("#!lua name=delayqs\n"));
