@@ -3,7 +3,8 @@
 //! they come due while other hosts' go on, `stats` shows the pause, the parked jobs
 //! and the flows of the daemons' heartbeats, a producer's cancel (`ZREM`) and
 //! reschedule (`ZADD XX`) of a parked job stand, and the resume brings the rest back
-//! at once, in due order, without using an attempt.
+//! at once, in due order, without using an attempt; a job scheduled by id and moved
+//! while parked goes at its new time.
 
 mod common;
 
@@ -201,4 +202,125 @@ fn a_paused_flow_key_parks_its_jobs_on_any_host() {
     assert_eq!(reply["broughtBack"], 1);
     let requests = endpoint.wait_for(2);
     assert_eq!(requests[1].path, "/pay");
+}
+
+/// One operation of the `delayqs` library on the queue's one shard.
+fn by_id(con: &mut redis::Connection, op: &str, args: &[&str]) -> Vec<String> {
+    let keys = [QUEUE, INFLIGHT, ATTEMPTS, &format!("{QUEUE}:ids")];
+    let reply: redis::Value = redis::cmd("FCALL")
+        .arg(format!("delayqs_{op}"))
+        .arg(4)
+        .arg(&keys[..])
+        .arg(args)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{op} {args:?}: {e}"));
+    match reply {
+        redis::Value::Nil => Vec::new(),
+        v => redis::from_redis_value(v).unwrap(),
+    }
+}
+
+fn field(state: &[String], name: &str) -> String {
+    let at = state
+        .iter()
+        .position(|f| f == name)
+        .unwrap_or_else(|| panic!("{state:?}"));
+    state[at + 1].clone()
+}
+
+fn redis_now(con: &mut redis::Connection) -> f64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    s as f64 + us as f64 / 1e6
+}
+
+/// A parked job moved by its producer's id is no longer parked: it goes at its new
+/// time (here after the resume), or, due while the flow is still paused, is parked
+/// again and goes at the resume. Before, `unpark.lua` took the moved job for one
+/// nobody had touched and put it back at its old due time. A parked job cancelled by
+/// id never goes, and nothing of it is left in the index or the parked set.
+#[test]
+fn a_parked_job_moved_by_id_goes_at_its_new_time_and_one_cancelled_never_goes() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let endpoint = Endpoint::succeeding();
+    let config = config_file(&redis, json!({}));
+    let daemon = Daemon::start_with_file(&config);
+    daemon.wait_for_log("loaded the delayqs Functions library");
+    json_with(&config, &["pause", "--flow", "payments"]);
+    daemon.wait_for_log("flow \"payments\" is paused");
+    let job = |n: u32| json!({"callback": endpoint.url("/pay"), "body": n, "flowKey": "payments"});
+    let scheduled = redis_now(&mut con) - 5.0;
+    for (n, id) in ["later", "soon", "cancelled"].iter().enumerate() {
+        let due = format!("{scheduled}");
+        by_id(
+            &mut con,
+            "schedule",
+            &[id, &job(n as u32).to_string(), &due],
+        );
+    }
+    let parked = parked_key("payments");
+    wait_until(PATIENCE, "three jobs parked", || {
+        con.zcard::<_, usize>(&parked).unwrap() == 3
+    });
+    let state = by_id(&mut con, "state", &["later"]);
+    assert_eq!(field(&state, "state"), "parked", "{state:?}");
+    assert_eq!(field(&state, "flow"), "payments");
+    let due: f64 = field(&state, "due").parse().unwrap();
+    assert!(
+        (due - scheduled).abs() < 0.001,
+        "its due time, not a day ahead: {due}"
+    );
+
+    let now = redis_now(&mut con);
+    let (later, soon) = (now + 8.0, now + 0.5);
+    let moved = by_id(&mut con, "move", &["later", &format!("{later}")]);
+    assert_eq!(moved[0], "moved");
+    by_id(&mut con, "move", &["soon", &format!("{soon}")]);
+    assert_eq!(by_id(&mut con, "cancel", &["cancelled"])[0], "cancelled");
+    let state = by_id(&mut con, "state", &["later"]);
+    assert_eq!(field(&state, "state"), "pending", "{state:?}");
+    assert_eq!(field(&state, "flow"), "");
+    // Due while its flow is paused: parked again, at its new due time.
+    wait_until(PATIENCE, "the job moved to soon parked again", || {
+        let state = by_id(&mut con, "state", &["soon"]);
+        field(&state, "state") == "parked"
+    });
+    let state = by_id(&mut con, "state", &["soon"]);
+    let due: f64 = field(&state, "due").parse().unwrap();
+    assert!((due - soon).abs() < 0.001, "{due} for {soon}");
+    let listed: Vec<String> = con.zrange(&parked, 0, -1).unwrap();
+    assert_eq!(listed.len(), 1, "only the job moved to soon: {listed:?}");
+
+    let reply = json_with(&config, &["resume", "--flow", "payments"]);
+    assert_eq!(reply["broughtBack"], 1, "{reply}");
+    let requests = endpoint.wait_for(2);
+    let of = |id: &str| {
+        requests
+            .iter()
+            .find(|r| r.header("x-delayqs-producer-id") == id)
+            .unwrap_or_else(|| panic!("{id} not delivered: {requests:?}"))
+            .clone()
+    };
+    let (at_later, at_soon) = (of("later").at, of("soon").at);
+    assert!(
+        at_later >= later - 0.05,
+        "before its new time: {at_later} < {later}"
+    );
+    assert!(at_later < later + 10.0, "{at_later} for {later}");
+    assert!(
+        at_soon < later - 1.0,
+        "the job moved to soon waited: {at_soon}"
+    );
+    assert!(
+        requests.iter().all(|r| r.attempt() == 1),
+        "parking used no attempt"
+    );
+    wait_until(PATIENCE, "the queue and the index empty", || {
+        let fields: Vec<String> = con.hkeys(format!("{QUEUE}:ids")).unwrap();
+        con.zcard::<_, usize>(QUEUE).unwrap() == 0
+            && con.zcard::<_, usize>(INFLIGHT).unwrap() == 0
+            && fields.iter().all(|f| f == "seq")
+    });
+    assert_eq!(endpoint.count(), 2, "the cancelled job went");
+    assert!(!con.exists::<_, bool>(&parked).unwrap());
 }

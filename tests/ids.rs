@@ -38,6 +38,13 @@ fn library() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The version the library carries ("Version N." in its header).
+fn library_version() -> i64 {
+    let text = library();
+    let (_, rest) = text.split_once("Version ").unwrap();
+    rest.split('.').next().unwrap().parse().unwrap()
+}
+
 fn load_library(con: &mut redis::Connection) {
     let _: String = redis::cmd("FUNCTION")
         .arg("LOAD")
@@ -202,11 +209,24 @@ fn the_endpoint_sees_the_id_and_a_webhook_id_per_delivery() {
     assert_eq!(r.header("x-delayqs-producer-id"), "order:42:close");
     assert_eq!(r.header("webhook-id"), second);
     assert_ne!(second, first);
+    wait_settled(&mut con);
+
+    // The index lost (a restart without persistence, a DEL): its counter starts again,
+    // and the same id and JSON still make a new delivery, by the time in the member.
+    let _: () = con.del(INDEX).unwrap();
+    let (_, third) = Via::Function.schedule(&mut con, "order:42:close", &j, "+0");
+    let r = endpoint.wait_for(3).remove(2);
+    assert_eq!(r.header("webhook-id"), third);
+    assert!(
+        third != first && third != second,
+        "a webhook-id of an earlier delivery: {third}"
+    );
+    wait_settled(&mut con);
 
     // A job added the old way: no id header, today's SHA-1 id.
     let old = member(&endpoint.url("/old"), json!(1));
     add(&mut con, &old, 1.0);
-    let r = endpoint.wait_for(3).remove(2);
+    let r = endpoint.wait_for(4).remove(3);
     assert_eq!(r.headers.get("x-delayqs-producer-id"), None);
     assert_eq!(r.header("webhook-id"), job_id(&mut con, &old));
     wait_settled(&mut con);
@@ -313,7 +333,7 @@ fn bad_input_is_refused_with_a_message_and_nothing_written() {
         load_library(&mut con);
         let good = r#"{"callback":"http://127.0.0.1:9/x"}"#;
         let long = "x".repeat(201);
-        let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![
             (
                 "schedule",
                 vec!["order 1", good, "1"],
@@ -347,11 +367,113 @@ fn bad_input_is_refused_with_a_message_and_nothing_written() {
                 vec!["o", r#"{"callback":"http://h/","delayqs":1}"#, "1"],
                 "may not have a \"delayqs\" field",
             ),
+            (
+                "schedule",
+                vec!["o", good, "1764000000000"],
+                "Unix seconds are expected, not milliseconds",
+            ),
+            (
+                "move",
+                vec!["o", "+1e12"],
+                "Unix seconds are expected, not milliseconds",
+            ),
             ("move", vec!["o", "+x"], "is not Unix seconds"),
             ("cancel", vec!["a\tb"], "printable ASCII"),
             ("state", vec![], "the id must be"),
             ("frobnicate", vec!["o"], "unknown operation"),
         ];
+        // Each option the daemon checks when the job falls due, as src/job/options.rs
+        // and format.rs check it, named in the refusal.
+        let options = [
+            (
+                r#""maxRetry":"many""#,
+                "\"maxRetry\" must be a whole number",
+            ),
+            (r#""maxRetry":1.5"#, "\"maxRetry\" must be a whole number"),
+            (r#""maxRetry":1001"#, "\"maxRetry\" must be a whole number"),
+            (r#""timeout":0"#, "\"timeout\" must be a positive number"),
+            (r#""timeout":"5s""#, "\"timeout\" must be a positive number"),
+            (r#""backoff":[]"#, "\"backoff\" must be seconds"),
+            (r#""backoff":[1,"x"]"#, "\"backoff\" must be seconds"),
+            (r#""backoff":700000"#, "\"backoff\" must be seconds"),
+            (r#""headers":["x"]"#, "\"headers\" must be an object"),
+            (r#""headers":{"X-A":1}"#, "must be a string"),
+            (r#""headers":{"Bad Name":"x"}"#, "not a valid header name"),
+            (r#""headers":{"X-A":"a\nb"}"#, "control character"),
+            (
+                r#""headers":{"Content-Type":"x"}"#,
+                "may not be set by a job",
+            ),
+            (r#""headers":{"webhook-id":"x"}"#, "may not be set by a job"),
+            (
+                r#""method":"GET""#,
+                "\"method\" must be \"POST\" or \"PUT\"",
+            ),
+            (r#""contentType":"xml""#, "\"contentType\" must be"),
+            (
+                r#""skipIfExists":5"#,
+                "\"skipIfExists\" must be a Redis key name",
+            ),
+            (
+                r#""skipIfMissing":"""#,
+                "\"skipIfMissing\" must be a Redis key name",
+            ),
+            (
+                r#""skipIfExists":"a","skipIfMissing":"b""#,
+                "cannot be combined",
+            ),
+            (r#""\u0073kipIfExists":"a""#, "spelled with JSON escapes"),
+            (r#""flowKey":"""#, "\"flowKey\" must be a name"),
+            (r#""flowKey":7"#, "\"flowKey\" must be a name"),
+            (r#""sign":5"#, "\"sign\" must be a string"),
+            (
+                r#""sign":"a\u0001","contentType":"json""#,
+                "\"sign\" holds a control character",
+            ),
+        ];
+        let jobs: Vec<String> = options
+            .iter()
+            .map(|(o, _)| format!(r#"{{"callback":"http://127.0.0.1:9/x",{o}}}"#))
+            .collect();
+        for ((_, expected), job) in options.iter().zip(&jobs) {
+            cases.push(("schedule", vec!["o", job, "1"], expected));
+        }
+        for job in [
+            r#"{"callback":"http://u:p@127.0.0.1:9/x"}"#,
+            r#"{"callback":"http://127.0.0.1:9/a b"}"#,
+        ] {
+            cases.push(("schedule", vec!["o", job, "1"], "the job's \"callback\""));
+        }
+        // cjson takes a raw control character inside a string; JSON and the daemon do not.
+        for job in [
+            "{\"callback\":\"http://127.0.0.1:9/x\",\"body\":\"a\tb\"}",
+            "{\"callback\":\"http://127.0.0.1:9/x\",\"body\":\"a\u{1}b\"}",
+        ] {
+            cases.push((
+                "schedule",
+                vec!["o", job, "1"],
+                "control character unescaped",
+            ));
+        }
+        // What passes every check is accepted, pretty-printed too (line feeds between
+        // tokens): the checks refuse no valid job.
+        let fine = r#"{"callback":"http://127.0.0.1:9/x","maxRetry":0,"timeout":2.5,"backoff":[0,1.5],"headers":{"X-Shop":"7\t8"},"method":"PUT","contentType":"json","skipIfMissing":"k","flowKey":"payments","sign":"s","body":{"a":[1]}}"#;
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Json>(fine).unwrap()).unwrap();
+        let accepted = via.op(&mut con, "schedule", &["fine", &pretty, "+3600"]);
+        assert_eq!(accepted.0, "added", "{via:?}");
+        assert_eq!(via.op(&mut con, "cancel", &["fine"]).0, "cancelled");
+        let _: () = con.del(INDEX).unwrap();
+        // And the daemon's own parsing takes it (`add` refuses what the daemon would
+        // set aside).
+        let config = config_file(&redis, json!({}));
+        let out = delayqs(&config, &["add", "--member", &pretty, "--in", "1h"]);
+        assert!(
+            out.status.success(),
+            "{via:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _: () = con.del(QUEUE).unwrap();
         for (op, args, expected) in cases {
             let call = match (via, op) {
                 // A function that does not exist is the server's own error.
@@ -517,6 +639,11 @@ fn an_id_waiting_for_a_retry_is_moved_with_its_attempts_and_cancelled() {
             first_due,
             "{via:?}: first due time kept"
         );
+        assert_eq!(
+            r.header("x-delayqs-producer-id"),
+            "order:4",
+            "{via:?}: the id on the retry too"
+        );
         // Waiting again, not merely counted: the attempt under way counts too.
         wait_until(PATIENCE, "the second retry to wait", || {
             via.state(&mut con, "order:4")
@@ -555,9 +682,11 @@ fn every_way_out_clears_the_index() {
             "oversize",
             json!({"callback": endpoint.url("/ok"), "body": big}),
         ),
+        // Past the daemon's timeoutMs, which the functions cannot know: set aside when
+        // due. (A bad option they can check is refused at once.)
         (
             "malformed",
-            json!({"callback": endpoint.url("/ok"), "maxRetry": "many"}),
+            json!({"callback": endpoint.url("/ok"), "timeout": 86400}),
         ),
     ];
     for (id, j) in &jobs {
@@ -832,13 +961,16 @@ fn the_daemon_loads_the_library_when_missing_or_older() {
         .query(&mut con)
         .unwrap();
     let daemon = Daemon::start(&redis, json!({}));
-    daemon.wait_for_log("replaced the delayqs Functions library version 0 by version 1");
+    let version = library_version();
+    daemon.wait_for_log(&format!(
+        "replaced the delayqs Functions library version 0 by version {version}"
+    ));
     let v: i64 = redis::cmd("FCALL")
         .arg("delayqs_version")
         .arg(0)
         .query(&mut con)
         .unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, version);
     // Functions are kept like data: flushed, the daemon's next connection loads them.
     let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut con).unwrap();
     let out = delayqs(&daemon.config, &["functions", "load", "--json"]);
@@ -854,7 +986,7 @@ fn the_daemon_loads_the_library_when_missing_or_older() {
         .arg(0)
         .query(&mut con)
         .unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v, version);
 }
 
 #[test]
@@ -977,6 +1109,149 @@ fn add_move_and_cancel_by_id_in_the_ids_shard() {
     );
     let left: Vec<String> = con.keys("*").unwrap();
     assert!(left.iter().all(|k| k.ends_with(":ids")), "{left:?}");
+}
+
+/// The id's shard by `shards: n` (the README's rule), and its queue key.
+fn shard_queue(con: &mut redis::Connection, id: &str, n: u32) -> String {
+    let sha: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(id)
+        .query(con)
+        .unwrap();
+    match u32::from_str_radix(&sha[..8], 16).unwrap() % n {
+        0 => "{q}:jobs".to_string(),
+        s => format!("{{q:{s}}}:jobs"),
+    }
+}
+
+/// Lowered from 4 shards to 2, the id's shard by the new setting is not where its job
+/// lives: `move`, `cancel --id` and `add --id` look in every shard in use and act there
+/// (before, they answered "no job" and `add --id` made a second job under the id).
+#[test]
+fn after_a_change_of_shards_the_commands_act_where_the_ids_job_lives() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let keys = |n: u32| {
+        json!({"shards": n, "key": "{q}:jobs", "inflightKey": "{q}:inflight",
+               "attemptsKey": "{q}:attempts", "failKey": "{q}:failed"})
+    };
+    let (four, two) = (config_file(&redis, keys(4)), config_file(&redis, keys(2)));
+    // Ids in shards 2 and 3 of four, which a setting of two no longer names.
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("order:{i}"))
+        .filter(|id| {
+            let old = shard_queue(&mut redis.con(), id, 4);
+            old != shard_queue(&mut redis.con(), id, 2)
+        })
+        .take(3)
+        .collect();
+    for id in &ids {
+        let out = delayqs(
+            &four,
+            &[
+                "add",
+                "--id",
+                id,
+                "--callback",
+                "http://127.0.0.1:9/x",
+                "--in",
+                "1h",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // As a daemon run with `shards: 4` records it: the shards to drain.
+    let _: () = con.set("{q}:jobs:shards", 4).unwrap();
+    let jobs_of = |con: &mut redis::Connection, id: &str| -> Vec<(String, f64)> {
+        let mut found = Vec::new();
+        for s in 0..4 {
+            let queue = match s {
+                0 => "{q}:jobs".to_string(),
+                s => format!("{{q:{s}}}:jobs"),
+            };
+            let members: Vec<(String, f64)> = con.zrange_withscores(&queue, 0, -1).unwrap();
+            found.extend(
+                members
+                    .into_iter()
+                    .filter(|(m, _)| m.contains(&format!("\"id\":\"{id}\"")))
+                    .map(|(_, score)| (queue.clone(), score)),
+            );
+        }
+        found
+    };
+    let before = jobs_of(&mut con, &ids[0]);
+    let out = delayqs(&two, &["move", &ids[0], "--in", "3h"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved to"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = jobs_of(&mut con, &ids[0]);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        after[0].0,
+        shard_queue(&mut con, &ids[0], 4),
+        "moved where it lives"
+    );
+    assert!(after[0].1 > before[0].1 + 7000.0, "{before:?} -> {after:?}");
+
+    let out = delayqs(
+        &two,
+        &[
+            "add",
+            "--id",
+            &ids[1],
+            "--callback",
+            "http://127.0.0.1:9/y",
+            "--in",
+            "2h",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("replaced the job pending under this id"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let replaced = jobs_of(&mut con, &ids[1]);
+    assert_eq!(replaced.len(), 1, "one job under the id: {replaced:?}");
+
+    let out = delayqs(&two, &["cancel", "--id", &ids[0], &ids[2]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("cancelled job")
+            .count(),
+        2
+    );
+    assert!(jobs_of(&mut con, &ids[0]).is_empty() && jobs_of(&mut con, &ids[2]).is_empty());
+    // An id with no job anywhere goes to its shard by the setting now.
+    let out = delayqs(
+        &two,
+        &[
+            "add",
+            "--id",
+            "fresh",
+            "--callback",
+            "http://127.0.0.1:9/z",
+            "--in",
+            "1h",
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        jobs_of(&mut con, "fresh")[0].0,
+        shard_queue(&mut con, "fresh", 2)
+    );
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! Jobs by the producer's own id: `add --id`, `move`, `cancel --id`, and
 //! `functions load|script|library`. Each change is one call of `store/scripts/ids.lua`,
 //! as a function of the `delayqs` library where the server has Functions, as the plain
-//! script otherwise, in the shard the id names (`Keys::shard_of_producer_id`).
+//! script otherwise, in the shard where the id's job lives: the one the id names
+//! (`Keys::shard_of_producer_id`), unless a change of `shards` left it in another.
 
 use serde_json::{Value, json};
 
 use crate::cli::admin::{Admin, AdminResult, Output, on};
 use crate::cli::error::Error;
+use crate::config::ShardKeys;
 use crate::store::functions::{self, Library};
 use crate::timefmt::rfc3339;
 
@@ -23,7 +25,7 @@ impl Admin {
     /// One operation of `ids.lua` on the id's shard. A refusal of the script (a bad id,
     /// job or due time) is a usage error, with the script's own words.
     fn by_id(&mut self, op: &str, id: &str, args: &[&str]) -> Result<Value, Error> {
-        let shard = self.keys.shard(self.keys.shard_of_producer_id(id));
+        let shard = self.shard_of(id)?;
         let mut all = vec![id];
         all.extend_from_slice(args);
         match functions::call(&mut self.con, &shard, op, &all) {
@@ -41,6 +43,27 @@ impl Admin {
             }),
             result => on(&self.url, result.map(to_json)),
         }
+    }
+
+    /// The shard where the job under `id` lives, asked with `state` (read-only): the
+    /// id's shard by the `shards` setting, else any other shard in use, which an
+    /// earlier setting left the job in; the id's shard when none holds it. So that
+    /// after a change of `shards` a move or cancel finds the job, and an `add --id`
+    /// replaces it where it is rather than adding a second job under the id.
+    fn shard_of(&mut self, id: &str) -> Result<ShardKeys, Error> {
+        let home = self.keys.shard(self.keys.shard_of_producer_id(id));
+        let others = self.sets()?;
+        if others.len() > 1 {
+            let rest = others.into_iter().filter(|k| k.index != home.index);
+            for k in std::iter::once(home.clone()).chain(rest) {
+                // A refusal (a bad id) or an error is the operation's to report.
+                let found = functions::call(&mut self.con, &k, "state", &[id]);
+                if matches!(found, Ok(v) if v != redis::Value::Nil) {
+                    return Ok(k);
+                }
+            }
+        }
+        Ok(home)
     }
 
     /// `add --id`: schedules `member` (the job JSON) under `id`, replacing the job

@@ -925,7 +925,7 @@ fn listing(
 /// hand (`redis-cli FUNCTION LOAD`, `SCRIPT LOAD`).
 fn print_functions(what: &str) -> Result<ExitCode, Error> {
     match what {
-        "library" => print!("{}", crate::store::functions::LIBRARY),
+        "library" => print!("{}", crate::store::functions::library()),
         "script" => print!("{}", crate::store::functions::SCRIPT),
         _ => {
             return Err(Error::Usage(format!(

@@ -14,43 +14,39 @@ use crate::config::ShardKeys;
 use crate::store::connection::Conn;
 use crate::store::script::Lua;
 
-macro_rules! version {
-    () => {
-        "1"
-    };
-}
-
 /// The library's version, as `FCALL delayqs_version 0` answers it.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// The plain script: `EVALSHA <sha> 4 <queue> <inflight> <attempts> <queue>:ids <op> ...`.
 pub const SCRIPT: &str = include_str!("scripts/ids.lua");
 
-/// The library, for `FUNCTION LOAD REPLACE`.
-pub const LIBRARY: &str = concat!(
-    "#!lua name=delayqs\n",
-    "-- Built by delayqs from src/store/scripts/ids.lua (below, whole): each function\n",
-    "-- runs it with its operation as ARGV[1]. Version ",
-    version!(),
-    ".\n",
-    "local function ids(KEYS, ARGV)\n",
-    include_str!("scripts/ids.lua"),
-    "\nend\n\n",
-    "local function op(name)\n",
-    "  return function(keys, args)\n",
-    "    return ids(keys, {name, unpack(args)})\n",
-    "  end\n",
-    "end\n",
-    "redis.register_function('delayqs_schedule', op('schedule'))\n",
-    "redis.register_function('delayqs_move', op('move'))\n",
-    "redis.register_function('delayqs_cancel', op('cancel'))\n",
-    "redis.register_function{function_name = 'delayqs_state', callback = op('state'),\n",
-    "  flags = {'no-writes'}}\n",
-    "redis.register_function{function_name = 'delayqs_version',\n",
-    "  callback = function() return ",
-    version!(),
-    " end, flags = {'no-writes'}}\n",
-);
+/// The library, for `FUNCTION LOAD REPLACE`. Put together when needed rather than with
+/// `concat!` at build time, which embedded a second copy of `ids.lua` (18 KB) in a
+/// binary near its size budget.
+pub fn library() -> String {
+    format!(
+        "#!lua name=delayqs
+-- Built by delayqs from src/store/scripts/ids.lua (below, whole): each function
+-- runs it with its operation as ARGV[1]. Version {VERSION}.
+local function ids(KEYS, ARGV)
+{SCRIPT}
+end
+
+local function op(name)
+  return function(keys, args)
+    return ids(keys, {{name, unpack(args)}})
+  end
+end
+redis.register_function('delayqs_schedule', op('schedule'))
+redis.register_function('delayqs_move', op('move'))
+redis.register_function('delayqs_cancel', op('cancel'))
+redis.register_function{{function_name = 'delayqs_state', callback = op('state'),
+  flags = {{'no-writes'}}}}
+redis.register_function{{function_name = 'delayqs_version',
+  callback = function() return {VERSION} end, flags = {{'no-writes'}}}}
+"
+    )
+}
 
 /// What was found of the library on the server, and what was done.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,7 +146,7 @@ pub fn ensure(con: &mut Conn, force: bool) -> RedisResult<Library> {
     let loaded: RedisResult<String> = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")
-        .arg(LIBRARY)
+        .arg(library())
         .query(con);
     match loaded {
         Ok(_) => Ok(Library::Loaded { was }),
@@ -192,12 +188,29 @@ pub fn call(
 mod tests {
     use super::*;
 
+    /// The SHA-1 of `ids.lua` that `VERSION` was set for. A server keeps a library
+    /// whose version is not older than the daemon's, so a change loaded without a new
+    /// version would never reach servers that have the old one.
+    const PINNED: (i64, &str) = (2, "2762069e65e7c7d214048ae9042a2762c8bcacac");
+
+    #[test]
+    fn a_change_to_ids_lua_comes_with_a_new_version() {
+        let sha = crate::job::job_id(SCRIPT.as_bytes());
+        let next = PINNED.0 + 1;
+        assert_eq!(
+            (VERSION, sha.as_str()),
+            PINNED,
+            "ids.lua (or VERSION) changed: bump VERSION to {next}, then pin ({next}, \"{sha}\") here"
+        );
+    }
+
     #[test]
     fn the_library_carries_its_version_and_the_whole_script() {
-        assert!(LIBRARY.starts_with("#!lua name=delayqs\n"));
-        assert!(LIBRARY.contains(SCRIPT));
+        let library = library();
+        assert!(library.starts_with("#!lua name=delayqs\n"));
+        assert!(library.contains(SCRIPT));
         let answer = format!("callback = function() return {VERSION} end");
-        assert!(LIBRARY.contains(&answer), "VERSION and version!() agree");
-        assert!(LIBRARY.contains(&format!("Version {VERSION}.")));
+        assert!(library.contains(&answer));
+        assert!(library.contains(&format!("Version {VERSION}.")));
     }
 }

@@ -17,7 +17,7 @@ for i, m in ipairs(ARGV) do
     local id = KEYS[4] and redis.call('HGET', KEYS[4], 'job:' .. m)
     if id then
       if redis.call('HGET', KEYS[4], 'id:' .. id) == m then
-        redis.call('HDEL', KEYS[4], 'id:' .. id)
+        redis.call('HDEL', KEYS[4], 'id:' .. id, 'parked:' .. id)
       end
       redis.call('HDEL', KEYS[4], 'job:' .. m, 'next:' .. id)
     end

@@ -39,7 +39,8 @@
 --   release  arg = a due score: the attempt never started (shutdown, a paused host, its
 --            flow had no room), so undo the claim and queue the job at that score
 --   park     arg = "<until> <due> <flow>": as release at <until>, and list the member
---            at <due> in "<queue>:parked:<flow>" (its flow is paused; unpark.lua)
+--            at <due> in "<queue>:parked:<flow>" (its flow is paused; unpark.lua);
+--            a job with a producer id has the flow noted in the index ("parked:<id>")
 --
 -- Returns {now, next_due, recovered, merged, dropped, stale, deferred, member1, score1,
 -- attempt1, lease1, first_due1, id1, ...} (deferred: "<count> <next slot> <flow>" a line,
@@ -299,6 +300,10 @@ for g = 1, #outcome_members do
         redis.call('ZADD', KEYS[1], score, m)
         if park_flow and score == parked_at then
           redis.call('ZADD', KEYS[1] .. ':parked:' .. park_flow, park_due, m)
+          if id then
+            -- So that ids.lua can take it out of the parked set when it is moved.
+            redis.call('HSET', KEYS[5], 'parked:' .. id, park_flow)
+          end
         end
       end
       if left <= 0 and tonumber(score) == tonumber(first) then

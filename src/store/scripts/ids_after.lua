@@ -30,8 +30,10 @@ local function job_ends(queue, index, id, m, kind, score, member, fields)
   if kind == 'schedule' then
     redis.call('ZADD', queue, score, member)
     redis.call('HSET', index, 'id:' .. id, member, 'job:' .. member, id)
+    fields[#fields + 1] = 'parked:' .. id
   elseif redis.call('HGET', index, 'id:' .. id) == m then
     fields[#fields + 1] = 'id:' .. id
+    fields[#fields + 1] = 'parked:' .. id
   end
   fields[#fields + 1] = 'job:' .. m
   fields[#fields + 1] = 'next:' .. id

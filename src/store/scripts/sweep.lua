@@ -20,10 +20,10 @@ if ARGV[3] == 'index' then
   for i = 1, #fields, 2 do
     local field, value = fields[i], fields[i + 1]
     -- "id:<id>" names a member that is in one of the sets while its job lives, and
-    -- "job:<member>" is that member; "next:<id>" and "seq" go with them.
+    -- "job:<member>" is that member; "next:<id>", "parked:<id>" and "seq" go with them.
     local m = string.match(field, '^job:(.*)$')
     local id = string.match(field, '^id:(.*)$')
-    local after = string.match(field, '^next:(.*)$')
+    local after = string.match(field, '^next:(.*)$') or string.match(field, '^parked:(.*)$')
     if (m and gone(m)) or (id and gone(value))
         or (after and redis.call('HEXISTS', KEYS[4], 'id:' .. after) == 0) then
       redis.call('HDEL', KEYS[4], field)
