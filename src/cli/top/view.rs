@@ -36,6 +36,10 @@ pub struct Ui {
     pub mode: Mode,
     /// The selected row of recent failures.
     pub selected: usize,
+    /// The arrows move in the hosts table (Tab), not in the failures.
+    pub on_hosts: bool,
+    /// The selected row of the hosts table.
+    pub host: usize,
     /// The last action's result, or what is under way.
     pub status: Option<String>,
     /// A lookup's answer, shown in `Mode::Answer`.
@@ -65,6 +69,8 @@ impl Default for Ui {
         Ui {
             mode: Mode::Watch,
             selected: 0,
+            on_hosts: false,
+            host: 0,
             status: None,
             answer: Vec::new(),
             rates: Default::default(),
@@ -73,7 +79,8 @@ impl Default for Ui {
 }
 
 const KEYS_HELP: &str =
-    "p pause/resume queue · ↑↓ select failure · r retry it · / find job by id · q quit";
+    "p pause/resume queue · ↑↓ select failure · r retry it · Tab hosts · / find job by id · q quit";
+const HOST_KEYS_HELP: &str = "h pause/resume host · ↑↓ select host · Tab failures · p pause/resume queue · / find job · q quit";
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 const DAEMON_ROWS: usize = 6;
 const HOST_ROWS: usize = 8;
@@ -154,6 +161,7 @@ pub fn render(m: &Model, ui: &Ui, width: usize, height: usize) -> Vec<Line> {
         line(
             match ui.mode {
                 Mode::Answer => "Esc or q: back to the live view".to_string(),
+                _ if ui.on_hosts => HOST_KEYS_HELP.to_string(),
                 _ => KEYS_HELP.to_string(),
             },
             Style::Dim,
@@ -244,9 +252,11 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         format!("HOSTS AND FLOWS (failures among the latest failed records{partial})"),
         Style::Bold,
     ));
+    let first_host = (ui.host + 1).saturating_sub(HOST_ROWS);
     let hosts: Vec<Vec<String>> = m
         .hosts
         .iter()
+        .skip(first_host)
         .take(HOST_ROWS)
         .map(|h| {
             vec![
@@ -257,7 +267,10 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
                     false => h.rate.clone(),
                 },
                 if h.slowed { "slowed" } else { "" }.into(),
-                if h.flow_paused { "PAUSED" } else { "" }.into(),
+                match h.flow_paused {
+                    true => format!("PAUSED, {} parked", thousands(h.parked)),
+                    false => String::new(),
+                },
                 thousands(h.failures),
                 if h.paused { "paused" } else { "" }.into(),
                 h.last_error.clone().unwrap_or_default(),
@@ -281,7 +294,7 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
                 "LAST ERROR",
             ],
             &hosts,
-            None,
+            ui.host.checked_sub(first_host).filter(|_| ui.on_hosts),
         )),
     }
     if m.hosts.len() > hosts.len() {
@@ -326,7 +339,7 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         false => out.extend(table(
             &["ID", "FAILED", "HOST", "ATTEMPTS", "ERROR"],
             &failures,
-            ui.selected.checked_sub(first),
+            ui.selected.checked_sub(first).filter(|_| !ui.on_hosts),
         )),
     }
     out
@@ -521,10 +534,12 @@ mod tests {
                     rate: "25/50".into(),
                     slowed: true,
                     flow_paused: false,
+                    parked: 0,
                 },
                 Host {
                     host: "pay.example".into(),
                     flow_paused: true,
+                    parked: 1234,
                     ..Host::default()
                 },
             ],
@@ -599,11 +614,12 @@ mod tests {
         let paused = find(&lines, "pay.example  ");
         let column = |l: &Line, s: &str| l.text.find(s).unwrap();
         assert_eq!(
-            column(paused, "PAUSED"),
+            column(paused, "PAUSED, 1,234 parked"),
             column(head, "PAUSED"),
             "{}",
             text(&lines)
         );
+        assert_eq!(host.style, Style::Plain, "the arrows are in the failures");
         assert_eq!(column(host, "25/50"), column(head, "RATE/S"));
         assert!(find(&lines, "delivered/s").text.contains("120.5"));
         assert!(find(&lines, "failed attempts/s").text.contains(" 1.5  "));
@@ -694,6 +710,56 @@ mod tests {
         let lines = render(&m, &ui, 120, 40);
         find(&lines, "state  failed for good");
         assert!(!text(&lines).contains("RECENT FAILURES"));
+    }
+
+    #[test]
+    fn tab_moves_the_highlight_to_the_hosts_and_says_how_to_pause_one() {
+        let mut m = model();
+        m.hosts = (0..20)
+            .map(|i| Host {
+                host: format!("h{i:02}"),
+                flow_paused: i == 15,
+                parked: 7,
+                ..Host::default()
+            })
+            .collect();
+        let ui = Ui {
+            on_hosts: true,
+            host: 15,
+            ..Ui::default()
+        };
+        let lines = render(&m, &ui, 120, 40);
+        // Scrolled so that the selected row shows: h08 to h15.
+        let selected = find(&lines, "h15  ");
+        assert_eq!(selected.style, Style::Selected, "{}", text(&lines));
+        assert!(
+            selected.text.contains("PAUSED, 7 parked"),
+            "{}",
+            selected.text
+        );
+        assert!(!text(&lines).contains("h07  ") && text(&lines).contains("h08  "));
+        find(&lines, "… and 12 more hosts");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.style != Style::Selected || l.text.starts_with("h15")),
+            "one row highlighted: {}",
+            text(&lines)
+        );
+        assert!(
+            lines[39].text.starts_with("h pause/resume host"),
+            "{}",
+            lines[39].text
+        );
+        assert!(
+            lines[39].text.contains("Tab failures"),
+            "{}",
+            lines[39].text
+        );
+        let lines = render(&m, &Ui::default(), 120, 40);
+        assert_eq!(find(&lines, "h00  ").style, Style::Plain);
+        assert_eq!(find(&lines, "0abcdef01234").style, Style::Selected);
+        assert!(lines[39].text.contains("Tab hosts"), "{}", lines[39].text);
     }
 
     #[test]
