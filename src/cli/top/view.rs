@@ -396,13 +396,23 @@ fn table(head: &[&str], rows: &[Vec<String>], selected: Option<usize>) -> Vec<Li
     out
 }
 
-/// `delivered/s   12.5 ▁▂▄█` over as many of the latest samples as fit.
+/// `delivered/s   12.5 ▁▂▄█` over the whole history kept: each cell the mean of as
+/// many seconds as it takes for the history to fit, so that a narrow terminal still
+/// shows the last ten minutes (80 columns: 25 s a cell), not the last 24 seconds.
 fn spark_line(label: &str, history: &VecDeque<f64>, width: usize) -> Line {
     let now = history.back().copied().unwrap_or(0.0);
     let head = format!("{label:<17}{now:>9.1}  ");
     // Room for the span after it: "  last 10m 0s max 12345.6".
-    let room = width.saturating_sub(head.chars().count() + 28).min(HISTORY);
-    let shown: Vec<f64> = history.iter().rev().take(room).rev().copied().collect();
+    let room = width.saturating_sub(head.chars().count() + 28).max(1);
+    let per_cell = history.len().div_ceil(room).max(1);
+    // Cells end at the newest sample: the oldest cell may hold fewer.
+    let (first, rest) = history.as_slices();
+    let samples: Vec<f64> = first.iter().chain(rest).copied().collect();
+    let shown: Vec<f64> = samples
+        .rchunks(per_cell)
+        .rev()
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
     let max = shown.iter().copied().fold(0.0, f64::max);
     let spark: String = shown
         .iter()
@@ -411,7 +421,7 @@ fn spark_line(label: &str, history: &VecDeque<f64>, width: usize) -> Line {
             false => SPARKS[((v / max * 7.0).round() as usize).min(7)],
         })
         .collect();
-    let span = match shown.len() {
+    let span = match history.len() {
         0 => String::new(),
         n => format!("  last {} max {max:.1}", whole(n as f64)),
     };
@@ -760,6 +770,36 @@ mod tests {
         assert_eq!(find(&lines, "h00  ").style, Style::Plain);
         assert_eq!(find(&lines, "0abcdef01234").style, Style::Selected);
         assert!(lines[39].text.contains("Tab hosts"), "{}", lines[39].text);
+    }
+
+    #[test]
+    fn the_sparklines_span_the_history_kept_at_80_columns() {
+        // Ten minutes: busy in the first minute only, then idle.
+        let mut ui = Ui::default();
+        for i in 0..HISTORY {
+            let rate = if i < 60 { 100.0 } else { 0.0 };
+            ui.push_rates([rate, 0.0, 0.0]);
+        }
+        let lines = render(&model(), &ui, 80, 24);
+        let rate = find(&lines, "delivered/s");
+        assert!(rate.text.chars().count() <= 80, "{}", rate.text);
+        assert!(
+            rate.text.ends_with("last 10m 0s max 100.0"),
+            "{}",
+            rate.text
+        );
+        // The busy minute, ten minutes back, is drawn at the line's start.
+        let spark: String = rate.text.chars().skip(28).take(24).collect();
+        assert!(spark.starts_with("██"), "{:?}", rate.text);
+        assert_eq!(spark.trim_end().chars().count(), 3, "{:?}", rate.text);
+        // Five minutes fit at 80 columns however the history began.
+        let mut ui = Ui::default();
+        for _ in 0..300 {
+            ui.push_rates([1.0, 0.0, 0.0]);
+        }
+        let rate = find(&render(&model(), &ui, 80, 24), "delivered/s").clone();
+        assert!(rate.text.ends_with("last 5m 0s max 1.0"), "{}", rate.text);
+        assert_eq!(rate.text.matches('█').count(), 24, "{}", rate.text);
     }
 
     #[test]
