@@ -340,3 +340,33 @@ fn assert_same_settings(before: &Path, after: &Path) {
         "the terminal's settings (stty -g) before and after"
     );
 }
+
+/// `pending` in a terminal cuts bodies to its width, which bash does not export as
+/// `$COLUMNS`: the terminal is asked (before a `$COLUMNS` that says otherwise).
+#[test]
+fn pending_in_a_terminal_cuts_bodies_to_the_terminals_width() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let job = member("http://127.0.0.1:9/p", json!({"text": "x".repeat(300)}));
+    add(&mut con, &job, unix_now() + 3600.0);
+
+    let dir = scratch_dir();
+    let tmux = Tmux::start(&dir);
+    let bin = env!("CARGO_BIN_EXE_delayqs");
+    let config = config.display();
+    tmux.type_text(&format!(
+        "env -u COLUMNS {bin} pending --config {config}; COLUMNS=90 {bin} pending --config {config}; echo listed-$?"
+    ));
+    tmux.press("Enter");
+    let screen = tmux.wait_for("both listings", |s| s.contains("listed-0"));
+    let rows: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains(r#"{"text":"xxx"#))
+        .collect();
+    assert_eq!(rows.len(), 2, "{screen}");
+    for row in rows {
+        assert_eq!(row.chars().count(), 120, "{screen}");
+        assert!(row.ends_with("x…"), "{screen}");
+    }
+}

@@ -15,7 +15,7 @@
 
 mod input;
 mod model;
-mod term;
+pub(super) mod term;
 mod view;
 
 use std::process::ExitCode;
