@@ -165,6 +165,15 @@ fn show_and_inflight_name_the_daemon_holding_a_job() {
         con.zcard::<_, usize>(INFLIGHT).unwrap() == 2
     });
 
+    // The daemon's heartbeat record, under the id its claim tokens begin with, names
+    // its host.
+    let records: HashMap<String, String> = con.hgetall(format!("{QUEUE}:daemons")).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (record_id, record) = records.into_iter().next().unwrap();
+    let record: Value = serde_json::from_str(record.split_once(' ').unwrap().1).unwrap();
+    let host = record["host"].as_str().unwrap().to_string();
+    assert!(!host.is_empty(), "{record}");
+
     let list = json_of(&config, &["inflight"]);
     assert_eq!(list["total"], 2);
     let jobs = list["jobs"].as_array().unwrap();
@@ -172,23 +181,27 @@ fn show_and_inflight_name_the_daemon_holding_a_job() {
     let now = list["now"].as_f64().unwrap();
     for job in jobs {
         assert_eq!(job["daemon"]["pid"], daemon.pid(), "{job}");
+        assert_eq!(job["daemon"]["host"], host.as_str(), "{job}");
+        assert_eq!(job["daemon"]["id"], record_id.as_str(), "{job}");
         assert_eq!(job["attempt"], 1);
         assert!(job["leaseDeadline"].as_f64().unwrap() > now, "{job}");
         assert_eq!(job["leaseExpired"], false);
     }
     let out = delayqs(&config, &["inflight", "--limit", "1"]);
     let text = stdout(&out);
-    assert!(text.contains(&format!("pid {}", daemon.pid())), "{text}");
+    let named = format!("host {host}, pid {}, started ", daemon.pid());
+    assert!(text.contains(&named), "{text}");
     assert!(text.contains("showing 1 of 2 jobs in flight"), "{text}");
 
     let id = sha1(&members[0]);
     let doc = json_of(&config, &["show", &id[..7]]);
     assert_eq!(doc["state"], "inflight", "{doc}");
     assert_eq!(doc["daemon"]["pid"], daemon.pid());
+    assert_eq!(doc["daemon"]["host"], host.as_str(), "{doc}");
     assert_eq!(doc["attempts"], 1);
     let text = stdout(&delayqs(&config, &["show", &id[..7]]));
     assert!(
-        text.contains("in flight") && text.contains(&format!("pid {}", daemon.pid())),
+        text.contains("in flight") && text.contains(&format!("claimed by a daemon ({named}")),
         "{text}"
     );
     endpoint.wait_for(2);

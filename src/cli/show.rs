@@ -43,12 +43,14 @@ struct Found {
     lease: Option<f64>,
     attempts: Option<AttemptsValue>,
     records: Vec<Value>,
+    /// The daemon holding its lease, with its host when its heartbeat record stands.
+    daemon: Option<Claimer>,
 }
 
 impl Admin {
     pub fn show(&mut self, arg: &IdArg) -> AdminResult {
         let sets = self.sets()?;
-        let Some(found) = self.find_job(&sets, arg)? else {
+        let Some(mut found) = self.find_job(&sets, arg)? else {
             let what = format!(
                 "{}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)",
                 arg.text()
@@ -59,6 +61,10 @@ impl Admin {
                 shortfall: Some("job not found".into()),
             });
         };
+        let claimer = found.attempts.as_ref().and_then(|a| a.token.as_deref());
+        if let Some(c) = claimer.and_then(Claimer::of_token) {
+            found.daemon = Some(c.on(&self.daemon_hosts()?));
+        }
         let now = self.now()?;
         Ok(describe(&found, now))
     }
@@ -128,6 +134,7 @@ impl Admin {
                 lease: None,
                 attempts: None,
                 records,
+                daemon: None,
             }));
         };
         let (due, lease, attempts): (Option<f64>, Option<f64>, Option<String>) = on(
@@ -145,6 +152,7 @@ impl Admin {
             lease,
             attempts: attempts.map(|v| AttemptsValue::parse(&v)),
             records,
+            daemon: None,
         }))
     }
 }
@@ -168,8 +176,8 @@ fn state(f: &Found, now: f64) -> (&'static str, String, u32) {
         };
         let by = a
             .and_then(|a| a.token.as_deref())
-            .map(|t| match Claimer::of_token(t) {
-                Some(c) => format!(", claimed by the daemon with {c} (token {t})"),
+            .map(|t| match &f.daemon {
+                Some(c) => format!(", claimed by a daemon ({c}; token {t})"),
                 None => format!(", claim token {t}"),
             })
             .unwrap_or_default();
@@ -279,7 +287,7 @@ fn describe(f: &Found, now: f64) -> Output {
             "due": f.due.map(|d| d.max(0.0)), "firstDue": first_due,
             "leaseDeadline": f.lease,
             "token": f.attempts.as_ref().and_then(|a| a.token.clone()),
-            "daemon": f.attempts.as_ref().and_then(|a| a.token.as_deref()).and_then(Claimer::of_token).map(|c| c.json()),
+            "daemon": f.daemon.as_ref().map(Claimer::json),
             "callback": f.member.as_ref().map(|m| callback_of(m)),
             "body": f.member.as_ref().map(|m| body_of(m)),
             "sign": sign, "options": options, "failures": failures,
