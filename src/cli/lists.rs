@@ -275,9 +275,9 @@ fn pending_row(
     // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
     let due = due.max(0.0);
     let late = (now - due).max(0.0);
-    let (callback, body) = callback_and_body(member);
+    let (callback, body, own) = callback_and_body(member);
     if as_json {
-        let json = json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
+        let json = json!({"id": id, "producerId": own, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
         return (Vec::new(), json);
     }
     let late = match late > 0.0 {
@@ -311,10 +311,10 @@ fn inflight_row(
         .and_then(Claimer::of_token)
         .map(|c| c.on(hosts));
     let expired = deadline < now;
-    let (callback, body) = callback_and_body(member);
+    let (callback, body, own) = callback_and_body(member);
     if as_json {
         let json = json!({
-            "id": id, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
+            "id": id, "producerId": own, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
             "token": token, "daemon": daemon.map(|d| d.json()), "callback": callback,
             "body": body,
         });
@@ -350,16 +350,26 @@ fn failed_row(record: Value, as_json: bool) -> (Vec<String>, Value) {
     (cells, Value::Null)
 }
 
-/// A member's callback (masked) and body, from one parse: listing a million jobs
-/// costs a parse each.
-fn callback_and_body(member: &[u8]) -> (String, Value) {
+/// A member's callback (masked), body and producer's id, from one parse: listing a
+/// million jobs costs a parse each.
+fn callback_and_body(member: &[u8]) -> (String, Value, Option<String>) {
     match serde_json::from_slice::<Value>(member) {
         Ok(parsed @ Value::Object(_)) => {
             let callback = callback_in(&parsed);
-            (callback, body_in(parsed))
+            let own = parsed
+                .as_object()
+                .and_then(producer_id_in)
+                .map(str::to_string);
+            (callback, body_in(parsed), own)
         }
-        _ => ("?".into(), body_of(member)),
+        _ => ("?".into(), body_of(member), None),
     }
+}
+
+/// The id a producer scheduled the job under (`add --id`, the `delayqs` library):
+/// `ids.lua` writes it first in the member, `{"delayqs":{"id":…,"n":…},…}`.
+pub(super) fn producer_id_in(fields: &serde_json::Map<String, Value>) -> Option<&str> {
+    fields.get("delayqs")?.get("id")?.as_str()
 }
 
 /// The `body` of a member (any case), as the endpoint would get it; a member that is

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::cli::admin::{Admin, AdminResult, Output, format_table, on, row};
 use crate::cli::error::Error;
 use crate::cli::ids::{IdArg, Resolver};
-use crate::cli::lists::{Claimer, body_of};
+use crate::cli::lists::{Claimer, body_of, producer_id_in};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
 use crate::cli::shown::{callback_of, mask_secret_headers, masked};
 use crate::config::ShardKeys;
@@ -235,7 +235,14 @@ fn describe(f: &Found, now: f64) -> Output {
     let member_shown =
         masked(json!({ "member": String::from_utf8_lossy(member) }))["member"].clone();
 
-    let mut rows = vec![row(["id", &f.id]), row(["state", &state_text])];
+    // The producer's own id, which `add --id` and the `delayqs` library put first in
+    // the member (`ids.lua`).
+    let producer_id = producer_id_in(&fields);
+    let mut rows = vec![row(["id", &f.id])];
+    if let Some(own) = producer_id {
+        rows.push(row(["producer id", own]));
+    }
+    rows.push(row(["state", &state_text]));
     rows.push(row(["attempts", &made.to_string()]));
     if let Some(due) = f.due {
         let late = now - due.max(0.0);
@@ -283,7 +290,8 @@ fn describe(f: &Found, now: f64) -> Output {
     Output {
         text: format_table(&rows),
         json: json!({
-            "id": f.id, "state": state, "description": state_text, "attempts": made,
+            "id": f.id, "producerId": producer_id, "state": state, "description": state_text,
+            "attempts": made,
             "due": f.due.map(|d| d.max(0.0)), "firstDue": first_due,
             "leaseDeadline": f.lease,
             "token": f.attempts.as_ref().and_then(|a| a.token.clone()),
