@@ -312,6 +312,21 @@ fn every_command_takes_a_unique_prefix_and_refuses_an_ambiguous_one() {
         "{}",
         stdout(&out)
     );
+    // A whole id that Redis does not hold (delivered, or never there): not found, in
+    // text and in JSON, exit 64.
+    let gone = sha1("a member never added");
+    let out = delayqs(&config, &["show", &gone]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{gone}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)\n"
+        )
+    );
+    let out = delayqs(&config, &["show", &gone[..9], "--json"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc, json!({"id": &gone[..9], "state": "not found"}));
 
     let doc = json_of(&config, &["show", &ida[..apart]]);
     assert_eq!(doc["id"], ida.as_str());
