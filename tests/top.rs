@@ -236,8 +236,9 @@ fn top_shows_the_queue_live_pauses_the_queue_and_a_host_retries_finds_and_gives_
     let held: Vec<String> = (0..3)
         .map(|i| member(&endpoint.url("/held"), json!(i)))
         .collect();
+    let now = unix_now();
     for m in &held {
-        add(&mut con, m, 0.0);
+        add(&mut con, m, now);
     }
     let parked = format!("{QUEUE}:parked:{host}");
     wait_until(PATIENCE, "the host's jobs parked", || {
@@ -256,8 +257,15 @@ fn top_shows_the_queue_live_pauses_the_queue_and_a_host_retries_finds_and_gives_
         endpoint.count() == calls + 3
     });
     assert!(!con.hexists::<_, _, bool>(&paused_flows, &host).unwrap());
-    tmux.wait_for("the host no longer paused", |s| {
+    // Settled in Redis too (the calls are made before their outcomes are written), so
+    // that the figures left on the screen when Redis goes are the final ones.
+    wait_until(PATIENCE, "the held jobs settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 1 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    tmux.wait_for("the host no longer paused, its jobs gone", |s| {
         row_of(s).is_some_and(|l| !l.contains("PAUSED"))
+            && count(s, "pending ") == Some(1)
+            && s.contains("waiting for a retry ~0 ")
     });
     tmux.press("Tab");
     tmux.wait_for("the failures' keys again", |s| s.contains("r retry it"));
