@@ -148,12 +148,38 @@ fn a_paused_queue_holds_every_daemon_across_a_restart_and_settles_calls_in_fligh
         let records = listed["daemons"].as_array().unwrap().clone();
         records.len() == 2 && records.iter().all(|d| d["paused"] == true)
     });
+    // `stats` says the queue is paused, by whom and why, and not claiming.
+    let stats = json_of(&delayqs(&config, &["stats", "--json"]));
+    assert_eq!(stats["paused"]["reason"], "deploying the shop", "{stats}");
+    assert!(stats["paused"]["since"].as_f64().is_some(), "{stats}");
+    assert!(
+        stats["paused"]["by"].as_str().unwrap().contains('@'),
+        "{stats}"
+    );
+    assert_eq!(stats["pending"], 10);
+    let claiming = |config: &std::path::Path| -> String {
+        let out = delayqs(config, &["stats"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("claiming "))
+            .unwrap_or_else(|| panic!("no claiming line in\n{text}"))
+            .to_string()
+    };
+    let line = claiming(&config);
+    assert!(
+        line.contains("no: paused since ")
+            && line.ends_with(": deploying the shop (delayqs resume)"),
+        "{line}"
+    );
     // Pausing again says so and changes nothing.
     let again = json_of(&delayqs(&config, &["pause", "--json"]));
     assert_eq!(again["already"], true);
 
     let out = delayqs(&config, &["resume"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("resumed"));
+    let stats = json_of(&delayqs(&config, &["stats", "--json"]));
+    assert!(stats["paused"].is_null(), "{stats}");
+    assert!(claiming(&config).ends_with(" yes"), "{}", claiming(&config));
     endpoint.wait_for(11);
     assert_eq!(endpoint.per_job().values().filter(|&&n| n != 1).count(), 0);
     let out = delayqs(&config, &["resume"]);

@@ -112,6 +112,47 @@ fn show_describes_a_pending_a_retrying_and_a_failed_job() {
     );
     assert!(!doc.to_string().contains("s3cret"), "{doc}");
 
+    assert!(doc["producerId"].is_null(), "{doc}");
+    assert!(!text.contains("producer id"), "{text}");
+
+    // Scheduled under the producer's own id: `show` says it, and so does `pending`.
+    let own = json_of(
+        &config,
+        &[
+            "add",
+            "--id",
+            "order:42:close",
+            "--callback",
+            "http://shop.example/own",
+            "--body",
+            r#"{"orderId":42}"#,
+            "--in",
+            "2h",
+        ],
+    );
+    let own_id = own["jobId"].as_str().unwrap().to_string();
+    let doc = json_of(&config, &["show", &own_id[..8]]);
+    assert_eq!(doc["producerId"], "order:42:close", "{doc}");
+    assert_eq!(doc["state"], "pending");
+    let text = stdout(&delayqs(&config, &["show", &own_id[..8]]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("producer id"))
+        .unwrap_or_default();
+    assert!(line.ends_with(" order:42:close"), "{text}");
+    let listed = json_of(&config, &["pending", "--limit", "0"]);
+    let of = |id: &str| -> Value {
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
+    };
+    assert_eq!(of(&own_id)["producerId"], "order:42:close");
+    assert!(of(&id)["producerId"].is_null());
+
     // Waiting for a retry: two attempts made, left at its score by the daemon.
     let retrying = member("http://shop.example/r", json!(2));
     add(&mut con, &retrying, now + 60.0);
@@ -155,15 +196,37 @@ fn show_and_inflight_name_the_daemon_holding_a_job() {
     let config = config_file(&redis, json!({"concurrency": 2}));
     let daemon = Daemon::start_with_file(&config);
     let mut con = redis.con();
-    let members: Vec<String> = (0..2)
+    let members: Vec<String> = (0..1)
         .map(|i| member(&endpoint.url("/slow"), json!(i)))
         .collect();
     for m in &members {
         add(&mut con, m, 0.0);
     }
+    // The other under the producer's own id.
+    let own = json_of(
+        &config,
+        &[
+            "add",
+            "--id",
+            "order:7",
+            "--callback",
+            &endpoint.url("/slow"),
+            "--in",
+            "0s",
+        ],
+    );
     wait_until(PATIENCE, "both jobs in flight", || {
         con.zcard::<_, usize>(INFLIGHT).unwrap() == 2
     });
+
+    // The daemon's heartbeat record, under the id its claim tokens begin with, names
+    // its host.
+    let records: HashMap<String, String> = con.hgetall(format!("{QUEUE}:daemons")).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (record_id, record) = records.into_iter().next().unwrap();
+    let record: Value = serde_json::from_str(record.split_once(' ').unwrap().1).unwrap();
+    let host = record["host"].as_str().unwrap().to_string();
+    assert!(!host.is_empty(), "{record}");
 
     let list = json_of(&config, &["inflight"]);
     assert_eq!(list["total"], 2);
@@ -172,23 +235,37 @@ fn show_and_inflight_name_the_daemon_holding_a_job() {
     let now = list["now"].as_f64().unwrap();
     for job in jobs {
         assert_eq!(job["daemon"]["pid"], daemon.pid(), "{job}");
+        assert_eq!(job["daemon"]["host"], host.as_str(), "{job}");
+        assert_eq!(job["daemon"]["id"], record_id.as_str(), "{job}");
         assert_eq!(job["attempt"], 1);
         assert!(job["leaseDeadline"].as_f64().unwrap() > now, "{job}");
         assert_eq!(job["leaseExpired"], false);
+        let own_id = job["id"] == own["jobId"];
+        assert_eq!(
+            job["producerId"],
+            if own_id {
+                json!("order:7")
+            } else {
+                json!(null)
+            }
+        );
     }
+    assert!(jobs.iter().any(|j| j["producerId"] == "order:7"), "{list}");
     let out = delayqs(&config, &["inflight", "--limit", "1"]);
     let text = stdout(&out);
-    assert!(text.contains(&format!("pid {}", daemon.pid())), "{text}");
+    let named = format!("host {host}, pid {}, started ", daemon.pid());
+    assert!(text.contains(&named), "{text}");
     assert!(text.contains("showing 1 of 2 jobs in flight"), "{text}");
 
     let id = sha1(&members[0]);
     let doc = json_of(&config, &["show", &id[..7]]);
     assert_eq!(doc["state"], "inflight", "{doc}");
     assert_eq!(doc["daemon"]["pid"], daemon.pid());
+    assert_eq!(doc["daemon"]["host"], host.as_str(), "{doc}");
     assert_eq!(doc["attempts"], 1);
     let text = stdout(&delayqs(&config, &["show", &id[..7]]));
     assert!(
-        text.contains("in flight") && text.contains(&format!("pid {}", daemon.pid())),
+        text.contains("in flight") && text.contains(&format!("claimed by a daemon ({named}")),
         "{text}"
     );
     endpoint.wait_for(2);
@@ -235,6 +312,21 @@ fn every_command_takes_a_unique_prefix_and_refuses_an_ambiguous_one() {
         "{}",
         stdout(&out)
     );
+    // A whole id that Redis does not hold (delivered, or never there): not found, in
+    // text and in JSON, exit 64.
+    let gone = sha1("a member never added");
+    let out = delayqs(&config, &["show", &gone]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{gone}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)\n"
+        )
+    );
+    let out = delayqs(&config, &["show", &gone[..9], "--json"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc, json!({"id": &gone[..9], "state": "not found"}));
 
     let doc = json_of(&config, &["show", &ida[..apart]]);
     assert_eq!(doc["id"], ida.as_str());

@@ -103,7 +103,8 @@ fn count(screen: &str, label: &str) -> Option<u64> {
 }
 
 #[test]
-fn top_shows_the_queue_live_pauses_retries_finds_and_gives_the_terminal_back() {
+fn top_shows_the_queue_live_pauses_the_queue_and_a_host_retries_finds_and_gives_the_terminal_back()
+{
     let redis = RedisServer::start();
     let mut con = redis.con();
     // The first call to /flaky fails (and, with no retries, goes to the failed list);
@@ -208,21 +209,66 @@ fn top_shows_the_queue_live_pauses_retries_finds_and_gives_the_terminal_back() {
         !s.contains("QUEUE PAUSED") && s.contains("pending ")
     });
 
-    // A host paused by `delayqs pause --host` is marked in the hosts table, first.
+    // Tab moves the arrows to the hosts table and `h` pauses the host selected (the
+    // only one: every job here calls the one endpoint, and a host called in the last
+    // minute is listed), as `delayqs pause --host` does: its jobs are parked as they
+    // come due, uncalled, and its row says how many.
     let host = format!("127.0.0.1:{}", endpoint.port);
-    let out = delayqs_with(&config, &["pause", "--host", &host]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let screen = tmux.wait_for("the host marked paused", |s| {
+    let row_of = |s: &str| -> Option<String> {
         s.lines()
-            .any(|l| l.starts_with(&format!("{host}  ")) && l.contains("PAUSED"))
+            .find(|l| l.starts_with(&format!("{host}  ")))
+            .map(str::to_string)
+    };
+    tmux.wait_for("the host listed", |s| row_of(s).is_some());
+    tmux.press("Tab");
+    tmux.wait_for("the hosts' keys", |s| s.contains("h pause/resume host"));
+    tmux.type_text("h");
+    let paused_flows = format!("{QUEUE}:paused_flows");
+    wait_until(PATIENCE, "the host's pause in Redis", || {
+        con.hexists::<_, _, bool>(&paused_flows, &host).unwrap()
     });
-    assert!(screen.contains("HOST/FLOW"), "{screen}");
-    let out = delayqs_with(&config, &["resume", "--host", &host]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    tmux.wait_for("the host no longer paused", |s| {
-        !s.lines()
-            .any(|l| l.starts_with(&format!("{host}  ")) && l.contains("PAUSED"))
+    tmux.wait_for("the host marked paused, and the pause reported", |s| {
+        row_of(s).is_some_and(|l| l.contains("PAUSED, 0 parked"))
+            && s.contains(&format!("paused the host {host:?}"))
     });
+    daemon.wait_for_log(&format!("flow {host:?} is paused"));
+    let calls = endpoint.count();
+    let held: Vec<String> = (0..3)
+        .map(|i| member(&endpoint.url("/held"), json!(i)))
+        .collect();
+    let now = unix_now();
+    for m in &held {
+        add(&mut con, m, now);
+    }
+    let parked = format!("{QUEUE}:parked:{host}");
+    wait_until(PATIENCE, "the host's jobs parked", || {
+        con.zcard::<_, usize>(&parked).unwrap() == 3
+    });
+    tmux.wait_for("the parked jobs counted", |s| {
+        row_of(s).is_some_and(|l| l.contains("PAUSED, 3 parked"))
+    });
+    assert_eq!(endpoint.count(), calls, "a paused host gets no call");
+    // `h` again resumes it: the parked jobs go out.
+    tmux.type_text("h");
+    tmux.wait_for("the resume reported", |s| {
+        s.contains(&format!("resumed the host {host:?}")) && s.contains("brought back 3 parked")
+    });
+    wait_until(PATIENCE, "the held jobs delivered", || {
+        endpoint.count() == calls + 3
+    });
+    assert!(!con.hexists::<_, _, bool>(&paused_flows, &host).unwrap());
+    // Settled in Redis too (the calls are made before their outcomes are written), so
+    // that the figures left on the screen when Redis goes are the final ones.
+    wait_until(PATIENCE, "the held jobs settled", || {
+        con.zcard::<_, usize>(QUEUE).unwrap() == 1 && con.hlen::<_, usize>(ATTEMPTS).unwrap() == 0
+    });
+    tmux.wait_for("the host no longer paused, its jobs gone", |s| {
+        row_of(s).is_some_and(|l| !l.contains("PAUSED"))
+            && count(s, "pending ") == Some(1)
+            && s.contains("waiting for a retry ~0 ")
+    });
+    tmux.press("Tab");
+    tmux.wait_for("the failures' keys again", |s| s.contains("r retry it"));
 
     // Redis away: said plainly, and the view goes on.
     drop(con);
@@ -301,4 +347,34 @@ fn assert_same_settings(before: &Path, after: &Path) {
         std::fs::read_to_string(after).unwrap(),
         "the terminal's settings (stty -g) before and after"
     );
+}
+
+/// `pending` in a terminal cuts bodies to its width, which bash does not export as
+/// `$COLUMNS`: the terminal is asked (before a `$COLUMNS` that says otherwise).
+#[test]
+fn pending_in_a_terminal_cuts_bodies_to_the_terminals_width() {
+    let redis = RedisServer::start();
+    let config = config_file(&redis, json!({}));
+    let mut con = redis.con();
+    let job = member("http://127.0.0.1:9/p", json!({"text": "x".repeat(300)}));
+    add(&mut con, &job, unix_now() + 3600.0);
+
+    let dir = scratch_dir();
+    let tmux = Tmux::start(&dir);
+    let bin = env!("CARGO_BIN_EXE_delayqs");
+    let config = config.display();
+    tmux.type_text(&format!(
+        "env -u COLUMNS {bin} pending --config {config}; COLUMNS=90 {bin} pending --config {config}; echo listed-$?"
+    ));
+    tmux.press("Enter");
+    let screen = tmux.wait_for("both listings", |s| s.contains("listed-0"));
+    let rows: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains(r#"{"text":"xxx"#))
+        .collect();
+    assert_eq!(rows.len(), 2, "{screen}");
+    for row in rows {
+        assert_eq!(row.chars().count(), 120, "{screen}");
+        assert!(row.ends_with("x…"), "{screen}");
+    }
 }

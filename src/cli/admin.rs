@@ -243,6 +243,15 @@ impl Admin {
             per_shard.push((k, counts));
         }
         let paused: Option<String> = on(&self.url, self.con.get(self.keys.paused()))?;
+        let paused: Option<Value> =
+            paused.map(|n| serde_json::from_str(&n).unwrap_or(Value::String(n)));
+        let claiming = match &paused {
+            Some(note) => format!(
+                "no: {} (delayqs resume)",
+                crate::cli::fleet::describe_pause(note)
+            ),
+            None => "yes".into(),
+        };
         let oldest_late = sum.oldest_due.map_or(0.0, |s| (now - s.max(0.0)).max(0.0));
         let mut text = format_table(&[
             row(["pending", &sum.pending.to_string()]),
@@ -254,13 +263,7 @@ impl Admin {
                 "oldest due job late by",
                 &human(Duration::from_secs_f64(oldest_late)),
             ]),
-            row([
-                "claiming",
-                match &paused {
-                    Some(_) => "paused (delayqs resume)",
-                    None => "yes",
-                },
-            ]),
+            row(["claiming", &claiming]),
         ]);
         if per_shard.len() > 1 {
             let mut rows = vec![row([
@@ -344,8 +347,6 @@ impl Admin {
                        "inflight": c.inflight, "retrying": c.retrying, "failed": c.failed})
             })
             .collect();
-        let paused: Option<Value> =
-            paused.map(|n| serde_json::from_str(&n).unwrap_or(Value::String(n)));
         Ok(Output {
             text,
             json: json!({

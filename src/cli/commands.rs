@@ -549,7 +549,8 @@ struct ResumeArgs {
 #[derive(FromArgs, ArgsInfo)]
 /// Watch the queue live: counts, delivery and failure rates, lateness, daemons, hosts
 /// and recent failures, refreshed every second. Keys: p pause/resume, arrows select a
-/// failure, r retry it, / find a job by id, q quit.
+/// failure, r retry it, Tab to the hosts and h pause/resume one, / find a job by id,
+/// q quit.
 #[argh(subcommand, name = "top")]
 struct TopArgs {
     /// config file (default: $DELAYQS_CONFIG, then config/config.json, then /etc/delayqs/config.json)

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::cli::error::Error;
 
-/// Columns assumed when `$COLUMNS` does not say: output piped or redirected.
+/// Columns assumed when neither the terminal nor `$COLUMNS` says: output piped or
+/// redirected.
 const DEFAULT_COLUMNS: usize = 100;
 /// The last column keeps at least this many characters, however wide the others.
 const MIN_LAST: usize = 16;
@@ -34,7 +35,10 @@ impl<'w> Listing<'w> {
         Listing {
             out,
             json,
-            columns: terminal_columns(std::env::var("COLUMNS").ok().as_deref()),
+            columns: terminal_columns(
+                crate::cli::top::term::window().map(|(columns, _)| columns),
+                std::env::var("COLUMNS").ok().as_deref(),
+            ),
             header: header.iter().map(|h| h.to_string()).collect(),
             widths: None,
             rows: 0,
@@ -160,11 +164,11 @@ fn widths(header: &[String], rows: &[&Vec<String>]) -> Vec<usize> {
         .collect()
 }
 
-/// The terminal's width as the shell exports it, else [`DEFAULT_COLUMNS`]: no ioctl,
-/// so the same command prints the same lines in a pipe and in a test.
-pub fn terminal_columns(columns: Option<&str>) -> usize {
-    columns
-        .and_then(|c| c.trim().parse::<usize>().ok())
+/// The width of the terminal stdout is (`tty`: bash does not export `$COLUMNS`, so
+/// in a terminal that is what says), else `$COLUMNS`, else [`DEFAULT_COLUMNS`]. Piped
+/// or redirected there is no terminal to ask: the same lines in a pipe and in a test.
+pub fn terminal_columns(tty: Option<usize>, columns: Option<&str>) -> usize {
+    tty.or_else(|| columns.and_then(|c| c.trim().parse::<usize>().ok()))
         .filter(|c| *c >= 20)
         .unwrap_or(DEFAULT_COLUMNS)
 }
@@ -203,10 +207,17 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(12_345), "12,345");
-        assert_eq!(terminal_columns(Some("132")), 132);
-        assert_eq!(terminal_columns(Some("x")), 100);
-        assert_eq!(terminal_columns(Some("3")), 100);
-        assert_eq!(terminal_columns(None), 100);
+        assert_eq!(terminal_columns(None, Some("132")), 132);
+        assert_eq!(terminal_columns(None, Some("x")), 100);
+        assert_eq!(terminal_columns(None, Some("3")), 100);
+        assert_eq!(terminal_columns(None, None), 100);
+        assert_eq!(
+            terminal_columns(Some(160), Some("132")),
+            160,
+            "the tty first"
+        );
+        assert_eq!(terminal_columns(Some(160), None), 160);
+        assert_eq!(terminal_columns(Some(3), Some("132")), 100);
         assert_eq!(cut("abcdef", 6), "abcdef");
         assert_eq!(cut("abcdefg", 6), "abcde…");
         assert_eq!(cut("ééééééé", 3), "éé…");

@@ -123,11 +123,30 @@ impl Admin {
             .collect())
     }
 
+    /// The host of each daemon with a heartbeat record, by the record's id (its claim
+    /// tokens' prefix): one `HGETALL` of a hash of one field per daemon. None for a
+    /// user whose ACL does not cover the hash: the claims are still named by pid.
+    pub(super) fn daemon_hosts(&mut self) -> Result<Vec<(String, String)>, Error> {
+        let all: Vec<(String, String)> = match self.con.hgetall(self.keys.daemons()) {
+            Ok(all) => all,
+            Err(e) if e.code() == Some("NOPERM") => Vec::new(),
+            Err(e) => return Err(Error::redis(&self.url, &e)),
+        };
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, line)| {
+                let record = crate::cli::fleet::Record::parse(&line)?;
+                Some((id, record.fields["host"].as_str()?.to_string()))
+            })
+            .collect())
+    }
+
     /// `inflight`: claimed jobs over every shard, soonest lease deadline first, with
     /// the daemon that holds each.
     pub fn inflight(&mut self, out: &mut Listing, limit: Limit) -> Result<(), Error> {
         let sets = self.sets()?;
         let now = self.now()?;
+        let hosts = self.daemon_hosts()?;
         let mut total = 0u64;
         for k in &sets {
             let n: u64 = on(&self.url, self.con.zcard(&k.inflight))?;
@@ -141,7 +160,7 @@ impl Admin {
                 .iter()
                 .zip(values)
                 .map(|((_, (member, deadline)), value)| {
-                    inflight_row(member, *deadline, value, now, out.json())
+                    inflight_row(member, *deadline, value, &hosts, now, out.json())
                 })
                 .collect::<Vec<_>>();
             shown += rows.len();
@@ -256,9 +275,9 @@ fn pending_row(
     // Below 0 (`-inf` included) counts as the epoch, as in the daemon.
     let due = due.max(0.0);
     let late = (now - due).max(0.0);
-    let (callback, body) = callback_and_body(member);
+    let (callback, body, own) = callback_and_body(member);
     if as_json {
-        let json = json!({"id": id, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
+        let json = json!({"id": id, "producerId": own, "due": due, "lateSeconds": late, "attempts": attempts, "callback": callback, "body": body});
         return (Vec::new(), json);
     }
     let late = match late > 0.0 {
@@ -280,18 +299,22 @@ fn inflight_row(
     member: &[u8],
     deadline: f64,
     value: Option<AttemptsValue>,
+    hosts: &[(String, String)],
     now: f64,
     as_json: bool,
 ) -> (Vec<String>, Value) {
     let id = job_id(member);
     let attempt = value.as_ref().map_or(0, |v| v.made);
     let token = value.and_then(|v| v.token);
-    let daemon = token.as_deref().and_then(Claimer::of_token);
+    let daemon = token
+        .as_deref()
+        .and_then(Claimer::of_token)
+        .map(|c| c.on(hosts));
     let expired = deadline < now;
-    let (callback, body) = callback_and_body(member);
+    let (callback, body, own) = callback_and_body(member);
     if as_json {
         let json = json!({
-            "id": id, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
+            "id": id, "producerId": own, "leaseDeadline": deadline, "leaseExpired": expired, "attempt": attempt,
             "token": token, "daemon": daemon.map(|d| d.json()), "callback": callback,
             "body": body,
         });
@@ -327,16 +350,26 @@ fn failed_row(record: Value, as_json: bool) -> (Vec<String>, Value) {
     (cells, Value::Null)
 }
 
-/// A member's callback (masked) and body, from one parse: listing a million jobs
-/// costs a parse each.
-fn callback_and_body(member: &[u8]) -> (String, Value) {
+/// A member's callback (masked), body and producer's id, from one parse: listing a
+/// million jobs costs a parse each.
+fn callback_and_body(member: &[u8]) -> (String, Value, Option<String>) {
     match serde_json::from_slice::<Value>(member) {
         Ok(parsed @ Value::Object(_)) => {
             let callback = callback_in(&parsed);
-            (callback, body_in(parsed))
+            let own = parsed
+                .as_object()
+                .and_then(producer_id_in)
+                .map(str::to_string);
+            (callback, body_in(parsed), own)
         }
-        _ => ("?".into(), body_of(member)),
+        _ => ("?".into(), body_of(member), None),
     }
+}
+
+/// The id a producer scheduled the job under (`add --id`, the `delayqs` library):
+/// `ids.lua` writes it first in the member, `{"delayqs":{"id":…,"n":…},…}`.
+pub(super) fn producer_id_in(fields: &serde_json::Map<String, Value>) -> Option<&str> {
+    fields.get("delayqs")?.get("id")?.as_str()
 }
 
 /// The `body` of a member (any case), as the endpoint would get it; a member that is
@@ -366,12 +399,18 @@ fn body_in(parsed: Value) -> Value {
 
 /// The daemon named by a claim token. The daemon builds its tokens as
 /// `<pid hex>.<start nanos hex>-<claim>.<job>` (`token_prefix` in
-/// `dispatch/main_loop.rs`); a token of another form is shown as it is.
+/// `dispatch/main_loop.rs`); a token of another form is shown as it is. The part
+/// before the `-` is also its heartbeat record's id, which gives the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claimer {
+    /// Its heartbeat record's id in `<key>:daemons`.
+    pub id: String,
     pub pid: u32,
     /// Unix seconds, by the daemon's own clock, when it started claiming.
     pub started: f64,
+    /// From its heartbeat record; `None` once the record is gone (the daemon stopped
+    /// beating a while ago) or when it cannot be read.
+    pub host: Option<String>,
 }
 
 impl Claimer {
@@ -379,20 +418,35 @@ impl Claimer {
         let (prefix, _claim) = token.rsplit_once('-')?;
         let (pid, nanos) = prefix.split_once('.')?;
         Some(Claimer {
+            id: prefix.to_string(),
             pid: u32::from_str_radix(pid, 16).ok()?,
             started: u128::from_str_radix(nanos, 16).ok()? as f64 / 1e9,
+            host: None,
         })
     }
 
+    /// With its host, from [`Admin::daemon_hosts`].
+    pub fn on(mut self, hosts: &[(String, String)]) -> Claimer {
+        self.host = hosts
+            .iter()
+            .find(|(id, _)| *id == self.id)
+            .map(|(_, h)| h.clone());
+        self
+    }
+
     pub fn json(&self) -> Value {
-        json!({"pid": self.pid, "startedAt": self.started, "startedTime": rfc3339(self.started)})
+        json!({"id": self.id, "host": self.host, "pid": self.pid, "startedAt": self.started,
+               "startedTime": rfc3339(self.started)})
     }
 }
 
 impl std::fmt::Display for Claimer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The pid alone may repeat across hosts; with the start time it does not.
-        write!(f, "pid {} started {}", self.pid, rfc3339(self.started))
+        if let Some(host) = &self.host {
+            write!(f, "host {host}, ")?;
+        }
+        write!(f, "pid {}, started {}", self.pid, rfc3339(self.started))
     }
 }
 
@@ -484,7 +538,16 @@ mod tests {
         let c = Claimer::of_token(&token).unwrap();
         assert_eq!(c.pid, 0x1a2b);
         assert!((c.started - 1_764_000_000.5).abs() < 1e-3);
-        assert_eq!(c.to_string(), "pid 6699 started 2025-11-24T16:00:00.500Z");
+        assert_eq!(c.to_string(), "pid 6699, started 2025-11-24T16:00:00.500Z");
+        assert_eq!(c.id, format!("1a2b.{nanos}"));
+        let hosts = [
+            ("1a2b.1".to_string(), "other".to_string()),
+            (c.id.clone(), "web1".to_string()),
+        ];
+        assert_eq!(
+            c.on(&hosts).to_string(),
+            "host web1, pid 6699, started 2025-11-24T16:00:00.500Z"
+        );
         assert_eq!(Claimer::of_token("tok.3"), None);
     }
 

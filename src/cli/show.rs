@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::cli::admin::{Admin, AdminResult, Output, format_table, on, row};
 use crate::cli::error::Error;
 use crate::cli::ids::{IdArg, Resolver};
-use crate::cli::lists::{Claimer, body_of};
+use crate::cli::lists::{Claimer, body_of, producer_id_in};
 use crate::cli::pages::{ListPages, PAGE, ScanPages};
 use crate::cli::shown::{callback_of, mask_secret_headers, masked};
 use crate::config::ShardKeys;
@@ -43,12 +43,14 @@ struct Found {
     lease: Option<f64>,
     attempts: Option<AttemptsValue>,
     records: Vec<Value>,
+    /// The daemon holding its lease, with its host when its heartbeat record stands.
+    daemon: Option<Claimer>,
 }
 
 impl Admin {
     pub fn show(&mut self, arg: &IdArg) -> AdminResult {
         let sets = self.sets()?;
-        let Some(found) = self.find_job(&sets, arg)? else {
+        let Some(mut found) = self.find_job(&sets, arg)? else {
             let what = format!(
                 "{}: not found among pending, in-flight or failed jobs (a delivered job leaves no trace)",
                 arg.text()
@@ -59,6 +61,10 @@ impl Admin {
                 shortfall: Some("job not found".into()),
             });
         };
+        let claimer = found.attempts.as_ref().and_then(|a| a.token.as_deref());
+        if let Some(c) = claimer.and_then(Claimer::of_token) {
+            found.daemon = Some(c.on(&self.daemon_hosts()?));
+        }
         let now = self.now()?;
         Ok(describe(&found, now))
     }
@@ -128,6 +134,7 @@ impl Admin {
                 lease: None,
                 attempts: None,
                 records,
+                daemon: None,
             }));
         };
         let (due, lease, attempts): (Option<f64>, Option<f64>, Option<String>) = on(
@@ -145,6 +152,7 @@ impl Admin {
             lease,
             attempts: attempts.map(|v| AttemptsValue::parse(&v)),
             records,
+            daemon: None,
         }))
     }
 }
@@ -168,8 +176,8 @@ fn state(f: &Found, now: f64) -> (&'static str, String, u32) {
         };
         let by = a
             .and_then(|a| a.token.as_deref())
-            .map(|t| match Claimer::of_token(t) {
-                Some(c) => format!(", claimed by the daemon with {c} (token {t})"),
+            .map(|t| match &f.daemon {
+                Some(c) => format!(", claimed by a daemon ({c}; token {t})"),
                 None => format!(", claim token {t}"),
             })
             .unwrap_or_default();
@@ -227,7 +235,14 @@ fn describe(f: &Found, now: f64) -> Output {
     let member_shown =
         masked(json!({ "member": String::from_utf8_lossy(member) }))["member"].clone();
 
-    let mut rows = vec![row(["id", &f.id]), row(["state", &state_text])];
+    // The producer's own id, which `add --id` and the `delayqs` library put first in
+    // the member (`ids.lua`).
+    let producer_id = producer_id_in(&fields);
+    let mut rows = vec![row(["id", &f.id])];
+    if let Some(own) = producer_id {
+        rows.push(row(["producer id", own]));
+    }
+    rows.push(row(["state", &state_text]));
     rows.push(row(["attempts", &made.to_string()]));
     if let Some(due) = f.due {
         let late = now - due.max(0.0);
@@ -275,11 +290,12 @@ fn describe(f: &Found, now: f64) -> Output {
     Output {
         text: format_table(&rows),
         json: json!({
-            "id": f.id, "state": state, "description": state_text, "attempts": made,
+            "id": f.id, "producerId": producer_id, "state": state, "description": state_text,
+            "attempts": made,
             "due": f.due.map(|d| d.max(0.0)), "firstDue": first_due,
             "leaseDeadline": f.lease,
             "token": f.attempts.as_ref().and_then(|a| a.token.clone()),
-            "daemon": f.attempts.as_ref().and_then(|a| a.token.as_deref()).and_then(Claimer::of_token).map(|c| c.json()),
+            "daemon": f.daemon.as_ref().map(Claimer::json),
             "callback": f.member.as_ref().map(|m| callback_of(m)),
             "body": f.member.as_ref().map(|m| body_of(m)),
             "sign": sign, "options": options, "failures": failures,

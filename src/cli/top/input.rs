@@ -12,6 +12,7 @@ pub enum Key {
     Enter,
     Esc,
     Backspace,
+    Tab,
     CtrlC,
 }
 
@@ -49,6 +50,7 @@ pub fn keys(bytes: &[u8]) -> Vec<Key> {
                 Some(_) => Key::Esc,
             },
             '\r' | '\n' => Key::Enter,
+            '\t' => Key::Tab,
             '\x7f' | '\x08' => Key::Backspace,
             '\x03' => Key::CtrlC,
             c if c.is_control() => continue,
@@ -77,6 +79,10 @@ pub enum Action {
     TogglePause,
     /// Retry the selected failed record.
     Retry,
+    /// Move the selection to the other table (the failures, the hosts).
+    SwitchTable,
+    /// Pause the selected host or flow, or resume it when paused.
+    ToggleHost,
     Up,
     Down,
     PageUp,
@@ -101,6 +107,8 @@ pub fn action(mode: &Mode, key: Key) -> Action {
             Key::Char('q') | Key::Esc => Action::Quit,
             Key::Char('p') => Action::TogglePause,
             Key::Char('r') => Action::Retry,
+            Key::Tab => Action::SwitchTable,
+            Key::Char('h') => Action::ToggleHost,
             Key::Char('/') => Action::StartFind,
             Key::Up | Key::Char('k') => Action::Up,
             Key::Down | Key::Char('j') => Action::Down,
@@ -145,8 +153,8 @@ mod tests {
             "unknown sequence skipped"
         );
         assert_eq!(
-            keys(b"\x03\r\x7f"),
-            [Key::CtrlC, Key::Enter, Key::Backspace]
+            keys(b"\x03\r\x7f\t"),
+            [Key::CtrlC, Key::Enter, Key::Backspace, Key::Tab]
         );
     }
 
@@ -159,9 +167,17 @@ mod tests {
         assert_eq!(action(&watch, Key::Char('r')), Action::Retry);
         assert_eq!(action(&watch, Key::Char('/')), Action::StartFind);
         assert_eq!(action(&watch, Key::Down), Action::Down);
+        assert_eq!(action(&watch, Key::Tab), Action::SwitchTable);
+        assert_eq!(action(&watch, Key::Char('h')), Action::ToggleHost);
         let find = Mode::Find("ab".into());
         assert_eq!(action(&find, Key::Char('C')), Action::Typed("abc".into()));
         assert_eq!(action(&find, Key::Char('x')), Action::Nothing);
+        assert_eq!(action(&find, Key::Tab), Action::Nothing);
+        assert_eq!(
+            action(&find, Key::Char('h')),
+            Action::Nothing,
+            "h is not hex: neither typed nor a pause"
+        );
         assert_eq!(
             action(&find, Key::Char('q')),
             Action::Nothing,
@@ -171,6 +187,7 @@ mod tests {
         assert_eq!(action(&find, Key::Enter), Action::Find("ab".into()));
         assert_eq!(action(&find, Key::Esc), Action::Back);
         assert_eq!(action(&Mode::Answer, Key::Esc), Action::Back);
+        assert_eq!(action(&Mode::Answer, Key::Char('h')), Action::Nothing);
         for mode in [watch, find, Mode::Answer] {
             assert_eq!(action(&mode, Key::CtrlC), Action::Quit);
         }

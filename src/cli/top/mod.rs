@@ -7,13 +7,15 @@
 //! (`term`).
 //!
 //! The hosts table shows each host's (and flowKey's) flow: its rate now and limit,
-//! whether back-pressure slowed it, an operator's pause (`delayqs pause --host`) and a
-//! breaker's. Pausing one host is not a key here: the view selects failures, not
-//! hosts; `delayqs pause --host` does it.
+//! whether back-pressure slowed it, an operator's pause with the jobs it parked, and a
+//! breaker's. Tab moves the arrows to it, and `h` pauses the selected one or resumes
+//! it, as `delayqs pause --host` and `resume --host` do (`fleet::pause`,
+//! `fleet::resume_flow`, whose wait of up to 5 s for the heartbeats runs on the
+//! action's thread).
 
 mod input;
 mod model;
-mod term;
+pub(super) mod term;
 mod view;
 
 use std::process::ExitCode;
@@ -91,7 +93,8 @@ pub fn run(config: Config) -> Result<ExitCode, Error> {
         loop {
             match messages.try_recv() {
                 Ok(Msg::Model(m)) => {
-                    ui.selected = follow(&model.failures, ui.selected, &m.failures);
+                    ui.selected = follow(&ids(&model), ui.selected, &ids(&m));
+                    ui.host = follow(&names(&model), ui.host, &names(&m));
                     ui.push_rates(m.rates);
                     model = *m;
                     dirty = true;
@@ -140,14 +143,17 @@ pub fn run(config: Config) -> Result<ExitCode, Error> {
             match input::action(&ui.mode, key) {
                 Action::Quit => return Ok(ExitCode::SUCCESS),
                 Action::Nothing => {}
-                Action::Up => ui.selected = ui.selected.saturating_sub(1),
-                Action::Down => ui.selected = (ui.selected + 1).min(last(&model)),
-                Action::PageUp => ui.selected = ui.selected.saturating_sub(10),
-                Action::PageDown => ui.selected = (ui.selected + 10).min(last(&model)),
+                Action::Up => move_by(&mut ui, &model, -1),
+                Action::Down => move_by(&mut ui, &model, 1),
+                Action::PageUp => move_by(&mut ui, &model, -10),
+                Action::PageDown => move_by(&mut ui, &model, 10),
+                Action::SwitchTable => ui.on_hosts = !ui.on_hosts,
                 Action::StartFind => ui.mode = Mode::Find(String::new()),
                 Action::Typed(t) => ui.mode = Mode::Find(t),
                 Action::Back => ui.mode = Mode::Watch,
-                Action::TogglePause | Action::Retry | Action::Find(_) if busy => {
+                Action::TogglePause | Action::Retry | Action::ToggleHost | Action::Find(_)
+                    if busy =>
+                {
                     ui.mode = Mode::Watch;
                     ui.status = Some("wait: the last action is still under way".into());
                 }
@@ -155,6 +161,19 @@ pub fn run(config: Config) -> Result<ExitCode, Error> {
                     busy = true;
                     ui.status = Some(toggle_pause(&config, &model, &tx));
                 }
+                Action::Retry if ui.on_hosts => {
+                    ui.status = Some("r retries a failed record: Tab to the failures".into())
+                }
+                Action::ToggleHost if !ui.on_hosts => {
+                    ui.status = Some("h pauses a host: Tab to the hosts table".into())
+                }
+                Action::ToggleHost => match model.hosts.get(ui.host) {
+                    None => ui.status = Some("no host or flow to pause".into()),
+                    Some(h) => {
+                        busy = true;
+                        ui.status = Some(toggle_host(&config, h, &tx));
+                    }
+                },
                 Action::Retry => match model.failures.get(ui.selected) {
                     None => ui.status = Some("no failed record to retry".into()),
                     Some(f) => {
@@ -179,17 +198,33 @@ pub fn run(config: Config) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the record highlighted in `before` is in `after`: it stays highlighted when
-/// newer ones come in above it, so that `r` retries the one the operator chose, not
-/// whatever took its place. When it is gone, the same place.
-fn follow(before: &[model::Failure], selected: usize, after: &[model::Failure]) -> usize {
-    let chosen = before.get(selected).map(|f| &f.id);
-    let at = chosen.and_then(|id| after.iter().position(|f| &f.id == id));
+/// Where the row highlighted in `before` (failures' ids, or hosts' names) is in
+/// `after`: it stays highlighted when others come in above it, so that `r` or `h` acts
+/// on the one the operator chose, not whatever took its place. When it is gone, the
+/// same place.
+fn follow(before: &[&str], selected: usize, after: &[&str]) -> usize {
+    let chosen = before.get(selected);
+    let at = chosen.and_then(|id| after.iter().position(|a| a == id));
     at.unwrap_or(selected).min(after.len().saturating_sub(1))
 }
 
-fn last(model: &Model) -> usize {
-    model.failures.len().saturating_sub(1)
+fn ids(m: &Model) -> Vec<&str> {
+    m.failures.iter().map(|f| f.id.as_str()).collect()
+}
+
+fn names(m: &Model) -> Vec<&str> {
+    m.hosts.iter().map(|h| h.host.as_str()).collect()
+}
+
+/// Moves the selection of the table the arrows are in by `by` rows, within it.
+fn move_by(ui: &mut Ui, model: &Model, by: isize) {
+    let (selected, rows) = match ui.on_hosts {
+        true => (&mut ui.host, model.hosts.len()),
+        false => (&mut ui.selected, model.failures.len()),
+    };
+    *selected = selected
+        .saturating_add_signed(by)
+        .min(rows.saturating_sub(1));
 }
 
 /// Starts the thread that reads the model once a second; it ends with the process.
@@ -252,6 +287,39 @@ fn toggle_pause(config: &Arc<Config>, model: &Model, done: &Sender<Msg>) -> Stri
     }
 }
 
+/// `pause --host` (or `--flow`) of the selected row, or `resume --host` when paused.
+fn toggle_host(config: &Arc<Config>, host: &model::Host, done: &Sender<Msg>) -> String {
+    let name = host.host.clone();
+    // The daemons name a flow by its host, or by the jobs' flowKey, in one hash: a
+    // name that is not a host's is a flowKey. (Only the pause note and the messages
+    // say which.)
+    let flow = match fleet::host_name(&name) {
+        Ok(h) if h == name => fleet::FlowArg::Host(name),
+        _ => fleet::FlowArg::Key(name),
+    };
+    let resume = host.flow_paused;
+    let what = format!("{} {:?}", flow.kind(), flow.name());
+    let config = config.clone();
+    spawn(
+        done,
+        Box::new(move || {
+            let out = match resume {
+                true => fleet::resume_flow(&config, &flow),
+                false => fleet::pause(&config, Some(&flow), Some(PAUSE_REASON)),
+            };
+            Done {
+                status: out
+                    .map_or_else(|e| e.to_string(), |o| o.text.trim_end().replace('\n', "; ")),
+                answer: None,
+            }
+        }),
+    );
+    match resume {
+        true => format!("resuming the {what} (waits up to 5 s for every daemon's heartbeat)…"),
+        false => format!("pausing the {what}…"),
+    }
+}
+
 /// `failed retry ID`, by the record's whole `Id`.
 fn retry(config: &Arc<Config>, id: &str, done: &Sender<Msg>) -> String {
     let arg = match IdArg::parse(id, true) {
@@ -306,27 +374,14 @@ fn find(config: &Arc<Config>, arg: IdArg, done: &Sender<Msg>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::Failure;
 
     #[test]
     fn the_highlight_follows_its_record() {
-        let list = |ids: &[&str]| -> Vec<Failure> {
-            ids.iter()
-                .map(|id| Failure {
-                    id: id.to_string(),
-                    ..Failure::default()
-                })
-                .collect()
-        };
-        let before = list(&["c", "b", "a"]);
-        assert_eq!(follow(&before, 1, &list(&["e", "d", "c", "b", "a"])), 3);
-        assert_eq!(
-            follow(&before, 1, &list(&["c", "a"])),
-            1,
-            "gone: the same place"
-        );
-        assert_eq!(follow(&before, 2, &list(&["c"])), 0);
-        assert_eq!(follow(&[], 0, &list(&["x"])), 0);
+        let before = ["c", "b", "a"];
+        assert_eq!(follow(&before, 1, &["e", "d", "c", "b", "a"]), 3);
+        assert_eq!(follow(&before, 1, &["c", "a"]), 1, "gone: the same place");
+        assert_eq!(follow(&before, 2, &["c"]), 0);
+        assert_eq!(follow(&[], 0, &["x"]), 0);
         assert_eq!(follow(&before, 0, &[]), 0);
     }
 }

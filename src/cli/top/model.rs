@@ -2,7 +2,8 @@
 //! commands, whatever the queue holds: counts by `ZCARD`, `ZCOUNT`, `LLEN` and `HLEN`,
 //! the in-flight set (small: a daemon holds at most 8 jobs per worker) read up to
 //! [`INFLIGHT_READ`] members, the failed list's tail only, and the daemons' heartbeats
-//! (one field per daemon). Nothing here scans a big key: no `HGETALL` of the attempts
+//! (one field per daemon), and the size of each paused flow's parked set per shard.
+//! Nothing here scans a big key: no `HGETALL` of the attempts
 //! hash, no full pass over the failed list (`stats` does those, on demand).
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use crate::cli::fleet::{FleetFlow, Record, describe_pause, fleet_flows};
 use crate::cli::shown::{callback_in, callback_of, host_of};
-use crate::config::Config;
+use crate::config::{Config, Keys};
 use crate::store::Conn;
 
 /// In-flight members read per shard, per refresh, for the per-host counts.
@@ -85,6 +86,8 @@ pub struct Host {
     pub slowed: bool,
     /// Paused by an operator (`delayqs pause --host`/`--flow`): its jobs are parked.
     pub flow_paused: bool,
+    /// Its jobs parked while paused, over the shards.
+    pub parked: u64,
 }
 
 /// A failed record, as shown.
@@ -285,6 +288,22 @@ impl Sampler {
         let pause: Option<String> = take(&mut r)?;
         let paused_flows: Vec<String> = take(&mut r)?;
         commands += 3;
+        // One `ZCARD` per paused flow and shard: operators pause a handful, and
+        // nothing is sent while none is.
+        let mut parked = vec![0u64; paused_flows.len()];
+        if !paused_flows.is_empty() {
+            let mut pipe = redis::pipe();
+            for &shard in &self.shards {
+                for name in &paused_flows {
+                    pipe.zcard(Keys::parked(&keys.shard(shard).queue, name));
+                }
+            }
+            let counts: Vec<u64> = pipe.query(con)?;
+            commands += counts.len();
+            for (i, n) in counts.into_iter().enumerate() {
+                parked[i % paused_flows.len()] += n;
+            }
+        }
 
         let records: Vec<Record> = beats
             .iter()
@@ -297,7 +316,6 @@ impl Sampler {
         let mut m = Model::before_reading(&self.config);
         m.now = now;
         m.read = true;
-        m.commands = commands;
         m.counts = counts;
         m.shards = self.shards.len();
         m.paused = pause.map(|note| {
@@ -330,10 +348,16 @@ impl Sampler {
         // Newest first.
         let mut failures = ordered(failures, |f| inverse(millis(f.at)));
         failures.truncate(FAILED_TAIL);
+        m.commands = commands;
         let paused_flows: Vec<&str> = paused_flows.iter().map(String::as_str).collect();
         let fields: Vec<&Value> = records.iter().map(|r| &r.fields).collect();
         let flows = fleet_flows(&fields, &paused_flows);
-        m.hosts = hosts(&inflight_hosts, &failures, &paused_hosts, &flows);
+        let mut hosts = hosts(&inflight_hosts, &failures, &paused_hosts, &flows);
+        for h in hosts.iter_mut().filter(|h| h.flow_paused) {
+            let at = paused_flows.iter().position(|n| *n == h.host);
+            h.parked = at.map_or(0, |at| parked[at]);
+        }
+        m.hosts = hosts;
         m.failures = failures;
         m.inflight_partial = partial;
         m.daemons = daemons;

@@ -100,13 +100,15 @@ pub fn panicked() -> bool {
 
 /// Columns and rows; 80×24 when the terminal does not say.
 pub fn size() -> (usize, usize) {
-    // SAFETY: TIOCGWINSZ fills a winsize.
+    window().unwrap_or((80, 24))
+}
+
+/// Columns and rows of the terminal stdout is, when it is one and says.
+pub fn window() -> Option<(usize, usize)> {
+    // SAFETY: TIOCGWINSZ fills a winsize; on a pipe or a file it fails (ENOTTY).
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
-    match ok && ws.ws_col > 0 && ws.ws_row > 0 {
-        true => (usize::from(ws.ws_col), usize::from(ws.ws_row)),
-        false => (80, 24),
-    }
+    (ok && ws.ws_col > 0 && ws.ws_row > 0).then(|| (usize::from(ws.ws_col), usize::from(ws.ws_row)))
 }
 
 /// Whether both stdin and stdout are a terminal.

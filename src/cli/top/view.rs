@@ -36,6 +36,10 @@ pub struct Ui {
     pub mode: Mode,
     /// The selected row of recent failures.
     pub selected: usize,
+    /// The arrows move in the hosts table (Tab), not in the failures.
+    pub on_hosts: bool,
+    /// The selected row of the hosts table.
+    pub host: usize,
     /// The last action's result, or what is under way.
     pub status: Option<String>,
     /// A lookup's answer, shown in `Mode::Answer`.
@@ -65,6 +69,8 @@ impl Default for Ui {
         Ui {
             mode: Mode::Watch,
             selected: 0,
+            on_hosts: false,
+            host: 0,
             status: None,
             answer: Vec::new(),
             rates: Default::default(),
@@ -73,7 +79,8 @@ impl Default for Ui {
 }
 
 const KEYS_HELP: &str =
-    "p pause/resume queue · ↑↓ select failure · r retry it · / find job by id · q quit";
+    "p pause/resume queue · ↑↓ select failure · r retry it · Tab hosts · / find job by id · q quit";
+const HOST_KEYS_HELP: &str = "h pause/resume host · ↑↓ select host · Tab failures · p pause/resume queue · / find job · q quit";
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 const DAEMON_ROWS: usize = 6;
 const HOST_ROWS: usize = 8;
@@ -154,6 +161,7 @@ pub fn render(m: &Model, ui: &Ui, width: usize, height: usize) -> Vec<Line> {
         line(
             match ui.mode {
                 Mode::Answer => "Esc or q: back to the live view".to_string(),
+                _ if ui.on_hosts => HOST_KEYS_HELP.to_string(),
                 _ => KEYS_HELP.to_string(),
             },
             Style::Dim,
@@ -244,9 +252,11 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         format!("HOSTS AND FLOWS (failures among the latest failed records{partial})"),
         Style::Bold,
     ));
+    let first_host = (ui.host + 1).saturating_sub(HOST_ROWS);
     let hosts: Vec<Vec<String>> = m
         .hosts
         .iter()
+        .skip(first_host)
         .take(HOST_ROWS)
         .map(|h| {
             vec![
@@ -257,7 +267,10 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
                     false => h.rate.clone(),
                 },
                 if h.slowed { "slowed" } else { "" }.into(),
-                if h.flow_paused { "PAUSED" } else { "" }.into(),
+                match h.flow_paused {
+                    true => format!("PAUSED, {} parked", thousands(h.parked)),
+                    false => String::new(),
+                },
                 thousands(h.failures),
                 if h.paused { "paused" } else { "" }.into(),
                 h.last_error.clone().unwrap_or_default(),
@@ -281,7 +294,7 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
                 "LAST ERROR",
             ],
             &hosts,
-            None,
+            ui.host.checked_sub(first_host).filter(|_| ui.on_hosts),
         )),
     }
     if m.hosts.len() > hosts.len() {
@@ -326,7 +339,7 @@ fn tables(m: &Model, ui: &Ui, room: usize) -> Vec<Line> {
         false => out.extend(table(
             &["ID", "FAILED", "HOST", "ATTEMPTS", "ERROR"],
             &failures,
-            ui.selected.checked_sub(first),
+            ui.selected.checked_sub(first).filter(|_| !ui.on_hosts),
         )),
     }
     out
@@ -383,13 +396,23 @@ fn table(head: &[&str], rows: &[Vec<String>], selected: Option<usize>) -> Vec<Li
     out
 }
 
-/// `delivered/s   12.5 ▁▂▄█` over as many of the latest samples as fit.
+/// `delivered/s   12.5 ▁▂▄█` over the whole history kept: each cell the mean of as
+/// many seconds as it takes for the history to fit, so that a narrow terminal still
+/// shows the last ten minutes (80 columns: 25 s a cell), not the last 24 seconds.
 fn spark_line(label: &str, history: &VecDeque<f64>, width: usize) -> Line {
     let now = history.back().copied().unwrap_or(0.0);
     let head = format!("{label:<17}{now:>9.1}  ");
     // Room for the span after it: "  last 10m 0s max 12345.6".
-    let room = width.saturating_sub(head.chars().count() + 28).min(HISTORY);
-    let shown: Vec<f64> = history.iter().rev().take(room).rev().copied().collect();
+    let room = width.saturating_sub(head.chars().count() + 28).max(1);
+    let per_cell = history.len().div_ceil(room).max(1);
+    // Cells end at the newest sample: the oldest cell may hold fewer.
+    let (first, rest) = history.as_slices();
+    let samples: Vec<f64> = first.iter().chain(rest).copied().collect();
+    let shown: Vec<f64> = samples
+        .rchunks(per_cell)
+        .rev()
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
     let max = shown.iter().copied().fold(0.0, f64::max);
     let spark: String = shown
         .iter()
@@ -398,7 +421,7 @@ fn spark_line(label: &str, history: &VecDeque<f64>, width: usize) -> Line {
             false => SPARKS[((v / max * 7.0).round() as usize).min(7)],
         })
         .collect();
-    let span = match shown.len() {
+    let span = match history.len() {
         0 => String::new(),
         n => format!("  last {} max {max:.1}", whole(n as f64)),
     };
@@ -521,10 +544,12 @@ mod tests {
                     rate: "25/50".into(),
                     slowed: true,
                     flow_paused: false,
+                    parked: 0,
                 },
                 Host {
                     host: "pay.example".into(),
                     flow_paused: true,
+                    parked: 1234,
                     ..Host::default()
                 },
             ],
@@ -599,11 +624,12 @@ mod tests {
         let paused = find(&lines, "pay.example  ");
         let column = |l: &Line, s: &str| l.text.find(s).unwrap();
         assert_eq!(
-            column(paused, "PAUSED"),
+            column(paused, "PAUSED, 1,234 parked"),
             column(head, "PAUSED"),
             "{}",
             text(&lines)
         );
+        assert_eq!(host.style, Style::Plain, "the arrows are in the failures");
         assert_eq!(column(host, "25/50"), column(head, "RATE/S"));
         assert!(find(&lines, "delivered/s").text.contains("120.5"));
         assert!(find(&lines, "failed attempts/s").text.contains(" 1.5  "));
@@ -694,6 +720,86 @@ mod tests {
         let lines = render(&m, &ui, 120, 40);
         find(&lines, "state  failed for good");
         assert!(!text(&lines).contains("RECENT FAILURES"));
+    }
+
+    #[test]
+    fn tab_moves_the_highlight_to_the_hosts_and_says_how_to_pause_one() {
+        let mut m = model();
+        m.hosts = (0..20)
+            .map(|i| Host {
+                host: format!("h{i:02}"),
+                flow_paused: i == 15,
+                parked: 7,
+                ..Host::default()
+            })
+            .collect();
+        let ui = Ui {
+            on_hosts: true,
+            host: 15,
+            ..Ui::default()
+        };
+        let lines = render(&m, &ui, 120, 40);
+        // Scrolled so that the selected row shows: h08 to h15.
+        let selected = find(&lines, "h15  ");
+        assert_eq!(selected.style, Style::Selected, "{}", text(&lines));
+        assert!(
+            selected.text.contains("PAUSED, 7 parked"),
+            "{}",
+            selected.text
+        );
+        assert!(!text(&lines).contains("h07  ") && text(&lines).contains("h08  "));
+        find(&lines, "… and 12 more hosts");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.style != Style::Selected || l.text.starts_with("h15")),
+            "one row highlighted: {}",
+            text(&lines)
+        );
+        assert!(
+            lines[39].text.starts_with("h pause/resume host"),
+            "{}",
+            lines[39].text
+        );
+        assert!(
+            lines[39].text.contains("Tab failures"),
+            "{}",
+            lines[39].text
+        );
+        let lines = render(&m, &Ui::default(), 120, 40);
+        assert_eq!(find(&lines, "h00  ").style, Style::Plain);
+        assert_eq!(find(&lines, "0abcdef01234").style, Style::Selected);
+        assert!(lines[39].text.contains("Tab hosts"), "{}", lines[39].text);
+    }
+
+    #[test]
+    fn the_sparklines_span_the_history_kept_at_80_columns() {
+        // Ten minutes: busy in the first minute only, then idle.
+        let mut ui = Ui::default();
+        for i in 0..HISTORY {
+            let rate = if i < 60 { 100.0 } else { 0.0 };
+            ui.push_rates([rate, 0.0, 0.0]);
+        }
+        let lines = render(&model(), &ui, 80, 24);
+        let rate = find(&lines, "delivered/s");
+        assert!(rate.text.chars().count() <= 80, "{}", rate.text);
+        assert!(
+            rate.text.ends_with("last 10m 0s max 100.0"),
+            "{}",
+            rate.text
+        );
+        // The busy minute, ten minutes back, is drawn at the line's start.
+        let spark: String = rate.text.chars().skip(28).take(24).collect();
+        assert!(spark.starts_with("██"), "{:?}", rate.text);
+        assert_eq!(spark.trim_end().chars().count(), 3, "{:?}", rate.text);
+        // Five minutes fit at 80 columns however the history began.
+        let mut ui = Ui::default();
+        for _ in 0..300 {
+            ui.push_rates([1.0, 0.0, 0.0]);
+        }
+        let rate = find(&render(&model(), &ui, 80, 24), "delivered/s").clone();
+        assert!(rate.text.ends_with("last 5m 0s max 1.0"), "{}", rate.text);
+        assert_eq!(rate.text.matches('█').count(), 24, "{}", rate.text);
     }
 
     #[test]
